@@ -1,0 +1,14 @@
+"""Evaluation, always through raw bytes (SPEC §7).
+
+Modules (import the one you need; this package imports nothing eagerly, so the
+sandbox and benchmark code stay usable without JAX):
+
+* ``bpb``          raw bits-per-byte of a model on validation documents;
+* ``generate``     KV-cache decoding through the raw-byte interface;
+* ``run``          ``--mode=eval`` tasks, ``WORKDIR/eval/<task>.json``;
+* ``sandbox``      sandboxed execution of generated programs;
+* ``codegen``      HumanEval / HumanEval+ / MBPP / MBPP+ problems and pass@k;
+* ``passk``        the unbiased pass@k estimator;
+* ``robustness``   ReCode-style prompt perturbations and robust pass@k;
+* ``compressors``  compressor stability / collision / ratio analysis (CLI).
+"""

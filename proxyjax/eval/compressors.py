@@ -1,0 +1,710 @@
+r"""Compressor analysis (paper Fig. 4 and 6): stability, collisions, compression ratio.
+
+    python -m proxyjax.eval.compressors --views=raw,deflate,gzip,halfbyte \
+        --num_docs=200 --out=DIR [--tokenizer_path=tok.json]
+
+writes ``DIR/compressors.json`` and ``DIR/compressors.png``.
+
+For each view, over a seeded sample of documents (capped at ``max_doc_bytes``,
+cut at a character boundary):
+
+* **Stability** -- take a window of ``window_chars`` characters at a seeded
+  offset, delete a random 10% of its characters (code points), compress both
+  and report the normalised Levenshtein distance between the two symbol
+  sequences, ``edit distance / max(len)`` (0 = the output barely moves, 1 =
+  unrelated). A stable compressor maps small input edits to small output edits.
+* **Collisions** -- how many distinct input byte chunks each compressed symbol
+  stands for. The chunk of one output symbol is the *smallest contiguous span
+  of input bytes whose encoding includes any bit of that symbol*:
+
+  - ``raw``: the byte itself (never a collision);
+  - ``halfbyte`` / ``doublebit`` / ``bit``: the byte the symbol is part of (a
+    nibble is shared by 16 bytes per position);
+  - ``doublebyte``: the two bytes (odd input padded with 0x00, as the view does);
+  - ``tokenizer``: the token's bytes, aligned exactly when the tokens'
+    bytes concatenate to the document (byte-level BPE: every token always
+    stands for the same bytes, so no collisions); otherwise the characters
+    the tokenizer's offsets say it covers (a normalising tokenizer can map
+    different text to one token);
+  - ``token_bytes``: the token's span, for each of its bytes;
+  - ``deflate``: the stream is re-inflated with bit positions recorded; a
+    literal code covers its byte, a length/distance code the whole copied
+    span, and an output byte covers the union of the codes its 8 bits overlap
+    (contiguous, since codes are in output order). Bytes made only of block
+    headers, Huffman tables, end-of-block codes or padding cover no input:
+    their chunk is empty (reported as ``overhead_fraction``);
+  - ``gzip``: as ``deflate`` for the payload; the 10 header bytes are
+    overhead (empty chunk); the 8 trailer bytes (CRC32, ISIZE) depend on the
+    whole document, so their chunk is the whole document.
+
+  Reported: distinct symbols seen, mean distinct chunks per symbol (over
+  symbols and over occurrences), the share of symbols with more than one
+  chunk (``collision_rate``), the maximum, and ``H(chunk | symbol)`` in bits:
+  how much a symbol leaves unsaid about the bytes it came from.
+* **Compression** -- UTF-8 bytes per symbol, symbols per byte, and bits per
+  byte at ``log2(alphabet)`` bits per symbol.
+
+``neural`` needs ``neural_dir`` (a trained compressor; else it is skipped);
+its collisions are reported n/a: an arithmetic-coded symbol's bits depend on
+the model state over its whole equal-information window, so no per-symbol
+byte span exists without the coder's internals. ``tokenizer`` and
+``token_bytes`` need ``tokenizer_path``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from proxyjax import views as views_lib
+from proxyjax.data import sources as sources_lib
+from proxyjax.views import deflate as deflate_views
+from proxyjax.views import recoded
+from proxyjax.views import tokenizer as tokenizer_views
+
+DEFAULT_VIEWS = ("raw", "deflate", "gzip", "halfbyte")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisConfig:
+  """What to analyse and how.
+
+  Attributes:
+    views: view names (``proxyjax.views.VIEW_NAMES``).
+    num_docs: documents sampled (fewer if the source has fewer).
+    seed: seeds the document sample, the windows and the deletions.
+    deletion_fraction: share of characters deleted for stability.
+    window_chars: characters per stability window (Levenshtein is quadratic).
+    max_doc_bytes: documents are cut to this many bytes (0 = whole documents).
+    tokenizer_path: tokenizer JSON for the tokenizer views.
+    neural_dir: compressor shards / run directory for the neural view.
+    sources: a sources spec (``proxyjax.data.sources``), default the stdlib.
+    split: ``all``, ``train`` or ``validation``.
+    validation_fraction: the hashed validation share of the sources.
+  """
+
+  views: tuple[str, ...] = DEFAULT_VIEWS
+  num_docs: int = 200
+  seed: int = 0
+  deletion_fraction: float = 0.1
+  window_chars: int = 1000
+  max_doc_bytes: int = 32768
+  tokenizer_path: str = ""
+  neural_dir: str = ""
+  sources: str = "stdlib"
+  split: str = "all"
+  validation_fraction: float = 0.01
+
+
+class NotAligned(Exception):
+  """A view whose symbols cannot be mapped back to input bytes."""
+
+
+# ---------------------------------------------------------------------------
+# Levenshtein distance on integer sequences.
+
+
+def _levenshtein_numpy(a: np.ndarray, b: np.ndarray) -> int:
+  """Row-by-row DP; insertions in a row are a running minimum (vectorised)."""
+  if len(a) > len(b):
+    a, b = b, a
+  n, m = len(a), len(b)
+  if n == 0:
+    return m
+  idx = np.arange(m + 1, dtype=np.int64)
+  prev = idx.copy()
+  cur = np.empty(m + 1, dtype=np.int64)
+  for i in range(1, n + 1):
+    cur[0] = i
+    np.minimum(prev[1:] + 1, prev[:-1] + (b != a[i - 1]), out=cur[1:])
+    cur -= idx
+    np.minimum.accumulate(cur, out=cur)
+    cur += idx
+    prev, cur = cur, prev
+  return int(prev[m])
+
+
+def levenshtein(a: Sequence[int], b: Sequence[int]) -> int:
+  """Edit distance (insert, delete, substitute; cost 1) between two int sequences.
+
+  Uses ``rapidfuzz`` when installed (bit-parallel, C++), else NumPy.
+  """
+  a = np.asarray(a, dtype=np.int64).ravel()
+  b = np.asarray(b, dtype=np.int64).ravel()
+  try:
+    from rapidfuzz.distance import Levenshtein  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return _levenshtein_numpy(a, b)
+  return int(Levenshtein.distance(a.tolist(), b.tolist()))
+
+
+def normalized_levenshtein(a: Sequence[int], b: Sequence[int]) -> float:
+  longest = max(len(a), len(b))
+  return levenshtein(a, b) / longest if longest else 0.0
+
+
+def delete_characters(text: str, fraction: float, rng: np.random.Generator) -> str:
+  """``text`` without ``round(fraction * len)`` characters chosen uniformly."""
+  k = int(round(fraction * len(text)))
+  if k <= 0:
+    return text
+  drop = set(rng.choice(len(text), size=k, replace=False).tolist())
+  return "".join(ch for i, ch in enumerate(text) if i not in drop)
+
+
+# ---------------------------------------------------------------------------
+# DEFLATE re-inflation with bit positions.
+
+_LEN_BASE = (3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99,
+             115, 131, 163, 195, 227, 258)
+_LEN_EXTRA = (0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0)
+_DIST_BASE = (1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025,
+              1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577)
+_DIST_EXTRA = (0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12,
+               12, 13, 13)
+_CLEN_ORDER = (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15)
+_MAX_BITS = 15
+
+
+class _Bits:
+  """LSB-first bit reader that knows how many bits it has consumed."""
+
+  def __init__(self, data: bytes):
+    self.data = data
+    self.byte = 0
+    self.buf = 0
+    self.nbits = 0
+    self.pos = 0
+
+  def _fill(self, n: int) -> None:
+    while self.nbits < n:
+      if self.byte >= len(self.data):  # zero padding (peeks near the end)
+        if self.byte >= len(self.data) + 8:
+          raise ValueError("deflate: read past the end of the stream")
+        self.byte += 1
+      else:
+        self.buf |= self.data[self.byte] << self.nbits
+        self.byte += 1
+      self.nbits += 8
+
+  def peek(self, n: int) -> int:
+    self._fill(n)
+    return self.buf & ((1 << n) - 1)
+
+  def take(self, n: int) -> int:
+    v = self.peek(n)
+    self.buf >>= n
+    self.nbits -= n
+    self.pos += n
+    return v
+
+  def align(self) -> None:
+    self.take(self.nbits & 7)
+
+
+def _huffman_table(lengths: Sequence[int]) -> tuple[list[int], list[int]]:
+  """(symbols, code lengths) indexed by every 15-bit LSB-first window."""
+  counts = [0] * (_MAX_BITS + 1)
+  for ln in lengths:
+    counts[ln] += 1
+  counts[0] = 0
+  code, next_code = 0, [0] * (_MAX_BITS + 2)
+  for bits in range(1, _MAX_BITS + 1):
+    code = (code + counts[bits - 1]) << 1
+    next_code[bits] = code
+  syms = np.full(1 << _MAX_BITS, -1, dtype=np.int64)
+  lens = np.ones(1 << _MAX_BITS, dtype=np.int64)
+  for sym, ln in enumerate(lengths):
+    if not ln:
+      continue
+    c = next_code[ln]
+    next_code[ln] += 1
+    rev = int(format(c, f"0{ln}b")[::-1], 2)
+    syms[rev::1 << ln] = sym
+    lens[rev::1 << ln] = ln
+  return syms.tolist(), lens.tolist()
+
+
+_FIXED: tuple | None = None
+
+
+def _fixed_tables():
+  global _FIXED  # pylint: disable=global-statement
+  if _FIXED is None:
+    lit = [8] * 144 + [9] * 112 + [7] * 24 + [8] * 8
+    _FIXED = (_huffman_table(lit), _huffman_table([5] * 30))
+  return _FIXED
+
+
+def _decode(bits: _Bits, table) -> int:
+  window = bits.peek(_MAX_BITS)
+  sym = table[0][window]
+  if sym < 0:
+    raise ValueError("deflate: invalid Huffman code")
+  bits.take(table[1][window])
+  return sym
+
+
+def _dynamic_tables(bits: _Bits):
+  hlit = bits.take(5) + 257
+  hdist = bits.take(5) + 1
+  hclen = bits.take(4) + 4
+  clens = [0] * 19
+  for i in range(hclen):
+    clens[_CLEN_ORDER[i]] = bits.take(3)
+  ctable = _huffman_table(clens)
+  lengths: list[int] = []
+  while len(lengths) < hlit + hdist:
+    sym = _decode(bits, ctable)
+    if sym < 16:
+      lengths.append(sym)
+    elif sym == 16:
+      if not lengths:
+        raise ValueError("deflate: repeat with no previous length")
+      lengths += [lengths[-1]] * (3 + bits.take(2))
+    elif sym == 17:
+      lengths += [0] * (3 + bits.take(3))
+    else:
+      lengths += [0] * (11 + bits.take(7))
+  return _huffman_table(lengths[:hlit]), _huffman_table(lengths[hlit:hlit + hdist])
+
+
+def inflate_codes(stream: bytes) -> tuple[bytes, np.ndarray]:
+  """Inflates a raw DEFLATE stream; also returns its output-producing codes.
+
+  Returns:
+    (decompressed bytes, int64 array ``[num_codes, 4]`` of ``(first bit,
+    end bit, first output byte, end output byte)``), codes in stream order.
+    Headers, tables and end-of-block codes produce no output and are absent.
+  """
+  bits = _Bits(stream)
+  out = bytearray()
+  codes: list[tuple[int, int, int, int]] = []
+  final = 0
+  while not final:
+    final = bits.take(1)
+    btype = bits.take(2)
+    if btype == 0:
+      bits.align()
+      length = bits.take(16)
+      if bits.take(16) != (~length & 0xFFFF):
+        raise ValueError("deflate: stored block length check failed")
+      for _ in range(length):
+        start = bits.pos
+        out.append(bits.take(8))
+        codes.append((start, bits.pos, len(out) - 1, len(out)))
+      continue
+    if btype == 1:
+      lit_table, dist_table = _fixed_tables()
+    elif btype == 2:
+      lit_table, dist_table = _dynamic_tables(bits)
+    else:
+      raise ValueError("deflate: invalid block type")
+    while True:
+      start = bits.pos
+      sym = _decode(bits, lit_table)
+      if sym < 256:
+        out.append(sym)
+        codes.append((start, bits.pos, len(out) - 1, len(out)))
+      elif sym == 256:
+        break
+      else:
+        i = sym - 257
+        length = _LEN_BASE[i] + bits.take(_LEN_EXTRA[i])
+        d = _decode(bits, dist_table)
+        dist = _DIST_BASE[d] + bits.take(_DIST_EXTRA[d])
+        if dist > len(out):
+          raise ValueError("deflate: distance beyond the output")
+        first = len(out)
+        for k in range(length):
+          out.append(out[first - dist + k])
+        codes.append((start, bits.pos, first, len(out)))
+  arr = np.asarray(codes, dtype=np.int64).reshape(-1, 4)
+  return bytes(out), arr
+
+
+def _byte_spans_from_codes(codes: np.ndarray, num_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+  """Input span of each stream byte: the union of the codes its bits overlap."""
+  lo_bit = np.arange(num_bytes, dtype=np.int64) * 8
+  first = np.searchsorted(codes[:, 1], lo_bit, side="right")  # first code ending after lo
+  last = np.searchsorted(codes[:, 0], lo_bit + 8, side="left")  # codes starting before hi
+  has = first < last
+  starts = np.zeros(num_bytes, dtype=np.int64)
+  ends = np.zeros(num_bytes, dtype=np.int64)
+  starts[has] = codes[first[has], 2]
+  ends[has] = codes[last[has] - 1, 3]
+  return starts, ends
+
+
+# ---------------------------------------------------------------------------
+# Symbol -> input byte span, per view.
+
+
+def _char_byte_offsets(text: str) -> np.ndarray:
+  """Byte offset of every character boundary (len(text) + 1 entries)."""
+  cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+  widths = 1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000)
+  return np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+
+
+def _token_spans(view: tokenizer_views.TokenizerView, data: bytes):
+  text = data.decode("utf-8")
+  enc = view.tokenizer.encode(text, add_special_tokens=False)
+  ids = np.asarray(enc.ids, dtype=np.int64)
+  if not np.array_equal(ids, view.encode(data)):
+    raise NotAligned("tokenizer offsets do not match the view's encoding")
+  cache: dict[int, bytes] = {}
+  pieces = []
+  for i in ids.tolist():
+    if i not in cache:
+      cache[i] = view.token_bytes(i)
+    pieces.append(cache[i])
+  if b"".join(pieces) == data:  # byte-level BPE: exact byte spans
+    lengths = np.asarray([len(p) for p in pieces], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    return ids, ends - lengths, ends
+  offs = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+  char_bytes = _char_byte_offsets(text)
+  return ids, char_bytes[offs[:, 0]], char_bytes[offs[:, 1]]
+
+
+def symbol_spans(view, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
+  """(symbols, span starts, span ends, bytes the spans index into) for one document.
+
+  The spans index into the returned bytes: the document itself, or the padded
+  document for ``doublebyte``. Raises ``NotAligned`` for views without a
+  principled mapping (``neural``).
+  """
+  n = len(data)
+  if isinstance(view, recoded.RawView):
+    s = np.arange(n, dtype=np.int64)
+    return view.encode(data), s, s + 1, data
+  if isinstance(view, recoded.SubByteView):
+    s = np.repeat(np.arange(n, dtype=np.int64), view.per_byte)
+    return view.encode(data), s, s + 1, data
+  if isinstance(view, recoded.DoubleByteView):
+    padded = data + b"\x00" * (n % 2)
+    s = np.arange(0, len(padded), 2, dtype=np.int64)
+    return view.encode(data), s, s + 2, padded
+  if isinstance(view, tokenizer_views.TokenBytesView):
+    _, starts, ends = _token_spans(view.inner, data)
+    w = view.width
+    return view.encode(data), np.repeat(starts, w), np.repeat(ends, w), data
+  if isinstance(view, tokenizer_views.TokenizerView):
+    ids, starts, ends = _token_spans(view, data)
+    return ids, starts, ends, data
+  if isinstance(view, deflate_views.GzipView):
+    symbols = view.encode(data)
+    stream = symbols.astype(np.uint8).tobytes()
+    if stream[3] != 0:
+      raise NotAligned("gzip: unexpected header flags")
+    payload = stream[10:-8]
+    out, codes = inflate_codes(payload)
+    if out != data:
+      raise NotAligned("gzip: re-inflated payload differs from the document")
+    ps, pe = _byte_spans_from_codes(codes, len(payload))
+    starts = np.concatenate([np.zeros(10, np.int64), ps, np.zeros(8, np.int64)])
+    ends = np.concatenate([np.zeros(10, np.int64), pe, np.full(8, n, np.int64)])
+    return symbols, starts, ends, data
+  if isinstance(view, deflate_views.DeflateView):
+    symbols = view.encode(data)
+    stream = symbols.astype(np.uint8).tobytes()
+    out, codes = inflate_codes(stream)
+    if out != data:
+      raise NotAligned("deflate: re-inflated stream differs from the document")
+    starts, ends = _byte_spans_from_codes(codes, len(stream))
+    return symbols, starts, ends, data
+  name = getattr(view, "name", type(view).__name__)
+  if name == "neural":
+    raise NotAligned("neural: an arithmetic-coded symbol depends on the model state over its "
+                     "whole window; no per-symbol byte span without the coder's internals")
+  raise NotAligned(f"view {name!r}: no mapping from symbols to input bytes")
+
+
+def _chunk_keys(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+  """A 64-bit key per span identifying its bytes (exact up to 7 bytes, else hashed)."""
+  buf = np.frombuffer(data, dtype=np.uint8).astype(np.uint64)
+  lengths = (ends - starts).astype(np.int64)
+  keys = np.zeros(len(starts), dtype=np.uint64)
+  short = lengths <= 7
+  for i in range(7):
+    sel = short & (lengths > i)
+    keys[sel] |= buf[starts[sel] + i] << np.uint64(8 * i)
+  keys[short] |= lengths[short].astype(np.uint64) << np.uint64(56)
+  for j in np.flatnonzero(~short):
+    h = hash(data[starts[j]:ends[j]]) & ((1 << 56) - 1)
+    keys[j] = np.uint64(h | (0xFF << 56))
+  return keys
+
+
+def collision_stats(symbols: np.ndarray, keys: np.ndarray, empty: np.ndarray) -> dict[str, float]:
+  """Distinct chunks per symbol from aligned (symbol, chunk key) pairs."""
+  symbols = np.asarray(symbols, dtype=np.int64)
+  n = symbols.size
+  if n == 0:
+    return {}
+  order = np.lexsort((keys, symbols))
+  s, k = symbols[order], keys[order]
+  first_of_pair = np.ones(n, dtype=bool)
+  first_of_pair[1:] = (s[1:] != s[:-1]) | (k[1:] != k[:-1])
+  pair_starts = np.flatnonzero(first_of_pair)
+  pair_counts = np.diff(np.append(pair_starts, n)).astype(np.float64)
+  pair_syms = s[pair_starts]
+  first_of_sym = np.ones(len(pair_syms), dtype=bool)
+  first_of_sym[1:] = pair_syms[1:] != pair_syms[:-1]
+  sym_of_pair = np.cumsum(first_of_sym) - 1
+  chunks_per_symbol = np.bincount(sym_of_pair)
+  sym_counts = np.bincount(sym_of_pair, weights=pair_counts)
+  p_pair = pair_counts / n
+  p_chunk_given_sym = pair_counts / sym_counts[sym_of_pair]
+  cond_entropy = float(-np.sum(p_pair * np.log2(p_chunk_given_sym)))
+  return {
+      "distinct_symbols": int(len(chunks_per_symbol)),
+      "mean_chunks_per_symbol": float(chunks_per_symbol.mean()),
+      "occurrence_weighted_chunks_per_symbol": float(np.sum(chunks_per_symbol * sym_counts) / n),
+      "collision_rate": float(np.mean(chunks_per_symbol > 1)),
+      "max_chunks_per_symbol": int(chunks_per_symbol.max()),
+      "conditional_entropy_bits": max(cond_entropy, 0.0) + 0.0,
+      "overhead_fraction": float(np.mean(empty)),
+  }
+
+
+# ---------------------------------------------------------------------------
+# The analysis.
+
+
+def sample_documents(cfg: AnalysisConfig) -> list[bytes]:
+  """A seeded sample of readable, non-empty, valid-UTF-8 documents, capped in size."""
+  docs: list[bytes] = []
+  rng = np.random.default_rng(cfg.seed)
+  for source, _ in sources_lib.make_sources(cfg.sources, split=cfg.split,
+                                            validation_fraction=cfg.validation_fraction):
+    for i in rng.permutation(len(source)):
+      if len(docs) >= cfg.num_docs:
+        break
+      doc = source[int(i)]
+      text = doc["text"]
+      if doc["error"] is not None or not text:
+        continue
+      try:
+        decoded = text.decode("utf-8")
+      except UnicodeDecodeError:
+        continue
+      if cfg.max_doc_bytes and len(text) > cfg.max_doc_bytes:
+        text = text[:cfg.max_doc_bytes].decode("utf-8", "ignore").encode("utf-8")
+        decoded = text.decode("utf-8")
+      if decoded:
+        docs.append(text)
+  return docs[:cfg.num_docs]
+
+
+def _build_views(cfg: AnalysisConfig) -> tuple[dict[str, Any], dict[str, str]]:
+  built, skipped = {}, {}
+  for name in cfg.views:
+    if name not in views_lib.VIEW_NAMES:
+      raise ValueError(f"unknown view {name!r}; known: {', '.join(views_lib.VIEW_NAMES)}")
+    if name == "neural":
+      if not cfg.neural_dir:
+        skipped[name] = "needs --neural_dir (a trained compressor)"
+        continue
+      built[name] = views_lib.make_view(name, neural_dir=cfg.neural_dir)
+      continue
+    if name in views_lib.NEEDS_TOKENIZER and not cfg.tokenizer_path:
+      skipped[name] = "needs --tokenizer_path"
+      continue
+    built[name] = views_lib.make_view(name, tokenizer_path=cfg.tokenizer_path)
+  return built, skipped
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+  v = np.asarray(values, dtype=np.float64)
+  if v.size == 0:
+    return {"n": 0}
+  return {"mean": float(v.mean()), "median": float(np.median(v)), "std": float(v.std()),
+          "p10": float(np.percentile(v, 10)), "p90": float(np.percentile(v, 90)),
+          "n": int(v.size)}
+
+
+def analyze_view(view, docs: Sequence[bytes], cfg: AnalysisConfig) -> dict[str, Any]:
+  """Stability, collisions and compression of one view over ``docs``."""
+  total_bytes = total_symbols = 0
+  stability, failed = [], 0
+  sym_parts, key_parts, empty_parts = [], [], []
+  collisions_na = ""
+  for d, data in enumerate(docs):
+    try:
+      symbols = view.encode(data)
+    except views_lib.ViewError:
+      failed += 1
+      continue
+    total_bytes += len(data)
+    total_symbols += len(symbols)
+    # Stability on a window of the document.
+    rng = np.random.default_rng([cfg.seed, d])
+    text = data.decode("utf-8")
+    if len(text) > cfg.window_chars:
+      start = int(rng.integers(0, len(text) - cfg.window_chars + 1))
+      text = text[start:start + cfg.window_chars]
+    edited = delete_characters(text, cfg.deletion_fraction, rng)
+    try:
+      a = view.encode(text.encode("utf-8"))
+      b = view.encode(edited.encode("utf-8"))
+      stability.append(normalized_levenshtein(a, b))
+    except views_lib.ViewError:
+      pass
+    # Collisions on the whole (capped) document.
+    if not collisions_na:
+      try:
+        syms, starts, ends, base = symbol_spans(view, data)
+      except NotAligned as e:
+        collisions_na = str(e)
+        continue
+      sym_parts.append(np.asarray(syms, dtype=np.int64))
+      key_parts.append(_chunk_keys(base, starts, ends))
+      empty_parts.append(ends <= starts)
+  bits_per_symbol = math.log2(view.alphabet_size)
+  out: dict[str, Any] = {
+      "alphabet_size": int(view.alphabet_size),
+      "documents": len(docs) - failed,
+      "view_failures": failed,
+      "compression": {
+          "total_bytes": total_bytes, "total_symbols": total_symbols,
+          "bytes_per_symbol": total_bytes / total_symbols if total_symbols else float("nan"),
+          "symbols_per_byte": total_symbols / total_bytes if total_bytes else float("nan"),
+          "bits_per_symbol": bits_per_symbol,
+          "bits_per_byte": (total_symbols * bits_per_symbol / total_bytes
+                            if total_bytes else float("nan")),
+      },
+      "stability": _summary(stability),
+  }
+  if collisions_na:
+    out["collisions"] = {"status": "n/a", "reason": collisions_na}
+  elif sym_parts:
+    out["collisions"] = collision_stats(np.concatenate(sym_parts), np.concatenate(key_parts),
+                                        np.concatenate(empty_parts))
+  else:
+    out["collisions"] = {"status": "n/a", "reason": "no documents"}
+  return out
+
+
+def analyze(cfg: AnalysisConfig, docs: Sequence[bytes] | None = None) -> dict[str, Any]:
+  """The JSON summary for every configured view."""
+  if docs is None:
+    docs = sample_documents(cfg)
+  built, skipped = _build_views(cfg)
+  return {
+      "config": dataclasses.asdict(cfg),
+      "num_docs": len(docs),
+      "doc_bytes": int(sum(len(d) for d in docs)),
+      "views": {name: analyze_view(view, docs, cfg) for name, view in built.items()},
+      "skipped": skipped,
+  }
+
+
+def plot(summary: dict[str, Any], path: str) -> None:
+  """Bar charts of stability, collisions and compression per view (PNG)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  names = list(summary["views"])
+  v = summary["views"]
+  x = np.arange(len(names))
+  fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3, 3.8))
+  stab = [v[n]["stability"].get("mean", np.nan) for n in names]
+  err = [v[n]["stability"].get("std", 0.0) for n in names]
+  axes[0].bar(x, stab, yerr=err, color="tab:blue", capsize=3)
+  axes[0].set_ylabel("normalised Levenshtein distance")
+  axes[0].set_title(f"Stability ({summary['config']['deletion_fraction']:.0%} chars deleted)")
+  chunks = [v[n]["collisions"].get("mean_chunks_per_symbol", np.nan) for n in names]
+  axes[1].bar(x, chunks, color="tab:orange")
+  axes[1].set_yscale("log")
+  axes[1].set_ylabel("distinct byte chunks per symbol")
+  axes[1].set_title("Collisions")
+  for i, n in enumerate(names):
+    if v[n]["collisions"].get("status") == "n/a":
+      axes[1].text(i, 1, "n/a", ha="center", va="bottom")
+  bpb = [v[n]["compression"]["bits_per_byte"] for n in names]
+  axes[2].bar(x, bpb, color="tab:green")
+  axes[2].axhline(8.0, color="gray", lw=0.8, ls="--")
+  axes[2].set_ylabel("bits per UTF-8 byte")
+  axes[2].set_title("Compression")
+  for ax in axes:
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=30, ha="right")
+  fig.suptitle(f"Compressor analysis: {summary['num_docs']} documents")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def run(cfg: AnalysisConfig, out_dir: str) -> dict[str, Any]:
+  """Analyses, then writes ``compressors.json`` and ``compressors.png`` to ``out_dir``."""
+  summary = analyze(cfg)
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "compressors.json"), "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=1)
+  plot(summary, os.path.join(out_dir, "compressors.png"))
+  return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+  lines = [f"{summary['num_docs']} documents, {summary['doc_bytes']} bytes",
+           f"{'view':<12} {'bytes/sym':>9} {'bits/byte':>9} {'stability':>9} "
+           f"{'chunks/sym':>10} {'H(chunk|sym)':>12}"]
+  for name, v in summary["views"].items():
+    c = v["collisions"]
+    chunks = f"{c['mean_chunks_per_symbol']:.2f}" if "mean_chunks_per_symbol" in c else "n/a"
+    ent = f"{c['conditional_entropy_bits']:.2f}" if "conditional_entropy_bits" in c else "n/a"
+    lines.append(f"{name:<12} {v['compression']['bytes_per_symbol']:>9.3f} "
+                 f"{v['compression']['bits_per_byte']:>9.3f} "
+                 f"{v['stability'].get('mean', float('nan')):>9.3f} {chunks:>10} {ent:>12}")
+  for name, reason in summary["skipped"].items():
+    lines.append(f"{name:<12} skipped: {reason}")
+  return "\n".join(lines)
+
+
+def _define_flags():
+  """Defines the CLI flags (only when run as a program)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  d = AnalysisConfig()
+  flags.DEFINE_list("views", list(d.views), "Views to analyse.")
+  flags.DEFINE_integer("num_docs", d.num_docs, "Documents sampled.")
+  flags.DEFINE_integer("seed", d.seed, "Seed of the sample, windows and deletions.")
+  flags.DEFINE_float("deletion_fraction", d.deletion_fraction, "Characters deleted.")
+  flags.DEFINE_integer("window_chars", d.window_chars, "Characters per stability window.")
+  flags.DEFINE_integer("max_doc_bytes", d.max_doc_bytes, "Cut documents to this size (0 = off).")
+  flags.DEFINE_string("tokenizer_path", "", "Tokenizer JSON for the tokenizer views.")
+  flags.DEFINE_string("neural_dir", "", "Compressor shards/run directory for the neural view.")
+  flags.DEFINE_string("sources", d.sources, "Sources spec (default: the stdlib).")
+  flags.DEFINE_enum("split", d.split, ["all", "train", "validation"], "Which split.")
+  flags.DEFINE_float("validation_fraction", d.validation_fraction, "Hashed validation share.")
+  flags.DEFINE_string("out", None, "Output directory.")
+  flags.mark_flag_as_required("out")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise SystemExit(f"unexpected arguments: {argv[1:]}")
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  cfg = AnalysisConfig(views=tuple(f.views), num_docs=f.num_docs, seed=f.seed,
+                       deletion_fraction=f.deletion_fraction, window_chars=f.window_chars,
+                       max_doc_bytes=f.max_doc_bytes, tokenizer_path=f.tokenizer_path,
+                       neural_dir=f.neural_dir,
+                       sources=f.sources, split=f.split,
+                       validation_fraction=f.validation_fraction)
+  summary = run(cfg, f.out)
+  print(format_summary(summary), flush=True)
+  print(f"wrote {os.path.join(f.out, 'compressors.json')} and compressors.png", flush=True)
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(main)
