@@ -204,12 +204,21 @@ class Mixer:
     local_batch = symbols_emitted // self.symbols_per_step
     return local_batch * worker_count + worker_index
 
-  def format(self, text: bytes, plan: Plan, stats: dict[str, Any]) -> np.ndarray:
-    """The ids of one document under ``plan``; updates ``stats`` in place."""
+  def format(self, text: bytes, plan: Plan, stats: dict[str, Any],
+             precomputed: np.ndarray | None = None) -> np.ndarray:
+    """The ids of one document under ``plan``; updates ``stats`` in place.
+
+    ``precomputed``: the compressed view's symbols computed offline (the
+    neural view's shards), used instead of ``view.encode``.
+    """
     symbols = None
     if COMP in plan.views:
       try:
-        symbols = self.view.encode(text)
+        if precomputed is None:
+          symbols = self.view.encode(text)
+        else:
+          symbols = _checked_symbols(precomputed, self.view.alphabet_size)
+          stats_lib.add(stats, "view_precomputed")
       except views_base.ViewError:
         stats_lib.add(stats, "view_fallback_raw")
         plan = Plan(((RAW,),), sentinels=plan.sentinels)
@@ -301,7 +310,9 @@ class MixIterator(grain.DatasetIterator):
       rate = 0.0
     u_view, u_order = uniforms(self._key, counter, 2)
     plan = plan_document(rate, mode, u_view, u_order)
-    ids = mixer.format(text, plan, stats)
+    # Documents may carry the view's symbols under the view's name (doc["neural"]).
+    precomputed = doc.get(mixer.view.name) if mixer.view is not None else None
+    ids = mixer.format(text, plan, stats, precomputed)
     stats_lib.add(stats, "docs_used")
     stats_lib.add(stats, "doc_bytes", len(text))
     self._symbols += int(ids.size)
@@ -326,6 +337,13 @@ class MixIterator(grain.DatasetIterator):
     self._docs = int(state["docs"])
     self._symbols = int(state["symbols"])
     self._counts = dict(state[stats_lib.STATE_KEY])
+
+
+def _checked_symbols(symbols: np.ndarray, alphabet_size: int) -> np.ndarray:
+  symbols = views_base.as_symbols(symbols)
+  if symbols.size and (symbols.min() < 0 or symbols.max() >= alphabet_size):
+    raise views_base.ViewError(f"precomputed symbols outside [0, {alphabet_size})")
+  return symbols
 
 
 def _is_utf8(data: bytes) -> bool:

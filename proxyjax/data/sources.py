@@ -10,7 +10,10 @@ UTF-8 is kept verbatim); ``source`` is the source's name; ``key`` identifies the
 document (a relative path, ``file:line`` or ``file:record``); ``error`` is
 ``None`` for a readable document, else one of the reasons below, and then
 ``text`` is ``b""``. Sources never raise for bad data: the consumer counts the
-errors. Empty documents and invalid UTF-8 are not errors here.
+errors. Empty documents and invalid UTF-8 are not errors here. ArrayRecord
+JSON records written by ``python -m proxyjax.compress`` also carry the neural
+view's precomputed symbols: ``doc["neural"]`` (int32 array), which the mixer
+uses instead of running the compressor.
 
 Sources are named by a spec string (see :func:`parse_sources`)::
 
@@ -29,6 +32,7 @@ every machine and independent of the other documents.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import glob
 import hashlib
@@ -53,6 +57,10 @@ UNREADABLE = "unreadable"
 MALFORMED_JSON = "malformed_json"
 MISSING_TEXT = "missing_text"
 BINARY = "binary"
+
+# Optional Document key: precomputed symbols of the neural view (ArrayRecord JSON
+# records with a base64 "neural" field and its "neural_dtype").
+NEURAL_FIELD = "neural"
 
 KINDS = ("stdlib", "files", "jsonl", "arrayrecord", "tfds")
 SPLITS = ("train", "validation", "all")
@@ -206,11 +214,34 @@ def _encode_text(text: str) -> bytes:
 
 def _parse_json_record(raw: bytes, text_field: str) -> tuple[bytes, str | None]:
   """Parses one JSON object (raw bytes) and extracts its text."""
+  text, error, _ = _parse_json_record_with_symbols(raw, text_field)
+  return text, error
+
+
+def _parse_json_record_with_symbols(
+    raw: bytes, text_field: str) -> tuple[bytes, str | None, np.ndarray | None]:
+  """Like ``_parse_json_record``, plus the record's precomputed neural symbols."""
   try:
     record = json.loads(raw.decode("utf-8", "surrogateescape"))
   except (ValueError, RecursionError):
-    return b"", MALFORMED_JSON
-  return _text_from_record(record, text_field)
+    return b"", MALFORMED_JSON, None
+  text, error = _text_from_record(record, text_field)
+  return text, error, (_neural_symbols(record) if error is None else None)
+
+
+def _neural_symbols(record: dict) -> np.ndarray | None:
+  """``record[NEURAL_FIELD]``: base64 of little-endian ``neural_dtype`` symbols
+  (written by ``python -m proxyjax.compress``); None if absent or unreadable."""
+  value = record.get(NEURAL_FIELD)
+  if not isinstance(value, str):
+    return None
+  dtype = record.get(NEURAL_FIELD + "_dtype", "<u4")
+  if dtype not in ("<u2", "<u4"):
+    return None
+  try:
+    return np.frombuffer(base64.b64decode(value, validate=True), dtype).astype(np.int32)
+  except (ValueError, TypeError):
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -568,8 +599,11 @@ class ArrayRecordSource:
       return _error_doc(self.name, key, UNREADABLE)
     if self.record_format == "bytes":
       return _make_doc(bytes(record), self.name, key)
-    text, error = _parse_json_record(bytes(record), self.text_field)
-    return _make_doc(text, self.name, key, error)
+    text, error, symbols = _parse_json_record_with_symbols(bytes(record), self.text_field)
+    doc = _make_doc(text, self.name, key, error)
+    if symbols is not None:
+      doc[NEURAL_FIELD] = symbols
+    return doc
 
   def __repr__(self) -> str:
     return (f"ArrayRecordSource(name={self.name!r}, "

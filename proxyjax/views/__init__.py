@@ -7,14 +7,19 @@ from proxyjax.views.deflate import DeflateView, GzipView
 from proxyjax.views.recoded import DoubleByteView, RawView, SubByteView
 from proxyjax.views.tokenizer import TokenBytesView, TokenizerView
 
-# Names accepted by ``data.view``. ``neural`` is reserved for the offline coder.
+# Names accepted by ``data.view``. ``neural`` needs a compressor (``neural_dir``).
 VIEW_NAMES = ("raw", "deflate", "gzip", "tokenizer", "token_bytes", "halfbyte",
               "doublebit", "bit", "doublebyte", "neural")
 NEEDS_TOKENIZER = ("tokenizer", "token_bytes")
 
 
-def make_view(name: str, *, tokenizer_path: str = "", gray_code: bool = False) -> View:
-  """Builds a view by its config name. Raises ValueError for an unknown name."""
+def make_view(name: str, *, tokenizer_path: str = "", gray_code: bool = False,
+              neural_dir: str = "") -> View:
+  """Builds a view by its config name. Raises ValueError for an unknown name.
+
+  ``neural_dir`` (the neural view only): a shards directory written by
+  ``python -m proxyjax.compress`` or a compressor run directory.
+  """
   if name == "raw":
     return RawView()
   if name == "deflate":
@@ -34,8 +39,15 @@ def make_view(name: str, *, tokenizer_path: str = "", gray_code: bool = False) -
   if name == "token_bytes":
     return TokenBytesView(tokenizer_path, gray_code=gray_code)
   if name == "neural":
+    if not neural_dir:
+      raise NotImplementedError(
+          "the 'neural' view needs a trained compressor: train one with "
+          "configs/compressor.py, write shards with `python -m proxyjax.compress "
+          "--config=configs/compressor.py --workdir=RUN --input=SOURCES --output=SHARDS`, "
+          "then read them with data.sources='arrayrecord:SHARDS/*.array_record' and "
+          "pass neural_dir=SHARDS (or the compressor run directory)")
     from proxyjax.views.neural import NeuralView  # pylint: disable=g-import-not-at-top
-    return NeuralView()
+    return NeuralView(neural_dir)
   raise ValueError(f"unknown view {name!r}; known views: {', '.join(VIEW_NAMES)}")
 
 

@@ -1,25 +1,96 @@
-"""Placeholder for the neural (arithmetic-coding) view of SPEC §2/§6.
+"""The neural view (SPEC §2/§6): arithmetic coding under a small byte LM.
 
-The neural view is produced offline (``python -m proxyjax.compress``, a later
-issue) and read from shards, so its symbols arrive with the document rather
-than being computed from the bytes here. Its alphabet is 2^N packed symbols
-plus 256 literal bytes (``literal_bytes=True`` in ``Vocab``).
+Symbols: 0..255 are literal bytes (spans the compressor leaves uncoded),
+``256 + v`` are packed N-bit pieces of T-bit equal-information windows
+(``proxyjax.neural.coder``); alphabet ``256 + 2^N``, ``literal_bytes=True``.
+
+Training normally reads the symbols precomputed by ``python -m
+proxyjax.compress`` from ArrayRecord shards (documents carry them as
+``doc["neural"]``); ``encode`` here runs the compressor itself, one document at
+a time (slow: for tests and small jobs), and ``decode`` inverts it. The
+compressor loads lazily on first use and is not pickled (Grain workers that
+only see precomputed symbols never load it).
 """
 
 from __future__ import annotations
 
+import os
+
+import ml_collections
+import numpy as np
+
+from proxyjax.neural import shards as shards_lib
+from proxyjax.neural.settings import Settings, compressor_config
 from proxyjax.views import base
 
 
 class NeuralView(base.View):
+  """bytes <-> neural symbols with one compressor checkpoint.
+
+  Args:
+    neural_dir: a shards directory (its ``neural.json`` names the compressor
+      run, settings and parameter fingerprint) or a compressor run directory
+      (``WORKDIR/checkpoints``).
+    config: the compressor's config (default: the one recorded in the shards,
+      else ``configs/compressor.py``'s).
+    compressor: an already-built ``NeuralCompressor`` (tests).
+  """
+
   name = "neural"
   literal_bytes = True
+  lossless = True
 
-  def __init__(self, symbol_bits: int = 16):
-    self.alphabet_size = 256 + (1 << symbol_bits)
-    raise NotImplementedError(
-        "the 'neural' view is not available yet: it needs precomputed shards from "
-        "`python -m proxyjax.compress` (the neural-compressor issue)")
+  def __init__(self, neural_dir: str = "", config: ml_collections.ConfigDict | None = None,
+               *, compressor=None):
+    self.neural_dir = neural_dir
+    self._fingerprint = None
+    self._compressor = compressor
+    meta = shards_lib.read_metadata(neural_dir) if neural_dir else None
+    if compressor is not None:
+      self.workdir = ""
+      self.config = config
+      self.settings = compressor.settings
+    elif meta is not None:
+      self.workdir = meta["model"]["workdir"]
+      self.config = config or ml_collections.ConfigDict(meta["config"])
+      self.settings = Settings(**meta["settings"])
+      self._fingerprint = meta["model"]["fingerprint"]
+    elif neural_dir and os.path.isdir(os.path.join(neural_dir, "checkpoints")):
+      self.workdir = neural_dir
+      self.config = config or compressor_config()
+      self.settings = Settings.from_config(self.config)
+    else:
+      raise FileNotFoundError(
+          f"neural view: {neural_dir!r} is neither a shards directory (no "
+          f"{shards_lib.METADATA}) nor a compressor run (no checkpoints/)")
+    self.alphabet_size = self.settings.alphabet_size
 
-  def encode(self, data: bytes):  # pragma: no cover - unreachable until implemented
-    raise NotImplementedError
+  @property
+  def compressor(self):
+    """The ``NeuralCompressor`` (loaded on first use)."""
+    if self._compressor is None:
+      # pylint: disable=g-import-not-at-top
+      from proxyjax.neural import compressor as compressor_lib
+      from proxyjax.neural import model as model_lib
+      # pylint: enable=g-import-not-at-top
+      model = model_lib.ByteModel.restore(self.config, self.workdir, self.settings)
+      if self._fingerprint is not None and model.fingerprint != self._fingerprint:
+        raise ValueError(f"the compressor in {self.workdir} (step {model.step}) is not the one "
+                         f"that wrote the shards in {self.neural_dir}")
+      self._compressor = compressor_lib.NeuralCompressor(model)
+    return self._compressor
+
+  def encode(self, data: bytes) -> np.ndarray:
+    try:
+      compressor = self.compressor
+    except (FileNotFoundError, ValueError) as e:
+      raise base.ViewError(f"neural view: no usable compressor ({e})") from e
+    return base.as_symbols(compressor.encode([bytes(data)])[0])
+
+  def decode(self, symbols: np.ndarray) -> bytes:
+    return self.compressor.decode([np.asarray(symbols)])[0]
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    state["_compressor"] = None
+    return state

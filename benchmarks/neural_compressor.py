@@ -1,0 +1,170 @@
+r"""The neural view against deflate and the tokenizer on the validation split.
+
+    python benchmarks/neural_compressor.py --config=configs/compressor.py \
+        --workdir=COMPRESSOR_RUN [--max_docs=32] [--max_mb=1] [--decode_docs=2] \
+        [--views=deflate,gzip,tokenizer] [--json_out=FILE]
+
+On the first validation documents of ``data.sources`` (first ``max_mb`` MB of
+them) it reports, per view:
+  * bytes/symbol: UTF-8 bytes per view symbol (the compression ratio of SPEC §2);
+  * bits/byte: symbols * log2(alphabet) / bytes (the neural view at the
+    alphabet 256 + 2^N, deflate at 8 bits, the tokenizer at log2 of its vocab);
+and for the neural view also the model's own cost (sum -log2 p over the coded
+bytes: what an ideal coder would spend), the window fill (model bits / T per
+window), the literal share, and throughput: model (tables) and coder time
+separately, end to end in MB/s and GB/hour for one process, and the decoder's
+bytes/s on the first ``decode_bytes`` of ``decode_docs`` documents, decoded in
+lockstep (one model call per coded byte and window).
+The tokenizer is ``data.tokenizer_path`` or a BPE trained on the train split
+(``proxyjax.data.pipeline.resolve_tokenizer``, cached).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/compressor.py",
+                                          "Compressor config.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Compressor run directory.", required=True)
+_MAX_DOCS = flags.DEFINE_integer("max_docs", 32, "Validation documents.")
+_MAX_MB = flags.DEFINE_float("max_mb", 1.0, "Stop adding documents after this many MB.")
+_DECODE_DOCS = flags.DEFINE_integer("decode_docs", 2, "Documents decoded (round-trip check).")
+_DECODE_BYTES = flags.DEFINE_integer("decode_bytes", 1024,
+                                     "Each decoded document is its first N bytes (decoding costs "
+                                     "one model call per coded byte).")
+_VIEWS = flags.DEFINE_list("views", ["deflate", "gzip", "tokenizer"], "Baseline views.")
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Write the results here as JSON.")
+
+
+def _documents(config, max_docs: int, max_bytes: int) -> list[bytes]:
+  from proxyjax.data import sources  # pylint: disable=g-import-not-at-top
+  d = config.data
+  docs, total = [], 0
+  for src, _ in sources.make_sources(d.sources, split="validation",
+                                     validation_fraction=d.validation_fraction,
+                                     text_field=d.text_field, record_format=d.record_format,
+                                     tfds_data_dir=d.tfds_data_dir):
+    for i in range(len(src)):
+      doc = src[i]
+      if doc["error"] is None and doc["text"]:
+        docs.append(doc["text"])
+        total += len(doc["text"])
+        if len(docs) >= max_docs or total >= max_bytes:
+          return docs
+  return docs
+
+
+def _baseline(name: str, config, docs: list[bytes]) -> dict:
+  from proxyjax import views  # pylint: disable=g-import-not-at-top
+  from proxyjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  path = ""
+  if name in views.NEEDS_TOKENIZER:
+    c = config.copy_and_resolve_references()
+    c.data.view = name
+    path = pipeline.resolve_tokenizer(c)
+  view = views.make_view(name, tokenizer_path=path)
+  t = time.perf_counter()
+  symbols = sum(len(view.encode(d)) for d in docs)
+  seconds = time.perf_counter() - t
+  nbytes = sum(len(d) for d in docs)
+  out = {"bytes_per_symbol": nbytes / symbols,
+         "bits_per_byte": symbols * math.log2(view.alphabet_size) / nbytes,
+         "alphabet": view.alphabet_size, "symbols": symbols, "mb_per_s": nbytes / 1e6 / seconds}
+  if path:
+    out["tokenizer"] = path
+  return out
+
+
+def main(argv):
+  del argv
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from proxyjax.neural import coder  # pylint: disable=g-import-not-at-top
+  from proxyjax.neural import compressor as compressor_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax.neural import model as model_lib  # pylint: disable=g-import-not-at-top
+
+  config = _CONFIG.value
+  model = model_lib.ByteModel.restore(config, _WORKDIR.value)
+  st = model.settings
+  comp = compressor_lib.NeuralCompressor(model)
+  docs = _documents(config, _MAX_DOCS.value, int(_MAX_MB.value * 1e6))
+  nbytes = sum(len(d) for d in docs)
+  comp.encode([docs[0][:64]])  # compile
+
+  t0 = time.perf_counter()
+  tables = list(comp.tables(docs))
+  t_model = time.perf_counter() - t0
+  stats, streams = coder.EncodeStats(), []
+  t1 = time.perf_counter()
+  for _, doc, tab in tables:
+    symbols, s = coder.encode_document(doc, tab, st)
+    stats += s
+    streams.append(symbols)
+  t_coder = time.perf_counter() - t1
+  del tables
+  t2 = time.perf_counter()
+  piped = comp.encode(docs)  # pipelined: model calls overlap host work
+  t_piped = time.perf_counter() - t2
+  assert all(np.array_equal(a, b) for a, b in zip(piped, streams))
+
+  heads = [d[:_DECODE_BYTES.value] for d in docs[:_DECODE_DOCS.value]]
+  head_streams = comp.encode(heads)
+  t3 = time.perf_counter()
+  decoded = comp.decode(head_streams)
+  t_dec = time.perf_counter() - t3
+  dec_bytes = sum(len(d) for d in heads)
+  assert decoded == heads, "round trip failed"
+
+  neural = {
+      "bytes_per_symbol": nbytes / stats.symbols,
+      "bits_per_byte": stats.symbols * math.log2(st.alphabet_size) / nbytes,
+      "alphabet": st.alphabet_size, "symbols": stats.symbols,
+      "model_bits_per_coded_byte": stats.model_bits / max(stats.coded_bytes, 1),
+      "window_fill": stats.model_bits / max(stats.windows * st.window_bits, 1),
+      "bytes_per_window": stats.coded_bytes / max(stats.windows, 1),
+      "literal_fraction": stats.literal_bytes / nbytes,
+      "model_s": t_model, "coder_s": t_coder, "pipelined_s": t_piped,
+      "model_mb_per_s": nbytes / 1e6 / t_model, "coder_mb_per_s": nbytes / 1e6 / t_coder,
+      "mb_per_s": nbytes / 1e6 / t_piped, "gb_per_hour": nbytes / 1e9 / t_piped * 3600,
+      "decode_bytes_per_s": dec_bytes / max(t_dec, 1e-9), "decoded_docs": len(heads),
+      "decoded_bytes": dec_bytes,
+      "settings": st.to_dict(), "checkpoint_step": model.step,
+  }
+  results = {"documents": len(docs), "bytes": nbytes, "neural": neural,
+             "device": str(jax.devices()[0].device_kind), "cpus": os.cpu_count(),
+             "python": platform.python_version()}
+  for name in _VIEWS.value:
+    results[name] = _baseline(name, config, docs)
+
+  print(f"{len(docs)} validation documents, {nbytes / 1e6:.3f} MB, compressor step {model.step} "
+        f"({results['device']}, {results['cpus']} CPUs)")
+  print(f"{'view':<12}{'bytes/symbol':>14}{'bits/byte':>11}{'alphabet':>10}")
+  for name in ["neural"] + list(_VIEWS.value):
+    r = results[name]
+    print(f"{name:<12}{r['bytes_per_symbol']:>14.3f}{r['bits_per_byte']:>11.3f}{r['alphabet']:>10}")
+  print(f"neural: model {neural['model_bits_per_coded_byte']:.3f} bits/coded byte, window fill "
+        f"{neural['window_fill']:.3f}, {neural['bytes_per_window']:.2f} bytes/window, literal "
+        f"{neural['literal_fraction']:.3%}")
+  print(f"neural throughput: model {neural['model_mb_per_s'] * 1e3:.1f} KB/s, coder "
+        f"{neural['coder_mb_per_s'] * 1e3:.1f} KB/s, pipelined {neural['mb_per_s'] * 1e3:.1f} KB/s "
+        f"= {neural['gb_per_hour']:.4f} GB/h per process; decode "
+        f"{neural['decode_bytes_per_s']:.0f} B/s")
+  if _JSON_OUT.value:
+    with open(_JSON_OUT.value, "w") as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  app.run(main)

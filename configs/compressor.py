@@ -1,0 +1,15 @@
+"""The neural compressor: a small raw-byte LM (SPEC §6), CPU-trainable in minutes.
+
+    python -m proxyjax.main --config=configs/compressor.py --workdir=/tmp/compressor
+    python -m proxyjax.compress --config=configs/compressor.py --workdir=/tmp/compressor \
+        --input=stdlib --output=/tmp/neural_shards
+
+The ``compressor`` section sets the coder (T, N, segmentation, context); see
+``proxyjax.neural.settings.Settings``.
+"""
+
+from proxyjax.neural.settings import compressor_config
+
+
+def get_config():
+  return compressor_config()

@@ -1,0 +1,10 @@
+"""The neural compressor behind the ``neural`` view (SPEC §6).
+
+    settings    ``Settings`` (T, N, precision, segmentation, context) and the
+                compressor's training config (``configs/compressor.py``)
+    quantize    fp32 logits -> integer frequency tables, bit-exact everywhere
+    coder       segmentation, equal-information windows, N-bit packing; decoder
+    model       the compressor LM: checkpoint loading, row layout, fixed-shape calls
+    compressor  batched encoding / lockstep decoding of many documents
+    shards      the ArrayRecord shards written by ``python -m proxyjax.compress``
+"""
