@@ -86,6 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (1, -1, 1)  # (data, fsdp, tensor) devices; one -1 fills the rest.
+  c.mesh.dcn_shape = (1, 1, 1)  # Part of mesh.shape spanning hosts/slices (DCN); > 1 makes a hybrid mesh.
   c.mesh.rules = "fsdp"  # Logical axis rules preset: dp, fsdp, fsdp_tp.
 
   c.eval = e = ml_collections.ConfigDict()

@@ -3,10 +3,23 @@ r"""proxyjax entry point.
     python -m proxyjax.main --config=configs/tiny.py --workdir=/tmp/run [--config.x=y]
     python -m proxyjax.main --config=configs/tiny.py --workdir=/tmp/run --mode=eval \
         --eval.tasks=bpb,view_bpb
+    python -m proxyjax.main --config=configs/14b.py --mode=plan --plan.devices=64 \
+        --plan.device_memory_gb=80
 
 ``--mode=train`` (default) trains or resumes from WORKDIR; ``--mode=eval``
-evaluates the newest checkpoint in WORKDIR and writes WORKDIR/eval/<task>.json.
+evaluates the newest checkpoint in WORKDIR and writes WORKDIR/eval/<task>.json;
+``--mode=plan`` prints the per-device memory of the sharded train step and
+whether it fits (no WORKDIR needed).
+
+Multi-process (pods, SLURM, Kubernetes, local CPU tests): see
+``proxyjax.distributed`` and ``launch/README.md``; e.g. on one machine
+
+    python -m proxyjax.main ... --coordinator_address=127.0.0.1:12345 \
+        --num_processes=2 --process_id=0 --local_device_count=4
 """
+
+import os
+import sys
 
 from absl import app
 from absl import flags
@@ -16,26 +29,112 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with get_config().",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "plan"], "What to run.")
 _EVAL_TASKS = flags.DEFINE_string("eval.tasks", None,
                                   "Shorthand for --config.eval.tasks (comma-separated).")
+
+# Multi-process (proxyjax.distributed; unset flags fall back to PROXYJAX_* variables).
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                                 "jax.distributed: auto-detect, always, never.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process, 0..num_processes-1.")
+_LOCAL_DEVICE_IDS = flags.DEFINE_string("local_device_ids", None,
+                                        "Accelerators of this process, e.g. 0,1,2,3.")
+_LOCAL_DEVICE_COUNT = flags.DEFINE_integer("local_device_count", None,
+                                           "Fake CPU devices per process (CPU only).")
+_INIT_TIMEOUT = flags.DEFINE_integer("distributed_init_timeout_s", 300,
+                                     "Seconds to wait for all processes to connect.")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer("heartbeat_timeout_s", 100,
+                                          "Seconds of silence after which a process is dead.")
+_SHUTDOWN_TIMEOUT = flags.DEFINE_integer("shutdown_timeout_s", 300,
+                                         "Seconds a finished process waits for the others.")
+
+# --mode=plan (proxyjax.plan).
+_PLAN_DEVICES = flags.DEFINE_integer("plan.devices", None,
+                                     "Devices to plan for (default: the local device count).")
+_PLAN_MEMORY = flags.DEFINE_float("plan.device_memory_gb", None,
+                                  "Memory per device in GiB (default: the platform's).")
+_PLAN_PLATFORM = flags.DEFINE_enum("plan.platform", None, ["cpu", "gpu", "tpu"],
+                                   "Target platform (default: the local backend).")
+_PLAN_COMPILE = flags.DEFINE_enum("plan.compile", "auto", ["auto", "always", "never"],
+                                  "Compile the sharded step for XLA's memory analysis.")
+_PLAN_TOPOLOGY = flags.DEFINE_string("plan.topology", None,
+                                     "TPU topology for ahead-of-time compilation, e.g. v5p:4x4x4.")
+
+
+def _distributed_options():
+  from proxyjax import distributed  # pylint: disable=g-import-not-at-top
+  return distributed.Options(
+      mode=_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+      local_device_ids=_LOCAL_DEVICE_IDS.value, local_device_count=_LOCAL_DEVICE_COUNT.value,
+      init_timeout_s=_INIT_TIMEOUT.value, heartbeat_timeout_s=_HEARTBEAT_TIMEOUT.value,
+      shutdown_timeout_s=_SHUTDOWN_TIMEOUT.value)
+
+
+def _run(config, mode: str, workdir: str | None) -> None:
+  if mode == "plan":
+    from proxyjax import plan  # pylint: disable=g-import-not-at-top
+    plan.main(config, plan.Options(
+        devices=_PLAN_DEVICES.value, device_memory_gb=_PLAN_MEMORY.value,
+        platform=_PLAN_PLATFORM.value, compile=_PLAN_COMPILE.value,
+        topology=_PLAN_TOPOLOGY.value, local_device_count=_LOCAL_DEVICE_COUNT.value))
+    return
+  from proxyjax import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(_distributed_options())  # before anything touches devices
+  if mode == "train":
+    import jax  # pylint: disable=g-import-not-at-top
+    from proxyjax.train import loop  # pylint: disable=g-import-not-at-top
+    distributed.check_resume(os.path.join(workdir, "checkpoints"), jax.process_count())
+    stop = distributed.StopAgreement() if jax.process_count() > 1 else None
+    loop.train(config, workdir, stop=stop)
+  elif mode == "eval":
+    from proxyjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
+    eval_run.evaluate(config, workdir)
+  distributed.shutdown()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None or _WORKDIR.value is None:
-    raise app.UsageError("--config and --workdir are required")
+  if _CONFIG.value is None:
+    raise app.UsageError("--config is required")
+  if _WORKDIR.value is None and _MODE.value != "plan":
+    raise app.UsageError("--workdir is required")
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   if _EVAL_TASKS.value is not None:
     config.eval.tasks = _EVAL_TASKS.value
-  if _MODE.value == "train":
-    from proxyjax.train import loop  # pylint: disable=g-import-not-at-top
-    loop.train(config, _WORKDIR.value)
-  elif _MODE.value == "eval":
-    from proxyjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
-    eval_run.evaluate(config, _WORKDIR.value)
+  try:
+    _run(config, _MODE.value, _WORKDIR.value)
+  except Exception as e:  # pylint: disable=broad-except
+    _fail_fast(e)
+    raise
+
+
+def _fail_fast(error: Exception) -> None:
+  """In a multi-process job, exits at once instead of waiting for the others.
+
+  A clean exit would block in ``jax.distributed.shutdown`` until every process
+  arrives (``--shutdown_timeout_s``), while the survivors wait in a collective
+  for this one; exiting hard lets them see the lost peer (closed connections,
+  then the coordination service's heartbeat timeout) and fail too.
+  """
+  if "jax" not in sys.modules:
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  if not jax.distributed.is_initialized() or jax.process_count() == 1:
+    return
+  import traceback  # pylint: disable=g-import-not-at-top
+  traceback.print_exception(error)
+  first = (str(error).splitlines() or [""])[0][:400]
+  print(f"proxyjax: process {jax.process_index()} of {jax.process_count()} failed: "
+        f"{type(error).__name__}: {first}\n(a connection error here usually means another "
+        "process died first: see its log); exiting without waiting for the others",
+        file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(1)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":

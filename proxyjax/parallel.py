@@ -54,15 +54,62 @@ def mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
   return shape
 
 
-def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None,
+              dcn_shape: Sequence[int] | None = None) -> Mesh:
+  """The ``(data, fsdp, tensor)`` mesh over ``devices`` (default: all devices).
+
+  With a ``dcn_shape`` entry > 1 the mesh is hybrid: ``shape`` is the global
+  shape, ``dcn_shape`` the part of it that spans granules over the slow
+  network (TPU slices, else processes, i.e. one process per host), and each
+  granule holds an ICI block of ``shape / dcn_shape`` devices.
+  """
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(shape, len(devices))
+  dcn = hybrid_dcn_shape(dcn_shape, shape)
+  if dcn is not None:
+    return Mesh(hybrid_device_grid(shape, dcn, devices), MESH_AXES)
   try:
     from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
     grid = mesh_utils.create_device_mesh(shape, devices)
   except Exception:  # pylint: disable=broad-except
     grid = np.asarray(devices).reshape(shape)
   return Mesh(grid, MESH_AXES)
+
+
+def hybrid_dcn_shape(dcn_shape: Sequence[int] | None,
+                     shape: Sequence[int]) -> tuple[int, ...] | None:
+  """Checks ``mesh.dcn_shape`` against the resolved shape; None when all ones."""
+  if dcn_shape is None:
+    return None
+  dcn = tuple(int(s) for s in dcn_shape)
+  if len(dcn) != len(MESH_AXES) or any(s < 1 for s in dcn):
+    raise ConfigError("mesh.dcn_shape", f"needs {len(MESH_AXES)} positive entries "
+                      f"{MESH_AXES}, got {tuple(dcn_shape)}")
+  if any(s % d for s, d in zip(shape, dcn)):
+    raise ConfigError("mesh.dcn_shape", f"{dcn} does not divide the mesh shape {tuple(shape)} "
+                      "axis by axis")
+  return dcn if math.prod(dcn) > 1 else None
+
+
+def hybrid_device_grid(shape: Sequence[int], dcn: Sequence[int],
+                       devices: Sequence[Any]) -> np.ndarray:
+  """Device array of ``shape``: granules (slices, else processes) tiled by ``dcn``."""
+  from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
+  ici = tuple(s // d for s, d in zip(shape, dcn))
+  n = math.prod(dcn)
+  slices = {getattr(d, "slice_index", None) for d in devices}
+  processes = {d.process_index for d in devices}
+  if None not in slices and len(slices) == n:
+    by_process = False
+  elif len(processes) == n:
+    by_process = True
+  else:
+    raise ConfigError(
+        "mesh.dcn_shape", f"{tuple(dcn)} spans {n} granules, but the devices form "
+        f"{len(slices) if None not in slices else 'no'} TPU slices and {len(processes)} "
+        "processes; run one process per host (or per slice) to use a hybrid mesh")
+  return mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, process_is_granule=by_process,
+                                              allow_split_physical_axes=True)
 
 
 def rules_for(preset: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -82,15 +82,19 @@ def evaluate(ctx, config: ml_collections.ConfigDict) -> dict:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *,
-          stop_at_step: int | None = None) -> dict[str, Any]:
+          stop_at_step: int | None = None,
+          stop: Callable[[int, bool], bool] | None = None) -> dict[str, Any]:
   """Runs (or resumes) training; returns the last logged metrics.
 
   ``stop_at_step`` behaves like a preemption at that step (checkpoint, return).
+  ``stop(step, requested)`` turns this process's stop request into the decision
+  (multi-process: every process must stop at the same step, see
+  ``proxyjax.distributed.StopAgreement``).
   """
   config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  mesh = parallel.make_mesh(config.mesh.shape)
+  mesh = parallel.make_mesh(config.mesh.shape, dcn_shape=config.mesh.dcn_shape)
   vocab = pipeline.build_vocab(config)
   model_cfg = transformer.ModelConfig.from_config(config, vocab)
   setup = step_lib.build(config, model_cfg, mesh)
@@ -166,7 +170,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         eval_now = config.eval_every and step % config.eval_every == 0
         if stop_at_step is not None and step >= stop_at_step:
           preempt.requested = True
-        if log_now or save_now or eval_now or preempt.requested:
+        # Read once per step: a signal arriving later is acted on at the next step.
+        stop_now = preempt.requested if stop is None else stop(step, preempt.requested)
+        if log_now or save_now or eval_now or stop_now:
           _, m = read(pending)
           pending = None
         if log_now:
@@ -208,11 +214,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
           ev = evaluate(eval_ctx, config)
           writer.write(step, ev)
           last.update(ev)
-        if save_now or preempt.requested:
+        if save_now or stop_now:
           ckpt.save(step, state, data_it, {"step": step, "mesh": list(mesh.shape.values())},
                     force=True)
         window["excluded"] += time.perf_counter() - t_side
-        if preempt.requested:
+        if stop_now:
           ckpt.wait()
           print(f"proxyjax: stopping (SIGTERM/preemption); checkpoint saved at step {step}",
                 file=sys.stderr)

@@ -1,0 +1,363 @@
+r"""``--mode=plan``: memory per device of the sharded train step, and whether it fits.
+
+    python -m proxyjax.main --config=configs/14b.py --mode=plan --plan.devices=64 \
+        --plan.device_memory_gb=80 --plan.platform=gpu
+
+Two sources, both reported:
+
+* **analytic** (always): parameters, gradients and Adam moments from the exact
+  shard shapes of ``train.step.build`` on an abstract mesh of ``--plan.devices``
+  (fp32 master weights + two fp32 moments = 12 bytes per parameter, plus 4 for
+  the gradient, divided by the shards), plus an activation estimate for a Llama
+  block (below), the logits chunk and the FSDP all-gather buffers.
+* **compiled** (when it can be had): XLA's ``memory_analysis()`` of the train
+  step compiled ahead of time with the real shardings, on local devices of the
+  target platform (fake CPU devices on a CPU host), or on a TPU topology
+  (``--plan.topology=v5p:4x4x4``, needs libtpu). ``--plan.compile=auto`` skips
+  it for a foreign target platform, too few devices, or models over 1B
+  parameters on CPU (minutes of compile that measure XLA:CPU, not the
+  accelerator); the report says which source decided "fits".
+
+Activations saved per block for the backward pass, per token (``b`` bytes of
+the compute dtype; head/MLP widths divided by the tensor axis where sharded):
+
+    none  b * (4 D + 2 H E + 2 K E + 3 F)     x, norm outs x2, residual, q k v o,
+                                              gate, up, silu(gate)*up
+          + H T (4 + b) per query with the dense XLA attention (probabilities),
+            or 4 H (log-sum-exp) with a flash kernel (pallas_gpu/tpu, cudnn)
+    dots  b * (3 D + (H + 2 K) E + 2 F)       block input and the matmul outputs
+    full  b * D                               block input only; one block is
+                                              recomputed at a time (+1 "none" block)
+
+These are estimates (XLA fuses, reuses and sometimes keeps more); trust the
+compiled analysis where there is one, and keep the default 10% headroom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from typing import Any
+
+import numpy as np
+
+from proxyjax.errors import ConfigError
+
+GIB = 1 << 30
+CPU_COMPILE_MAX_PARAMS = 1_000_000_000
+FLASH_BACKENDS = ("pallas_gpu", "pallas_tpu", "cudnn")
+AUTO_BACKEND = {"gpu": "pallas_gpu", "tpu": "pallas_tpu", "cpu": "xla"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  devices: int | None = None  # default: the local device count
+  device_memory_gb: float | None = None  # GiB per device; default: the device's own limit
+  platform: str | None = None  # cpu, gpu, tpu; default: the local backend
+  compile: str = "auto"  # auto, always, never
+  topology: str | None = None  # TPU topology name for ahead-of-time compilation
+  local_device_count: int | None = None  # fake CPU devices (default: devices)
+  usable_fraction: float = 0.9  # share of device memory the plan may fill
+
+
+def prepare_cpu_devices(opts: Options) -> None:
+  """Fake CPU devices for compiling on a CPU host; call before any device use."""
+  import jax  # pylint: disable=g-import-not-at-top
+  n = opts.local_device_count or opts.devices
+  if n:
+    jax.config.update("jax_num_cpu_devices", int(n))
+
+
+def main(config, opts: Options) -> dict[str, Any]:
+  """``--mode=plan``: prints the report, returns it."""
+  prepare_cpu_devices(opts)
+  report = make_plan(config, opts)
+  print(format_report(report))
+  sys.stdout.flush()
+  return report
+
+
+def plan_vocab(config):
+  """The configured vocabulary, without training a tokenizer (assumed size if needed)."""
+  from proxyjax import views  # pylint: disable=g-import-not-at-top
+  from proxyjax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  d = config.data
+  if d.view in views.NEEDS_TOKENIZER and not d.tokenizer_path:
+    alphabet = d.tokenizer_vocab_size if d.view == "tokenizer" else 256
+    note = (f"vocabulary assumed from data.tokenizer_vocab_size={d.tokenizer_vocab_size} "
+            "(no data.tokenizer_path; the trained tokenizer may differ slightly)")
+    return vocab_lib.Vocab(alphabet, d.separate_embedding), note
+  return pipeline.build_vocab(config), None
+
+
+def make_plan(config, opts: Options) -> dict[str, Any]:
+  """The report: sizes in bytes per device, the sources, and the verdict."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.sharding import AbstractMesh, AxisType  # pylint: disable=g-import-not-at-top
+  from proxyjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax import parallel  # pylint: disable=g-import-not-at-top
+  from proxyjax.model import transformer  # pylint: disable=g-import-not-at-top
+  from proxyjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+
+  config_lib.validate(config)
+  if opts.compile not in ("auto", "always", "never"):
+    raise ConfigError("plan.compile", f"must be auto, always or never, got {opts.compile!r}")
+  local_platform = jax.default_backend()
+  platform = opts.platform or local_platform
+  devices = int(opts.devices or jax.device_count())
+  shape = parallel.mesh_shape(config.mesh.shape, devices)
+  parallel.hybrid_dcn_shape(config.mesh.dcn_shape, shape)  # validates
+  notes, problems = [], []
+  vocab, note = plan_vocab(config)
+  if note:
+    notes.append(note)
+  model_cfg = transformer.ModelConfig.from_config(config, vocab)
+  abstract_mesh = AbstractMesh(shape, parallel.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+  setup = step_lib.build(config, model_cfg, abstract_mesh)
+  mesh_sizes = dict(zip(parallel.MESH_AXES, shape))
+  batch_shards = mesh_sizes["data"] * mesh_sizes["fsdp"]
+  if config.batch_size % batch_shards:
+    problems.append(f"batch_size {config.batch_size} is not divisible by data*fsdp = "
+                    f"{batch_shards}: the batch cannot be sharded")
+  rows = max(config.batch_size // batch_shards, 1)
+
+  n_params = transformer.count_params(setup.abstract_state["params"])
+  params = _sharded_bytes(setup.abstract_state["params"], setup.state_shardings["params"])
+  opt = _sharded_bytes(setup.abstract_state["opt_state"], setup.state_shardings["opt_state"])
+  backend = model_cfg.attention
+  if backend == "auto":
+    backend = AUTO_BACKEND.get(platform, "xla")
+    if platform == "cpu" and opts.platform is None:
+      notes.append("attention 'auto' is the dense XLA kernel on CPU (T x T probabilities); "
+                   "pass --plan.platform=gpu or tpu to plan for an accelerator")
+  acts = activation_bytes(model_cfg, rows, config.seq_len, mesh_sizes["tensor"], setup.rules,
+                          backend)
+  transient = transient_bytes(model_cfg, rows, config.seq_len, mesh_sizes, setup.rules, backend)
+  remat = model_cfg.remat
+  analytic_total = params + params + opt + acts[remat] + transient  # params, grads, Adam
+  report: dict[str, Any] = {
+      "config": {"d_model": model_cfg.d_model, "n_layers": model_cfg.n_layers,
+                 "seq_len": config.seq_len, "batch_size": config.batch_size,
+                 "vocab_size": model_cfg.vocab_size, "dtype": str(np.dtype(model_cfg.dtype)),
+                 "remat": remat, "attention": backend, "rules": config.mesh.rules},
+      "platform": platform, "devices": devices, "mesh": mesh_sizes,
+      "dcn_shape": list(config.mesh.dcn_shape), "rows_per_device": rows,
+      "params": n_params,
+      "params_bytes_total": n_params * np.dtype(model_cfg.param_dtype).itemsize,
+      "params_bytes": params, "grads_bytes": params, "opt_bytes": opt,
+      "activations_bytes": acts, "transient_bytes": transient,
+      "analytic_total_bytes": analytic_total, "compiled": None,
+      "notes": notes, "problems": problems,
+  }
+
+  compiled, why = None, None
+  if problems:
+    why = "skipped: " + problems[0]
+  elif opts.compile == "never":
+    why = "skipped (--plan.compile=never)"
+  else:
+    compiled, why = _compiled_analysis(config, model_cfg, shape, devices, platform,
+                                       local_platform, n_params, opts)
+  report["compiled"] = compiled
+  if why:
+    notes.append(f"compiled memory analysis {why}")
+
+  memory = opts.device_memory_gb * GIB if opts.device_memory_gb else _local_memory(platform)
+  report["device_memory_bytes"] = memory
+  report["usable_fraction"] = opts.usable_fraction
+  report["usable_bytes"] = int(memory * opts.usable_fraction) if memory else None
+  source = "compiled" if compiled else "analytic"
+  needed = compiled["peak_bytes"] if compiled else analytic_total
+  report["source"] = source
+  report["needed_bytes"] = needed
+  if problems:
+    report["fits"] = False
+  elif memory:
+    report["fits"] = bool(needed <= report["usable_bytes"])
+  else:
+    report["fits"] = None
+    notes.append("pass --plan.device_memory_gb to decide whether it fits")
+  return report
+
+
+def _sharded_bytes(tree, shardings) -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  total = 0
+  for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)):
+    shard = sharding.shard_shape(leaf.shape) if leaf.shape else ()
+    total += math.prod(shard) * np.dtype(leaf.dtype).itemsize
+  return int(total)
+
+
+def _split(n: int, ways: int, sharded: bool) -> float:
+  """Per-device width of an axis of size n over ``ways`` devices (replicated if not divisible)."""
+  return n / ways if sharded and ways > 1 and n % ways == 0 else n
+
+
+def activation_bytes(cfg, rows: int, seq: int, tensor: int, rules: dict,
+                     backend: str) -> dict[str, int]:
+  """Saved activations per device for remat ``none``/``dots``/``full`` (see module doc)."""
+  b = np.dtype(cfg.dtype).itemsize
+  d, e, layers = cfg.d_model, cfg.head_dim, cfg.n_layers
+  h = _split(cfg.n_heads, tensor, rules.get("heads") == "tensor")
+  k = _split(cfg.n_kv_heads, tensor, rules.get("heads") == "tensor")
+  f = _split(cfg.d_ff, tensor, rules.get("mlp") == "tensor")
+  tokens = rows * seq
+  if backend in FLASH_BACKENDS:
+    attn = tokens * h * 4  # log-sum-exp per query and head
+  else:
+    attn = tokens * h * seq * (4 + b)  # fp32 probabilities + their compute-dtype copy
+  block_none = tokens * b * (4 * d + 2 * h * e + 2 * k * e + 3 * f) + attn
+  block_dots = tokens * b * (3 * d + (h + 2 * k) * e + 2 * f)
+  block_full = tokens * b * d
+  return {"none": int(layers * block_none),
+          "dots": int(layers * block_dots + block_none),
+          "full": int(layers * block_full + block_none)}
+
+
+def transient_bytes(cfg, rows: int, seq: int, mesh: dict, rules: dict, backend: str) -> int:
+  """Logits chunk, final hidden states, dense mask and FSDP gather buffers per device."""
+  b = np.dtype(cfg.dtype).itemsize
+  tensor = mesh["tensor"]
+  vocab = _split(cfg.num_pred_heads * cfg.vocab_size, tensor, rules.get("vocab") == "tensor")
+  vocab += 320 if cfg.raw_head else 0
+  chunk = min(cfg.logits_chunk, seq)
+  if seq % chunk:
+    chunk = math.gcd(seq, chunk)
+  total = 2 * rows * chunk * vocab * 4  # fp32 logits and their gradient, one chunk
+  total += 2 * rows * seq * cfg.d_model * b  # final hidden states and their gradient
+  if backend not in ("pallas_gpu", "pallas_tpu"):
+    total += rows * seq * seq  # dense boolean mask
+  if mesh["fsdp"] > 1 and rules.get("embed") == "fsdp":
+    h = _split(cfg.n_heads, tensor, rules.get("heads") == "tensor")
+    k = _split(cfg.n_kv_heads, tensor, rules.get("heads") == "tensor")
+    f = _split(cfg.d_ff, tensor, rules.get("mlp") == "tensor")
+    layer = cfg.d_model * ((2 * h + 2 * k) * cfg.head_dim + 3 * f)
+    # Two gathered blocks in flight (prefetch) in the compute dtype + one block's
+    # fp32 gradient before its reduce-scatter; the head likewise.
+    total += layer * (2 * b + 4) + cfg.d_model * vocab * (b + 4)
+  return int(total)
+
+
+def _local_memory(platform: str) -> int | None:
+  import jax  # pylint: disable=g-import-not-at-top
+  if platform != jax.default_backend():
+    return None
+  try:
+    stats = jax.devices()[0].memory_stats() or {}
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return stats.get("bytes_limit")
+
+
+def _compiled_analysis(config, model_cfg, shape, devices, platform, local_platform,
+                       n_params, opts):
+  """(compiled dict or None, note) from AOT compilation of the sharded train step."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from proxyjax import parallel  # pylint: disable=g-import-not-at-top
+  from proxyjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  force = opts.compile == "always"
+  if opts.topology:
+    try:
+      from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+      target = list(topologies.get_topology_desc(opts.topology, platform="tpu").devices)
+    except Exception as e:  # pylint: disable=broad-except
+      return None, (f"unavailable: TPU topology {opts.topology!r} cannot be built here "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:160]})")
+    if len(target) != devices:
+      return None, f"skipped: topology {opts.topology} has {len(target)} devices, not {devices}"
+    where = f"TPU topology {opts.topology}"
+  else:
+    if platform != local_platform:
+      return None, (f"unavailable: target {platform} is not the local backend "
+                    f"({local_platform}); analytic estimate only")
+    target = jax.devices()
+    if len(target) < devices:
+      return None, (f"unavailable: {len(target)} local {local_platform} devices < {devices}; "
+                    "analytic estimate only")
+    target = target[:devices]
+    if platform == "cpu" and n_params > CPU_COMPILE_MAX_PARAMS and not force:
+      return None, (f"skipped: {n_params / 1e9:.1f}B parameters on CPU (slow compile that "
+                    "measures XLA:CPU; --plan.compile=always forces it)")
+    where = f"{devices} local {platform} devices"
+  mesh = parallel.make_mesh(shape, target, dcn_shape=config.mesh.dcn_shape)
+  real = step_lib.build(config, model_cfg, mesh)
+  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                       real.abstract_state, real.state_shardings)
+  batch = abstract_batch(config, mesh)
+  try:
+    compiled = jax.jit(real.train_step, donate_argnums=0).lower(state, batch).compile()
+    stats = compiled.memory_analysis()
+  except Exception as e:  # pylint: disable=broad-except
+    return None, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+  if stats is None:
+    return None, f"unavailable: the {platform} backend reports no memory analysis"
+  out = {k: int(getattr(stats, f"{k}_size_in_bytes", 0) or 0)
+         for k in ("argument", "output", "alias", "temp", "generated_code")}
+  out["peak_bytes"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
+  out["where"] = where
+  return out, None
+
+
+def abstract_batch(config, mesh) -> dict:
+  """ShapeDtypeStructs of one global batch, sharded like ``parallel.global_batch``."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from proxyjax import parallel  # pylint: disable=g-import-not-at-top
+  b, t, p = config.batch_size, config.seq_len, config.model.num_pred_heads
+  out = {}
+  for name in ("inputs", "targets", "segment_ids", "positions"):
+    shp = (b, t, p) if name == "targets" and p > 1 else (b, t)
+    out[name] = jax.ShapeDtypeStruct(shp, np.int32,
+                                     sharding=parallel.batch_sharding(mesh, len(shp)))
+  return out
+
+
+def _gib(n: int | float | None) -> str:
+  return "n/a" if n is None else f"{n / GIB:8.2f} GiB"
+
+
+def format_report(r: dict[str, Any]) -> str:
+  c, acts = r["config"], r["activations_bytes"]
+  mesh = " x ".join(f"{k}={v}" for k, v in r["mesh"].items())
+  lines = [
+      f"proxyjax plan: {r['params'] / 1e9:.3f}B parameters, d_model {c['d_model']}, "
+      f"{c['n_layers']} layers, vocab {c['vocab_size']}, seq {c['seq_len']}, "
+      f"batch {c['batch_size']}",
+      f"  target: {r['devices']} {r['platform']} devices, mesh {mesh} (dcn {r['dcn_shape']}), "
+      f"rules {c['rules']}, {r['rows_per_device']} rows/device, attention {c['attention']}, "
+      f"{c['dtype']} compute",
+      "  per device (analytic):",
+      f"    parameters (fp32)         {_gib(r['params_bytes'])}   "
+      f"(all devices: {_gib(r['params_bytes_total'])})",
+      f"    gradients (fp32)          {_gib(r['grads_bytes'])}",
+      f"    Adam moments (2 x fp32)   {_gib(r['opt_bytes'])}",
+      f"    activations, remat full   {_gib(acts['full'])}",
+      f"    activations, remat dots   {_gib(acts['dots'])}",
+      f"    activations, remat none   {_gib(acts['none'])}",
+      f"    logits/mask/FSDP buffers  {_gib(r['transient_bytes'])}",
+      f"    total (remat {c['remat']})".ljust(30) + f"{_gib(r['analytic_total_bytes'])}",
+  ]
+  comp = r["compiled"]
+  if comp:
+    lines += [
+        f"  compiled ({comp['where']}): arguments {_gib(comp['argument'])}, outputs "
+        f"{_gib(comp['output'])}, aliased {_gib(comp['alias'])}, temporaries "
+        f"{_gib(comp['temp'])}",
+        f"    peak = arguments + outputs - aliased + temporaries = {_gib(comp['peak_bytes'])}",
+    ]
+  for note in r["notes"]:
+    lines.append(f"  note: {note}")
+  for problem in r["problems"]:
+    lines.append(f"  PROBLEM: {problem}")
+  if r["fits"] is None:
+    verdict = "unknown (no device memory given)"
+  else:
+    verdict = "FITS" if r["fits"] else "DOES NOT FIT"
+  line = f"  {verdict}: needs {_gib(r['needed_bytes']).strip()} per device ({r['source']})"
+  if r["usable_bytes"]:
+    line += (f" of {_gib(r['usable_bytes']).strip()} usable "
+             f"({r['usable_fraction']:.0%} of {_gib(r['device_memory_bytes']).strip()})")
+  lines.append(line)
+  return "\n".join(lines)
