@@ -1,6 +1,12 @@
-"""Ladder rung 4b (SPEC §5): tokenizer proxy + raw head, ~2M symbols per step, 50k steps.
+r"""Ladder rung 4b (SPEC §5): tokenizer proxy + raw head, ~2M symbols per step, 50k steps.
 
 Point it at your corpus: --config.data.sources='jsonl:/data/code/*.jsonl'.
+
+Recommended meshes (launch/README.md; `--mode=plan` estimates, not measured):
+  8 x H100 80 GB nodes, one process per node, 2 nodes: mesh.shape=(2,8,1), mesh.dcn_shape=(2,1,1)
+  TPU v5p-32 (16 chips): mesh.shape=(1,16,1)
+Check another layout with: python -m proxyjax.main --config=configs/4b.py --mode=plan \
+    --plan.devices=N --plan.device_memory_gb=80 --config.mesh.shape='(...)'
 """
 
 from proxyjax.config import ladder_config

@@ -1,6 +1,12 @@
-"""Ladder rung 7b (SPEC §5): tokenizer proxy + raw head, ~2M symbols per step, 50k steps.
+r"""Ladder rung 7b (SPEC §5): tokenizer proxy + raw head, ~2M symbols per step, 50k steps.
 
 Point it at your corpus: --config.data.sources='jsonl:/data/code/*.jsonl'.
+
+Recommended meshes (launch/README.md; `--mode=plan` estimates, not measured):
+  8 x H100 80 GB nodes, one process per node, 4 nodes: mesh.shape=(4,8,1), mesh.dcn_shape=(4,1,1)
+  TPU v5p-64 (32 chips): mesh.shape=(1,32,1)
+Check another layout with: python -m proxyjax.main --config=configs/7b.py --mode=plan \
+    --plan.devices=N --plan.device_memory_gb=80 --config.mesh.shape='(...)'
 """
 
 from proxyjax.config import ladder_config

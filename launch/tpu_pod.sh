@@ -4,6 +4,7 @@
 #   TPU=my-v5p-128 ZONE=us-east5-a launch/tpu_pod.sh setup        # copy repo, install
 #   TPU=my-v5p-128 ZONE=us-east5-a launch/tpu_pod.sh train \
 #       --config=configs/7b.py --workdir=/mnt/runs/7b --config.data.sources='jsonl:/mnt/data/*.jsonl'
+#   TPU=... ZONE=... launch/tpu_pod.sh logs                        # follow worker 0 (WORKER=i)
 #   TPU=... ZONE=... launch/tpu_pod.sh stop                        # SIGTERM: checkpoint, exit
 #
 # jax.distributed.initialize() finds the hosts, the process count and the process
@@ -35,16 +36,23 @@ case "$cmd" in
       cd $REPO_DIR && $PYTHON -m pip install -q -U 'jax[tpu]' && $PYTHON -m pip install -q -e ."
     ;;
   train|eval)
-    # Quote the flags once for the remote shell.
+    # Quote the flags once for the remote shell. The job runs detached (nohup,
+    # its own session) so a dropped ssh connection does not kill it; follow it
+    # with `tpu_pod.sh logs`.
     flags=$(printf ' %q' "$@")
-    on_all_hosts "cd $REPO_DIR && TOKENIZERS_PARALLELISM=false \
-      $PYTHON -u -m proxyjax.main --mode=$cmd --distributed=on$flags 2>&1 | tee -a ~/proxyjax.log"
+    on_all_hosts "cd $REPO_DIR && TOKENIZERS_PARALLELISM=false nohup setsid \
+      $PYTHON -u -m proxyjax.main --mode=$cmd --distributed=on$flags \
+      >>~/proxyjax.log 2>&1 </dev/null & echo \"\$(hostname): started pid \$!\""
+    ;;
+  logs)
+    gcloud compute tpus tpu-vm ssh "$TPU" "${gcloud_args[@]}" --worker="${WORKER:-0}" \
+      --command="tail -n 200 -f ~/proxyjax.log"
     ;;
   stop)
     on_all_hosts "pkill -TERM -f -u \$(id -u) '[p]roxyjax.main' || true"
     ;;
   *)
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,14p' "$0" >&2
     exit 2
     ;;
 esac

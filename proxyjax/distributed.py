@@ -7,7 +7,8 @@ address, process count and id) from jax's own cluster auto-detection:
     setting              flag                    environment
     coordinator          --coordinator_address   PROXYJAX_COORDINATOR (host:port)
     process count        --num_processes         PROXYJAX_NUM_PROCESSES
-    process id           --process_id            PROXYJAX_PROCESS_ID, JOB_COMPLETION_INDEX
+    process id           --process_id            PROXYJAX_PROCESS_ID, else JOB_COMPLETION_INDEX
+                                                 when the process count is set too
     visible accelerators --local_device_ids      PROXYJAX_LOCAL_DEVICE_IDS (e.g. 0,1,2,3)
     fake CPU devices     --local_device_count    PROXYJAX_LOCAL_DEVICE_COUNT
 
@@ -74,7 +75,13 @@ class Options:
         except ValueError as e:
           raise ConfigError(field, f"environment value {value!r} is not an integer") from e
       updates[field] = value
-    return dataclasses.replace(self, **updates)
+    merged = dataclasses.replace(self, **updates)
+    if (self.process_id is None and merged.num_processes is None
+        and environ.get("PROXYJAX_PROCESS_ID", "") == ""):
+      # JOB_COMPLETION_INDEX names the process only together with an explicit
+      # process count (a JobSet's index is per job, not per process).
+      merged = dataclasses.replace(merged, process_id=None)
+    return merged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +145,12 @@ def decide(opts: Options, environ: Mapping[str, str] | None = None) -> Decision:
     raise ConfigError("process_id", f"must be in [0, {opts.num_processes}), got {opts.process_id}")
   if opts.mode == "on":
     return Decision(True, "--distributed=on", {**explicit, **timeouts})
+  if opts.num_processes is None and detect_cluster(environ) is None:
+    env = os.environ if environ is None else environ
+    index = opts.process_id or env.get("JOB_COMPLETION_INDEX", "0")
+    if str(index) not in ("", "0"):  # N pods/processes would each train alone
+      raise ConfigError("num_processes", f"process id {index} without a process count: "
+                        "set --num_processes (or PROXYJAX_NUM_PROCESSES)")
   if opts.num_processes == 1:
     return Decision(False, "single process (num_processes=1)", {})
   if opts.num_processes is not None:

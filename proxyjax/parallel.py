@@ -170,7 +170,46 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH, *([None] * (ndim - 1))))
 
 
-def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Per-process batches -> global arrays sharded over (data, fsdp) on the batch axis."""
-  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
+def data_shard(mesh: Mesh | np.ndarray, batch_size: int,
+               process_index: int | None = None) -> tuple[int, int]:
+  """(index, count) of the data shard a process must load for one global batch.
+
+  The batch axis is sharded over ``(data, fsdp)`` (``batch_sharding``): the
+  device at mesh coordinates ``(d, f, t)`` holds row block ``d * F + f``. A
+  process loads the rows of its devices; when the ``tensor`` axis (or a
+  replicated batch) spans processes, several processes hold the same rows and
+  must load identical data: they share a shard index. Each process loads
+  ``batch_size // count`` rows (its blocks in order, which is how
+  ``global_batch`` places them). ``mesh``: a Mesh, or its device grid (anything
+  with ``process_index``). Raises ConfigError where processes hold partly
+  overlapping sets of blocks (no per-process pipeline can feed them).
+  """
+  grid = np.asarray(mesh.devices if isinstance(mesh, Mesh) else mesh)
+  data, fsdp, _ = grid.shape
+  if process_index is None:
+    process_index = jax.process_index()
+  if batch_size % (data * fsdp):
+    raise ConfigError("batch_size", f"{batch_size} rows do not split over the {data * fsdp} "
+                      f"batch shards (data x fsdp) of mesh {grid.shape}")
+  blocks_of: dict[int, set[int]] = {}
+  for (d, f, _), device in np.ndenumerate(grid):
+    blocks_of.setdefault(device.process_index, set()).add(d * fsdp + f)
+  distinct = sorted({frozenset(b) for b in blocks_of.values()}, key=min)
+  if sum(len(b) for b in distinct) != data * fsdp or len({len(b) for b in distinct}) != 1:
+    raise ConfigError("mesh.shape", "processes hold partly overlapping or unequal sets of "
+                      f"batch blocks {[sorted(b) for b in distinct]}: lay the data/fsdp axes "
+                      "out across processes (mesh.dcn_shape, one process per host)")
+  return distinct.index(frozenset(blocks_of[process_index])), len(distinct)
+
+
+def global_batch(batch: dict[str, np.ndarray], mesh: Mesh,
+                 batch_size: int | None = None) -> dict[str, jax.Array]:
+  """Per-process batches -> global arrays sharded over (data, fsdp) on the batch axis.
+
+  ``batch_size``: global rows (needed when processes replicate rows, see
+  ``data_shard``; default: local rows x number of data shards by jax's inference).
+  """
+  return {k: jax.make_array_from_process_local_data(
+      batch_sharding(mesh, v.ndim), v,
+      None if batch_size is None else (batch_size,) + v.shape[1:])
           for k, v in batch.items()}

@@ -1,9 +1,10 @@
 r"""``--mode=plan``: memory per device of the sharded train step, and whether it fits.
 
     python -m proxyjax.main --config=configs/14b.py --mode=plan --plan.devices=64 \
-        --plan.device_memory_gb=80 --plan.platform=gpu
+        --plan.device_memory_gb=80 [--plan.platform=gpu]
 
-Two sources, both reported:
+The target platform defaults to the local backend, or to GPUs when a CPU host
+plans a model over 1B parameters. Two sources, both reported:
 
 * **analytic** (always): parameters, gradients and Adam moments from the exact
   shard shapes of ``train.step.build`` on an abstract mesh of ``--plan.devices``
@@ -124,6 +125,11 @@ def make_plan(config, opts: Options) -> dict[str, Any]:
   rows = max(config.batch_size // batch_shards, 1)
 
   n_params = transformer.count_params(setup.abstract_state["params"])
+  if opts.platform is None and platform == "cpu" and n_params > CPU_COMPILE_MAX_PARAMS:
+    # Nobody trains a ladder rung on CPUs: a CPU host planning one plans for GPUs.
+    platform = "gpu"
+    notes.append(f"planning for {devices} GPUs ({n_params / 1e9:.1f}B parameters on a CPU "
+                 "host); pass --plan.platform=tpu or cpu for another target")
   params = _sharded_bytes(setup.abstract_state["params"], setup.state_shardings["params"])
   opt = _sharded_bytes(setup.abstract_state["opt_state"], setup.state_shardings["opt_state"])
   backend = model_cfg.attention

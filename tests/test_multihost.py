@@ -323,6 +323,11 @@ def test_decide_single_explicit_and_cluster_launches():
     # A single-pod Indexed Job (JOB_COMPLETION_INDEX=0, nothing else): one process.
     pod = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "JOB_COMPLETION_INDEX": "0"}
     assert not decide(pod).initialize
+    # Pod 2 of an Indexed Job without a process count would train alone: refused.
+    with pytest.raises(ConfigError, match="process id 2 without a process count"):
+      decide(dict(pod, JOB_COMPLETION_INDEX="2"))
+  with pytest.raises(ConfigError, match="process id 3 without a process count"):
+    decide({"PROXYJAX_PROCESS_ID": "3"})
   assert not decide(slurm, mode="off").initialize
   assert decide({}, mode="on").initialize
   with pytest.raises(ConfigError, match="coordinator_address"):
@@ -350,3 +355,58 @@ def test_hybrid_mesh_puts_dcn_axes_across_granules():
   assert parallel.make_mesh((2, 4, 1), dcn_shape=(1, 1, 1)).shape["fsdp"] == 4
   with pytest.raises(ConfigError, match="one process per host"):  # 1 process, 8 devices
     parallel.make_mesh((2, 4, 1), dcn_shape=(2, 1, 1))
+
+
+def test_data_shards_follow_the_mesh():
+  fake = lambda i: types.SimpleNamespace(id=i, process_index=i // 4)
+  grid = lambda order, shape: np.array([fake(i) for i in order]).reshape(shape)
+  shards = lambda g: [parallel.data_shard(g, 8, p) for p in (0, 1)]
+  assert shards(grid(range(8), (1, 8, 1))) == [(0, 2), (1, 2)]  # FSDP over both
+  assert shards(grid(range(8), (2, 2, 2))) == [(0, 2), (1, 2)]  # data across processes
+  # tensor across processes: both hold every row, so both load the same data
+  assert shards(grid([0, 4, 1, 5, 2, 6, 3, 7], (1, 4, 2))) == [(0, 1), (0, 1)]
+  # interleaved rows are fine (global_batch places a process's blocks in order)
+  assert shards(grid([0, 4, 1, 5, 2, 6, 3, 7], (1, 8, 1))) == [(0, 2), (1, 2)]
+  with pytest.raises(ConfigError, match="batch_size"):
+    parallel.data_shard(grid(range(8), (1, 8, 1)), 12, 0)
+  three = np.array([types.SimpleNamespace(id=i, process_index=p)
+                    for i, p in enumerate([0, 1, 1, 2])]).reshape(1, 2, 2)
+  with pytest.raises(ConfigError, match="partly overlapping"):
+    parallel.data_shard(three, 8, 0)
+
+
+def test_tensor_axis_across_processes_replicates_the_rows(tmp_path):
+  """Mesh (1, 2, 4) with the tensor axis split over the 2 processes (dcn (1, 1, 2)):
+  both processes hold all 8 rows, load identical batches, and match one process."""
+  tp = dict(OVERRIDES, **{"num_steps": 3, "checkpoint_every": 0, "mesh.shape": (1, 2, 4),
+                          "mesh.rules": "fsdp_tp"})
+  workdir = str(tmp_path / "two")
+  codes = _wait(_launch(workdir, overrides=dict(tp, **{"mesh.dcn_shape": (1, 1, 2)})),
+                timeout=150)
+  assert codes == [0, 0], _log(workdir, 0)[-3000:] + _log(workdir, 1)[-3000:]
+  loop.train(_config(tp), str(tmp_path / "one"))
+  two, one = _losses(workdir), _losses(str(tmp_path / "one"))
+  assert sorted(two) == sorted(one) == [1, 2, 3]
+  for s in two:
+    assert two[s] == pytest.approx(one[s], rel=2e-6), (s, two[s], one[s])
+
+
+def test_local_launcher_script(tmp_path):
+  """launch/local.sh itself: 2 processes x 2 fake devices, 2 steps, exit 0; a failing
+  process makes it exit non-zero (a bad flag value fails both at start)."""
+  workdir = str(tmp_path / "run")
+  short = dict(OVERRIDES, num_steps=2, checkpoint_every=2)
+  env = dict(os.environ, XLA_FLAGS="", LOG_DIR=str(tmp_path / "logs"))
+  out = subprocess.run(["bash", "launch/local.sh", "2", "2", "--config=configs/tiny.py",
+                        f"--workdir={workdir}", *_cli_overrides(short)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "process 0 of 2" in out.stderr and "2 local / 4 global cpu devices" in out.stderr
+  assert sorted(_losses(workdir)) == [1, 2]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "2", "data"))) == [
+      "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
+  assert "process 1 of 2" in open(tmp_path / "logs" / "process_1.log").read()
+  bad = subprocess.run(["bash", "launch/local.sh", "2", "2", "--config=configs/tiny.py",
+                        f"--workdir={tmp_path / 'bad'}", "--config.data.rate=2.0"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+  assert bad.returncode != 0 and "data.rate" in bad.stderr

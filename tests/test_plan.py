@@ -71,9 +71,10 @@ def test_unshardable_batch_is_a_problem():
 
 def test_plan_mode_from_the_command_line():
   cmd = [sys.executable, "-m", "proxyjax.main", "--config=configs/14b.py", "--mode=plan",
-         "--plan.devices=64", "--plan.device_memory_gb=80", "--plan.platform=gpu"]
+         "--plan.devices=64", "--plan.device_memory_gb=80"]  # the command
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "14.6" in out.stdout and "fsdp=64" in out.stdout
   assert "FITS: needs" in out.stdout and "(analytic)" in out.stdout
+  assert "planning for 64 GPUs" in out.stdout and "64 gpu devices" in out.stdout

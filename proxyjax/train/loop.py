@@ -98,7 +98,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   vocab = pipeline.build_vocab(config)
   model_cfg = transformer.ModelConfig.from_config(config, vocab)
   setup = step_lib.build(config, model_cfg, mesh)
-  data_it = pipeline.make_iterator(config, "train")
+  shard, shards = parallel.data_shard(mesh, config.batch_size)
+  data_it = pipeline.make_iterator(config, "train", process_index=shard, process_count=shards)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                keep=config.keep_checkpoints,
                                async_save=config.async_checkpointing)
@@ -159,7 +160,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         tokens, pairs = _host_batch_stats(batch, model_cfg.window)
         window["tokens"] += tokens
         window["pairs"] += pairs
-        state, dev_metrics = setup.train_step(state, parallel.global_batch(batch, mesh))
+        state, dev_metrics = setup.train_step(state, parallel.global_batch(batch, mesh, config.batch_size))
         step += 1
         window["steps"] += 1
         if pending is not None:  # step n's metrics read after step n+1 was dispatched
