@@ -264,6 +264,7 @@ def _compiled_analysis(config, model_cfg, shape, devices, platform, local_platfo
   import jax  # pylint: disable=g-import-not-at-top
   from proxyjax import parallel  # pylint: disable=g-import-not-at-top
   from proxyjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   force = opts.compile == "always"
   if opts.topology:
     try:
@@ -290,8 +291,7 @@ def _compiled_analysis(config, model_cfg, shape, devices, platform, local_platfo
     where = f"{devices} local {platform} devices"
   mesh = parallel.make_mesh(shape, target, dcn_shape=config.mesh.dcn_shape)
   real = step_lib.build(config, model_cfg, mesh)
-  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                       real.abstract_state, real.state_shardings)
+  state = ckpt_lib.abstract_with_shardings(real.abstract_state, real.state_shardings)
   batch = abstract_batch(config, mesh)
   try:
     compiled = jax.jit(real.train_step, donate_argnums=0).lower(state, batch).compile()
