@@ -61,12 +61,7 @@ def _cli_overrides(overrides):
 
 def _config(overrides):
   c = config_lib.tiny_config()
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(overrides)
   return c
 
 

@@ -30,12 +30,7 @@ def small_config(**overrides):
   c.opt.warmup_steps, c.opt.peak_lr = 5, 2e-3
   c.data.schedule.warmup_steps = 3
   c.mesh.shape = (1, -1, 1)  # all (8 fake) devices, FSDP
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(overrides)  # dotted keys: {"model.d_model": 32}
   return c
 
 
