@@ -238,3 +238,18 @@ def test_mbpp_without_tests_is_an_error():
   p = codegen.Problem(task_id="x", prompt="", entry_point="f", canonical_solution="")
   with pytest.raises(ValueError):
     codegen.check_program(p, "")
+
+
+def test_early_exit_completions_do_not_pass(humaneval):
+  """A completion that ends the program with code 0 before the tests run scores 0."""
+  p = humaneval[0]
+  cheats = ["    import sys; sys.exit(0)\n",
+            "    import os; os._exit(0)\n",
+            "    raise SystemExit(0)\n",
+            "    return True\n\nimport sys\nsys.exit(0)\n",  # module level, before check()
+            "    return True\n\nimport os\nprint('0' * 32, flush=True)\nos._exit(0)\n"]
+  out = codegen.evaluate([p], [cheats + [p.canonical_solution]], ks=(1,), limits=LIMITS)
+  row = out["per_problem"][0]
+  assert row["n"] == 6 and row["c"] == 1  # only the canonical solution
+  assert row["statuses"] == ["failed"] * 5 + ["passed"]
+  assert "before the program finished" in row["first_failure"]

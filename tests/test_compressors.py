@@ -202,3 +202,14 @@ def test_cli(tmp_path):
   assert "gzip" in r.stdout
   summary = json.loads((out / "compressors.json").read_text())
   assert summary["num_docs"] == 2 and (out / "compressors.png").exists()
+
+
+def test_source_options_reach_the_sources(tmp_path):
+  """text_field / record_format / tfds_data_dir are passed to the sources, as in training."""
+  path = tmp_path / "docs.jsonl"
+  docs = ["def a():\n    return 1\n" * 5, "class B:\n    pass\n" * 5, "x = [1, 2, 3]\n" * 5]
+  path.write_text("".join(json.dumps({"body": d, "text": ""}) + "\n" for d in docs))
+  base = dict(views=("raw",), num_docs=10, sources=f"jsonl:{path}", window_chars=50)
+  assert compressors.sample_documents(compressors.AnalysisConfig(**base)) == []  # 'text' is empty
+  got = compressors.sample_documents(compressors.AnalysisConfig(text_field="body", **base))
+  assert sorted(got) == sorted(d.encode() for d in docs)

@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from proxyjax import vocab as V
+from proxyjax.eval import codegen
 from proxyjax.eval import generate as gen
 from proxyjax.model import transformer
 
@@ -68,4 +69,21 @@ def test_top_p_keeps_the_nucleus():
 def test_completion_bytes_and_stops():
   ids = [64 + ord("a"), 64 + ord("b"), V.RAW_CLOSE, 64 + ord("c")]
   assert gen.completion_bytes(ids) == b"ab"
-  assert gen.truncate_at_stops("x = 1\ndef g():\n", ["\ndef ", "\nclass "]) == "x = 1"
+  assert not hasattr(gen, "truncate_at_stops")  # one truncation: codegen.truncate_completion
+
+
+def test_generate_applies_stop_strings():
+  """Stops cut each completion at the earliest stop (same function as codegen's)."""
+  graphdef, params, _ = _model()
+  prompts = [b"def f(x):", b"import"]
+  plain = gen.generate(graphdef, params, prompts, gen.SamplingConfig(max_new_tokens=12, n=1))
+  texts = [row[0] for row in plain]
+  # Pick stops that occur inside the generated text (greedy, so reproducible).
+  stops = tuple(t[3:5] for t in texts if len(t) >= 5)
+  assert stops
+  cut = gen.generate(graphdef, params, prompts,
+                     gen.SamplingConfig(max_new_tokens=12, n=1, stop_strings=stops))
+  for t, row in zip(texts, cut):
+    assert row[0] == codegen.truncate_completion(t, stops)
+    assert len(row[0]) <= 3 or not any(s in row[0] for s in stops)
+  assert any(len(row[0]) < len(t) for t, row in zip(texts, cut))

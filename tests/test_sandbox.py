@@ -265,3 +265,58 @@ def test_run_many_keeps_order_and_runs_in_parallel():
   mixed = sandbox.run_many(["print(1)", "while True: pass"],
                            [sandbox.Limits(timeout_s=5.0), sandbox.Limits(timeout_s=0.5)])
   assert [r.status for r in mixed] == [sandbox.PASSED, sandbox.TIMEOUT]
+
+
+# ---------------------------------------------------------------------------
+# Exit code 0 is not enough: the program must run to its end.
+
+
+@pytest.mark.parametrize("early_exit", [
+    "import sys; sys.exit(0)",
+    "import os; os._exit(0)",
+    "raise SystemExit",
+    "import sys; sys.stdout.flush(); sys.exit()",
+])
+def test_early_exit_with_code_zero_fails(early_exit):
+  program = f"{early_exit}\nassert False, 'the tests would fail here'\n"
+  r = sandbox.run(program, sandbox.Limits(timeout_s=5.0))
+  assert r.returncode == 0  # the interpreter did exit 0 ...
+  assert r.status == sandbox.FAILED and not r.passed  # ... but never reached the end
+  assert "before the program finished" in r.reason
+
+
+def test_caught_system_exit_still_passes():
+  """Positive control: a program that survives its own sys.exit and ends normally passes."""
+  r = sandbox.run("import sys\ntry:\n  sys.exit(0)\nexcept SystemExit:\n  pass\nprint('end')\n",
+                  sandbox.Limits(timeout_s=5.0))
+  assert r.passed and r.stdout == "end\n"
+
+
+_FORGER = textwrap.dedent("""
+    import os, re, sys
+    hexes = set()
+    sources = [" ".join(os.environ.values()), " ".join(sys.argv)]
+    for path in ("/proc/self/cmdline", "/proc/self/environ", __file__):
+      try:
+        sources.append(open(path, "rb").read().decode("latin-1"))
+      except OSError:
+        pass
+    for text in sources:
+      hexes.update(re.findall(r"[0-9a-f]{32}", text))
+    hexes.update(["0" * 32, "deadbeef" * 4])
+    fake = "".join(sorted(hexes))
+    print(fake, flush=True)
+    for fd in range(3, 64):  # every inherited descriptor, the completion pipe included
+      for h in sorted(hexes):
+        try:
+          os.write(fd, h.encode())
+        except OSError:
+          pass
+    os._exit(0)
+    """)
+
+
+def test_forged_completion_tokens_fail():
+  r = sandbox.run(_FORGER, sandbox.Limits(timeout_s=5.0))
+  assert r.returncode == 0 and len(r.stdout.strip()) >= 64  # it did print candidate tokens
+  assert r.status == sandbox.FAILED and not r.passed

@@ -5,7 +5,8 @@ sandbox and benchmark code stay usable without JAX):
 
 * ``bpb``          raw bits-per-byte of a model on validation documents;
 * ``generate``     KV-cache decoding through the raw-byte interface;
-* ``run``          ``--mode=eval`` tasks, ``WORKDIR/eval/<task>.json``;
+* ``run``          ``--mode=eval`` tasks (bpb, view_bpb, humaneval, humaneval_plus,
+                   mbpp, mbpp_plus, recode, compressors), ``WORKDIR/eval/<task>.json``;
 * ``sandbox``      sandboxed execution of generated programs;
 * ``codegen``      HumanEval / HumanEval+ / MBPP / MBPP+ problems and pass@k;
 * ``passk``        the unbiased pass@k estimator;

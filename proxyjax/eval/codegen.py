@@ -27,7 +27,9 @@ evalplus's per-task type fix-ups are not replicated, and inputs on which the
 reference itself raises are skipped (counted in the program's stdout).
 
 A check program is ``prompt + completion + tests`` and runs in the sandbox
-(``proxyjax.eval.sandbox``); a sample passes when the program exits 0.
+(``proxyjax.eval.sandbox``); a sample passes when the program exits 0 after
+running to its end (the sandbox's completion proof: an early ``sys.exit(0)`` or
+``os._exit(0)`` in the completion fails).
 Generations are post-processed as the authors do: cut at the first stop
 string, then lines indented by exactly 3 spaces get one more.
 """
@@ -319,7 +321,7 @@ def tests_source(problem: Problem, suite: str = "base") -> str:
 
 
 def check_program(problem: Problem, completion: str, suite: str = "base") -> str:
-  """``prompt + completion`` followed by the tests; exits 0 iff the tests pass."""
+  """``prompt + completion`` followed by the tests; runs to its end iff the tests pass."""
   return f"{problem.prompt}{completion}\n\n{tests_source(problem, suite)}"
 
 

@@ -86,6 +86,9 @@ class AnalysisConfig:
     sources: a sources spec (``proxyjax.data.sources``), default the stdlib.
     split: ``all``, ``train`` or ``validation``.
     validation_fraction: the hashed validation share of the sources.
+    text_field: JSON / TFDS field holding the text ('' = ``text``, else ``content``).
+    record_format: ArrayRecord records: ``json`` objects or raw ``bytes``.
+    tfds_data_dir: data_dir for tfds sources ('' = the TFDS default).
   """
 
   views: tuple[str, ...] = DEFAULT_VIEWS
@@ -99,6 +102,9 @@ class AnalysisConfig:
   sources: str = "stdlib"
   split: str = "all"
   validation_fraction: float = 0.01
+  text_field: str = ""
+  record_format: str = "json"
+  tfds_data_dir: str = ""
 
 
 class NotAligned(Exception):
@@ -483,7 +489,10 @@ def sample_documents(cfg: AnalysisConfig) -> list[bytes]:
   docs: list[bytes] = []
   rng = np.random.default_rng(cfg.seed)
   for source, _ in sources_lib.make_sources(cfg.sources, split=cfg.split,
-                                            validation_fraction=cfg.validation_fraction):
+                                            validation_fraction=cfg.validation_fraction,
+                                            text_field=cfg.text_field,
+                                            record_format=cfg.record_format,
+                                            tfds_data_dir=cfg.tfds_data_dir):
     for i in rng.permutation(len(source)):
       if len(docs) >= cfg.num_docs:
         break
@@ -684,6 +693,9 @@ def _define_flags():
   flags.DEFINE_string("sources", d.sources, "Sources spec (default: the stdlib).")
   flags.DEFINE_enum("split", d.split, ["all", "train", "validation"], "Which split.")
   flags.DEFINE_float("validation_fraction", d.validation_fraction, "Hashed validation share.")
+  flags.DEFINE_string("text_field", d.text_field, "JSON/TFDS text field ('' = text, else content).")
+  flags.DEFINE_enum("record_format", d.record_format, ["json", "bytes"], "ArrayRecord records.")
+  flags.DEFINE_string("tfds_data_dir", d.tfds_data_dir, "TFDS data_dir ('' = default).")
   flags.DEFINE_string("out", None, "Output directory.")
   flags.mark_flag_as_required("out")
 
@@ -698,7 +710,8 @@ def main(argv: Sequence[str]) -> None:
                        max_doc_bytes=f.max_doc_bytes, tokenizer_path=f.tokenizer_path,
                        neural_dir=f.neural_dir,
                        sources=f.sources, split=f.split,
-                       validation_fraction=f.validation_fraction)
+                       validation_fraction=f.validation_fraction, text_field=f.text_field,
+                       record_format=f.record_format, tfds_data_dir=f.tfds_data_dir)
   summary = run(cfg, f.out)
   print(format_summary(summary), flush=True)
   print(f"wrote {os.path.join(f.out, 'compressors.json')} and compressors.png", flush=True)

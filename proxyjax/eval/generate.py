@@ -5,7 +5,8 @@ common length (pad = segment 0, invisible). Prefill runs the prompt through the
 same block math as training (``transformer.qkv``/``finish``) and fills the
 cache; each decode step appends one token. Decoding is restricted to ids < 320
 (raw bytes and specials); ``</raw>`` or EOS ends a sample, and stop strings
-truncate it on the host. ``n`` samples per prompt are decoded as one batch.
+truncate it on the host (``codegen.truncate_completion``: the earliest
+occurrence of any stop string wins). ``n`` samples per prompt are decoded as one batch.
 Greedy (temperature 0) or temperature + top-p sampling, seeded.
 """
 
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from proxyjax import vocab as vocab_lib
+from proxyjax.eval import codegen  # stop-string truncation (one implementation, JAX-free)
 from proxyjax.model import transformer as tf
 
 NEG = -1e30
@@ -172,19 +174,15 @@ def completion_bytes(ids: Sequence[int]) -> bytes:
   return bytes(out)
 
 
-def truncate_at_stops(text: str, stop_strings: Sequence[str]) -> str:
-  cut = len(text)
-  for s in stop_strings:
-    j = text.find(s)
-    if j >= 0:
-      cut = min(cut, j)
-  return text[:cut]
-
-
 def generate(graphdef, params, prompts: Sequence[bytes], cfg: SamplingConfig,
              batch_size: int = 8) -> list[list[str]]:
-  """``cfg.n`` completions (text, stop strings applied) for each prompt."""
+  """``cfg.n`` completions (text, stop strings applied) for each prompt.
+
+  Rows are batched in order of prompt length (less padding, fewer distinct
+  compiled widths); the results come back in the order of ``prompts``.
+  """
   rows = [(i, encode_prompt(p)) for i, p in enumerate(prompts) for _ in range(cfg.n)]
+  rows.sort(key=lambda r: len(r[1]))  # stable: the n samples of a prompt stay together
   results: list[list[str]] = [[] for _ in prompts]
   key = jax.random.PRNGKey(cfg.seed)
   for start in range(0, len(rows), batch_size):
@@ -205,5 +203,5 @@ def generate(graphdef, params, prompts: Sequence[bytes], cfg: SamplingConfig,
                                top_p=float(cfg.top_p)))
     for j, (i, _) in enumerate(chunk):
       text = completion_bytes(out[j].tolist()).decode("utf-8", "replace")
-      results[i].append(truncate_at_stops(text, cfg.stop_strings))
+      results[i].append(codegen.truncate_completion(text, cfg.stop_strings))
   return results

