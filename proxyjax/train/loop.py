@@ -158,8 +158,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         batch = next(data_it)
         window["data_wait"] += time.perf_counter() - t0
         tokens, pairs = _host_batch_stats(batch, model_cfg.window)
-        window["tokens"] += tokens
-        window["pairs"] += pairs
+        # Global counts: this process's rows stand for one of `shards` equal data shards.
+        window["tokens"] += tokens * shards
+        window["pairs"] += pairs * shards
         state, dev_metrics = setup.train_step(state, parallel.global_batch(batch, mesh, config.batch_size))
         step += 1
         window["steps"] += 1
@@ -196,6 +197,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
               "utf8_bytes_per_s": (window["tokens"] / elapsed * stats.get("doc_bytes", 0)
                                    / max(stats.get("ids", 0), 1)),
               "tflops_per_device": per_device / 1e12,
+              "devices": jax.device_count(),
               "mfu": per_device / peak if peak else None,
               "data_wait_fraction": window["data_wait"] / elapsed,
               "compressed_fraction": stats.get("compressed_view_fraction"),
