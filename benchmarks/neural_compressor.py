@@ -2,7 +2,7 @@ r"""The neural view against deflate and the tokenizer on the validation split.
 
     python benchmarks/neural_compressor.py --config=configs/compressor.py \
         --workdir=COMPRESSOR_RUN [--max_docs=32] [--max_mb=1] [--decode_docs=2] \
-        [--views=deflate,gzip,tokenizer] [--json_out=FILE]
+        [--coder_workers=0] [--views=deflate,gzip,tokenizer] [--json_out=FILE]
 
 On the first validation documents of ``data.sources`` (first ``max_mb`` MB of
 them) it reports, per view:
@@ -11,10 +11,16 @@ them) it reports, per view:
     alphabet 256 + 2^N, deflate at 8 bits, the tokenizer at log2 of its vocab);
 and for the neural view also the model's own cost (sum -log2 p over the coded
 bytes: what an ideal coder would spend), the window fill (model bits / T per
-window), the literal share, and throughput: model (tables) and coder time
-separately, end to end in MB/s and GB/hour for one process, and the decoder's
-bytes/s on the first ``decode_bytes`` of ``decode_docs`` documents, decoded in
-lockstep (one model call per coded byte and window).
+window), the literal share, the fragile share (positions whose table is within
+``quantize.FRAGILE_MARGIN`` of a rounding boundary) and what leaving them
+literal costs (symbols against coding as if no table were fragile), and
+throughput: model (float64 forward + on-device quantisation, tables copied
+to the host) and coder (one process) separately, the host alone (a model
+that returns precomputed tables instantly: the ceiling the host side allows
+with ``--coder_workers``), end to end as ``python -m proxyjax.compress`` runs it
+(model calls overlapping the coder) in MB/s and GB/hour for one process, and
+the decoder's bytes/s on the first ``decode_bytes`` of ``decode_docs``
+documents, decoded in lockstep (one model call per coded byte and window).
 The tokenizer is ``data.tokenizer_path`` or a BPE trained on the train split
 (``proxyjax.data.pipeline.resolve_tokenizer``, cached).
 """
@@ -27,6 +33,9 @@ import os
 import platform
 import sys
 import time
+import zlib
+
+import numpy as np
 
 from absl import app
 from absl import flags
@@ -38,10 +47,12 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Compressor run directory.", req
 _MAX_DOCS = flags.DEFINE_integer("max_docs", 32, "Validation documents.")
 _MAX_MB = flags.DEFINE_float("max_mb", 1.0, "Stop adding documents after this many MB.")
 _DECODE_DOCS = flags.DEFINE_integer("decode_docs", 2, "Documents decoded (round-trip check).")
-_DECODE_BYTES = flags.DEFINE_integer("decode_bytes", 1024,
+_DECODE_BYTES = flags.DEFINE_integer("decode_bytes", 256,
                                      "Each decoded document is its first N bytes (decoding costs "
                                      "one model call per coded byte).")
 _VIEWS = flags.DEFINE_list("views", ["deflate", "gzip", "tokenizer"], "Baseline views.")
+_CODER_WORKERS = flags.DEFINE_integer("coder_workers", 0, "Coder processes in the pipelined "
+                                      "runs (0 = one background thread, as compress).")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the results here as JSON.")
 
 
@@ -84,12 +95,52 @@ def _baseline(name: str, config, docs: list[bytes]) -> dict:
   return out
 
 
+def _pipelined(comp, docs, workers: int) -> tuple[list, float]:
+  """Encodes as ``proxyjax.compress`` does: model calls overlap the coder (a thread,
+  or worker processes reading the tables from shared memory), results in order."""
+  from proxyjax import compress  # pylint: disable=g-import-not-at-top
+  from proxyjax.neural import coder  # pylint: disable=g-import-not-at-top
+  # pylint: disable=protected-access
+  mapped = compress._MappedTables() if workers > 0 else None
+  try:
+    with compress._coder_pool(workers) as pool:
+      if workers > 0:  # start the worker processes (and their imports) before timing
+        list(pool.map(compress.worker_ready, range(2 * workers)))
+      t = time.perf_counter()
+      futures = []
+      for _, doc, tab, frag in comp.tables(docs, allocate=mapped and mapped.allocate):
+        if mapped is not None:
+          tab.flush()
+          futures.append(pool.submit(compress._encode_mapped, doc, tab.filename, frag,
+                                     comp.settings))
+        else:
+          futures.append(pool.submit(coder.encode_document, doc, tab, comp.settings, frag))
+        del tab
+      out = [f.result()[0] for f in futures]
+      return out, time.perf_counter() - t
+  finally:
+    if mapped is not None:
+      mapped.close()
+
+
+class _InstantModel:
+  """Stands in for a ByteModel: returns one precomputed batch of tables at once."""
+
+  def __init__(self, model, rows):
+    self.settings = model.settings
+    tables, fragile = model.tables_async(rows)
+    self._out = (np.asarray(tables), np.asarray(fragile))
+
+  def tables_async(self, rows):
+    del rows
+    return self._out
+
+
 def main(argv):
   del argv
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from proxyjax.neural import coder  # pylint: disable=g-import-not-at-top
   from proxyjax.neural import compressor as compressor_lib  # pylint: disable=g-import-not-at-top
   from proxyjax.neural import model as model_lib  # pylint: disable=g-import-not-at-top
@@ -105,23 +156,29 @@ def main(argv):
   t0 = time.perf_counter()
   tables = list(comp.tables(docs))
   t_model = time.perf_counter() - t0
-  stats, streams = coder.EncodeStats(), []
+  stats, streams, plain_symbols = coder.EncodeStats(), [], 0
   t1 = time.perf_counter()
-  for _, doc, tab in tables:
-    symbols, s = coder.encode_document(doc, tab, st)
+  for _, doc, tab, frag in tables:
+    symbols, s = coder.encode_document(doc, tab, st, frag)
     stats += s
     streams.append(symbols)
   t_coder = time.perf_counter() - t1
+  for _, doc, tab, _ in tables:  # as if no table were fragile (not safely decodable)
+    plain_symbols += coder.encode_document(doc, tab, st)[1].symbols
+  positions = sum(len(d) + 1 for d in docs)
   del tables
-  t2 = time.perf_counter()
-  piped = comp.encode(docs)  # pipelined: model calls overlap host work
-  t_piped = time.perf_counter() - t2
+  workers = _CODER_WORKERS.value
+  piped, t_piped = _pipelined(comp, docs, workers)
   assert all(np.array_equal(a, b) for a, b in zip(piped, streams))
+  ids = np.stack([model_lib.row_ids(docs[0], j % max(model_lib.num_rows(len(docs[0]), st), 1),
+                                    st) for j in range(st.batch_rows)])
+  host_only = compressor_lib.NeuralCompressor(_InstantModel(model, ids))
+  _, t_host = _pipelined(host_only, docs, workers)
 
   heads = [d[:_DECODE_BYTES.value] for d in docs[:_DECODE_DOCS.value]]
   head_streams = comp.encode(heads)
   t3 = time.perf_counter()
-  decoded = comp.decode(head_streams)
+  decoded = comp.decode(head_streams, crc32s=[zlib.crc32(d) for d in heads])
   t_dec = time.perf_counter() - t3
   dec_bytes = sum(len(d) for d in heads)
   assert decoded == heads, "round trip failed"
@@ -134,16 +191,23 @@ def main(argv):
       "window_fill": stats.model_bits / max(stats.windows * st.window_bits, 1),
       "bytes_per_window": stats.coded_bytes / max(stats.windows, 1),
       "literal_fraction": stats.literal_bytes / nbytes,
-      "model_s": t_model, "coder_s": t_coder, "pipelined_s": t_piped,
+      "fragile_fraction": stats.fragile_positions / positions,
+      "fragile_positions": stats.fragile_positions, "positions": positions,
+      "fragile_literals": stats.fragile_literals,
+      "symbols_if_nothing_fragile": plain_symbols,
+      "fragility_cost": stats.symbols / plain_symbols - 1.0,
+      "model_s": t_model, "coder_s": t_coder, "pipelined_s": t_piped, "host_only_s": t_host,
       "model_mb_per_s": nbytes / 1e6 / t_model, "coder_mb_per_s": nbytes / 1e6 / t_coder,
+      "host_only_mb_per_s": nbytes / 1e6 / t_host,
       "mb_per_s": nbytes / 1e6 / t_piped, "gb_per_hour": nbytes / 1e9 / t_piped * 3600,
+      "coder_workers": workers,
       "decode_bytes_per_s": dec_bytes / max(t_dec, 1e-9), "decoded_docs": len(heads),
       "decoded_bytes": dec_bytes,
       "settings": st.to_dict(), "checkpoint_step": model.step,
   }
   results = {"documents": len(docs), "bytes": nbytes, "neural": neural,
-             "device": str(jax.devices()[0].device_kind), "cpus": os.cpu_count(),
-             "python": platform.python_version()}
+             "device": str(model.device.device_kind), "cpus": os.cpu_count(),
+             "python": platform.python_version(), "jax": jax.__version__}
   for name in _VIEWS.value:
     results[name] = _baseline(name, config, docs)
 
@@ -156,10 +220,14 @@ def main(argv):
   print(f"neural: model {neural['model_bits_per_coded_byte']:.3f} bits/coded byte, window fill "
         f"{neural['window_fill']:.3f}, {neural['bytes_per_window']:.2f} bytes/window, literal "
         f"{neural['literal_fraction']:.3%}")
+  print(f"neural fragile tables: {stats.fragile_positions}/{positions} positions "
+        f"({neural['fragile_fraction']:.2e}); leaving them literal costs "
+        f"{neural['fragility_cost']:+.3%} symbols")
   print(f"neural throughput: model {neural['model_mb_per_s'] * 1e3:.1f} KB/s, coder "
-        f"{neural['coder_mb_per_s'] * 1e3:.1f} KB/s, pipelined {neural['mb_per_s'] * 1e3:.1f} KB/s "
-        f"= {neural['gb_per_hour']:.4f} GB/h per process; decode "
-        f"{neural['decode_bytes_per_s']:.0f} B/s")
+        f"{neural['coder_mb_per_s'] * 1e3:.1f} KB/s (1 process), host only "
+        f"{neural['host_only_mb_per_s'] * 1e3:.1f} KB/s, pipelined "
+        f"{neural['mb_per_s'] * 1e3:.1f} KB/s = {neural['gb_per_hour']:.4f} GB/h per process "
+        f"(coder_workers={workers}); decode {neural['decode_bytes_per_s']:.0f} B/s")
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, "w") as f:
       json.dump(results, f, indent=1)

@@ -3,6 +3,9 @@
     python -m proxyjax.main --config=configs/compressor.py --workdir=/tmp/compressor
     python -m proxyjax.compress --config=configs/compressor.py --workdir=/tmp/compressor \
         --input=stdlib --output=/tmp/neural_shards
+    python -m proxyjax.main --config=configs/tiny.py --workdir=/tmp/proxyjax-neural \
+        --config.data.view=neural --config.data.neural_dir=/tmp/neural_shards \
+        --config.data.sources='arrayrecord:/tmp/neural_shards/*.array_record'
 
 The ``compressor`` section sets the coder (T, N, segmentation, context); see
 ``proxyjax.neural.settings.Settings``.

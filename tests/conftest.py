@@ -40,3 +40,51 @@ def tokenizer_path(tmp_path_factory, stdlib_sample):
   path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
   tok.save(str(path))
   return str(path)
+
+
+# --- the neural compressor (tests/test_neural_coder.py, tests/test_compress_cli.py) ------
+
+NEURAL_CORPUS_FILES = ("json/__init__.py", "textwrap.py", "functools.py", "email/utils.py",
+                       "difflib.py", "string.py", "copy.py", "bisect.py")
+
+
+def _tiny_compressor_config(corpus_dir: str = ""):
+  """A compressor small enough to train in seconds (40 steps) and code fast."""
+  from proxyjax.neural.settings import compressor_config  # pylint: disable=g-import-not-at-top
+  c = compressor_config()
+  c.data.sources = f"files:{corpus_dir}" if corpus_dir else "stdlib"
+  c.seq_len, c.batch_size = 64, 8
+  c.num_steps, c.log_every, c.eval_every, c.checkpoint_every = 40, 10, 0, 0
+  c.progress_bar, c.async_checkpointing = False, False
+  m = c.model
+  m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim, m.d_ff = 32, 1, 2, 0, 16, 64
+  m.logits_chunk = 64
+  c.opt.warmup_steps, c.opt.peak_lr = 5, 1e-2
+  c.mesh.shape = (1, -1, 1)
+  c.compressor.context = 32  # rows of 30 bytes: test documents are far longer
+  c.compressor.batch_rows = 4
+  c.compressor.literal_threshold = 7.0  # the barely trained model: random bytes stay literal
+  return c
+
+
+@pytest.fixture(scope="session")
+def tiny_compressor_config():
+  """``make(corpus_dir='') -> ConfigDict``: the tiny compressor's config."""
+  return _tiny_compressor_config
+
+
+@pytest.fixture(scope="session")
+def neural_compressor_run(tmp_path_factory):
+  """(config, workdir) of a briefly trained tiny compressor, shared by the session."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import sysconfig  # pylint: disable=g-import-not-at-top
+  from proxyjax.train import loop  # pylint: disable=g-import-not-at-top
+  stdlib = sysconfig.get_paths()["stdlib"]
+  base = tmp_path_factory.mktemp("neural_compressor")
+  workdir, corpus = base / "run", base / "corpus"
+  corpus.mkdir()
+  for name in NEURAL_CORPUS_FILES:
+    shutil.copy(os.path.join(stdlib, name), corpus / name.replace("/", "_"))
+  config = _tiny_compressor_config(str(corpus))
+  loop.train(config, str(workdir))
+  return config, str(workdir)

@@ -1,11 +1,14 @@
-"""The neural view's coder: quantisation, windows, packing, round trips, determinism."""
+"""The neural view's coder: quantisation, fragility, windows, packing, round trips,
+determinism across batch sizes, CRC checks and symbol spans."""
 
 import dataclasses
 import hashlib
 import os
-import shutil
 import sysconfig
+import zlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -23,43 +26,28 @@ FILES = ["json/__init__.py", "textwrap.py", "functools.py", "email/utils.py", "d
          "string.py", "copy.py", "bisect.py"]
 
 
-def tiny_compressor_config(corpus_dir: str = ""):
-  """A compressor small enough to train in seconds (40 steps) and code fast."""
-  c = compressor_config()
-  c.data.sources = f"files:{corpus_dir}" if corpus_dir else "stdlib"
-  c.seq_len, c.batch_size = 64, 8
-  c.num_steps, c.log_every, c.eval_every, c.checkpoint_every = 40, 10, 0, 0
-  c.progress_bar, c.async_checkpointing = False, False
-  m = c.model
-  m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim, m.d_ff = 32, 1, 2, 0, 16, 64
-  m.logits_chunk = 64
-  c.opt.warmup_steps, c.opt.peak_lr = 5, 1e-2
-  c.mesh.shape = (1, -1, 1)
-  c.compressor.context = 32  # rows of 30 bytes: test documents are far longer
-  c.compressor.batch_rows = 4
-  c.compressor.literal_threshold = 7.0  # the barely trained model: random bytes stay literal
-  return c
-
-
-def trained_compressor(tmp_path_factory):
-  """(config, workdir) of a briefly trained compressor, shared by the test session."""
-  base = tmp_path_factory.getbasetemp()
-  workdir, corpus = base / "neural_compressor_run", base / "neural_compressor_corpus"
-  config = tiny_compressor_config(str(corpus))
-  if not (workdir / "checkpoints").exists():
-    from proxyjax.train import loop  # pylint: disable=g-import-not-at-top
-    corpus.mkdir(exist_ok=True)
-    for name in FILES:
-      shutil.copy(os.path.join(STDLIB, name), corpus / name.replace("/", "_"))
-    loop.train(config, str(workdir))
-  return config, str(workdir)
+@pytest.fixture(scope="module")
+def trained(neural_compressor_run):
+  config, workdir = neural_compressor_run
+  model = model_lib.ByteModel.restore(config, workdir)
+  return config, workdir, compressor_lib.NeuralCompressor(model)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  config, workdir = trained_compressor(tmp_path_factory)
-  model = model_lib.ByteModel.restore(config, workdir)
-  return config, workdir, compressor_lib.NeuralCompressor(model)
+def wide_model(tiny_compressor_config):
+  """A random but wider model (d=128, 2 layers): wide enough that a float32 forward
+  gives different tables for different batch sizes (the old behaviour)."""
+  c = tiny_compressor_config()
+  m = c.model
+  m.d_model, m.n_layers, m.n_heads, m.head_dim, m.d_ff, m.init_std = 128, 2, 4, 32, 256, 0.1
+  c.compressor.context = 64
+  return model_lib.ByteModel.init(c, seed=3)
+
+
+def _with_batch_rows(model: model_lib.ByteModel, rows: int) -> compressor_lib.NeuralCompressor:
+  st = dataclasses.replace(model.settings, batch_rows=rows)
+  return compressor_lib.NeuralCompressor(
+      model_lib.ByteModel(model.model_cfg, model.host_params, st, step=model.step))
 
 
 def _docs():
@@ -67,6 +55,11 @@ def _docs():
   code = [open(os.path.join(STDLIB, n), "rb").read()[:700] for n in FILES[:3]]
   mixed = code[0][:300] + rng.bytes(160) + b"def f(x):\n    return x + 1\n" * 4
   return code + [b"", b"x", b"\xff\xfe\x80 caf\xc3\xa9 \xed\xa0\x80" * 12, mixed]
+
+
+def _real_code(max_bytes=1500):
+  return [open(os.path.join(STDLIB, n), "rb").read()[:max_bytes]
+          for n in ("textwrap.py", "string.py", "bisect.py", "copy.py")]
 
 
 # --- quantisation ------------------------------------------------------------------
@@ -98,6 +91,54 @@ def test_frequencies_are_valid_and_close():
   assert flat.sum() == 65536 and flat.max() - flat.min() <= 256 and flat[0] == flat.max()
   with pytest.raises(FloatingPointError):
     quantize.frequencies(np.full((1, 256), np.nan, np.float32))
+
+
+def _boundary_logits(x_steps):
+  """Logits whose byte 1 sits at ``x`` = ``x_steps`` 1/64-bit steps below byte 0."""
+  logits = np.full((1, 256), -30.0, np.float64)
+  logits[0, 0] = 0.0
+  logits[0, 1] = -x_steps / quantize._SCALE  # pylint: disable=protected-access
+  return logits
+
+
+def test_fragility_detection_on_boundary_logits():
+  # Byte 1 straddles the rounding boundary 100.5: two evaluations 1e-9 logits apart
+  # (far more than float64 noise) round differently, and both are flagged.
+  below, above = _boundary_logits(100.5 - 2e-8), _boundary_logits(100.5 + 2e-8)
+  assert quantize.log2_steps(below)[0, 1] == 100 and quantize.log2_steps(above)[0, 1] == 101
+  assert not np.array_equal(quantize.frequencies(below), quantize.frequencies(above))
+  assert quantize.fragile(below)[0] and quantize.fragile(above)[0]
+  # A quarter step from the boundary: robust, and the same noise changes nothing.
+  robust = _boundary_logits(100.25)
+  assert not quantize.fragile(robust)[0]
+  for noise in (-1e-9, 1e-9):
+    nudged = robust + noise * np.eye(256)[1]
+    assert not quantize.fragile(nudged)[0]
+    np.testing.assert_array_equal(quantize.frequencies(nudged), quantize.frequencies(robust))
+  # The margin is what decides: just outside it is robust, just inside fragile.
+  m = quantize.FRAGILE_MARGIN
+  assert not quantize.fragile(_boundary_logits(100.5 - 2 * m))[0]
+  assert quantize.fragile(_boundary_logits(100.5 - m / 2))[0]
+  # Beyond the clamp (weight 0 either way) no boundary matters.
+  assert not quantize.fragile(_boundary_logits(quantize.MAX_STEPS + 0.5))[0]
+
+
+def test_device_tables_equal_the_numpy_reference():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(40, 256)) * rng.uniform(0.1, 12, (40, 1))
+  logits = np.concatenate([logits, _boundary_logits(7.5 - 1e-8), _boundary_logits(7.5 + 1e-8),
+                           np.zeros((1, 256))])
+  with model_lib.x64():
+    dev_f, dev_fragile = jax.jit(lambda l: quantize.device_tables(l, 16))(
+        jnp.asarray(logits, jnp.float64))
+    dev_f, dev_fragile = np.asarray(dev_f), np.asarray(dev_fragile)
+  ref_f, ref_fragile = quantize.tables_and_fragility(logits, 16)
+  assert dev_f.dtype == np.uint16
+  np.testing.assert_array_equal(dev_f, ref_f)
+  np.testing.assert_array_equal(dev_fragile, ref_fragile)
+  assert ref_fragile[-3] and ref_fragile[-2] and not ref_fragile[-1]
+  np.testing.assert_array_equal(ref_f, quantize.frequencies(logits))
+  assert not jax.config.jax_enable_x64  # 64-bit types only inside the context
 
 
 # --- the coder with a synthetic model (no JAX) ------------------------------------------
@@ -173,6 +214,63 @@ def test_window_decodes_on_its_own():
   assert consumed == len(SYNTHETIC)
 
 
+def _perturbed(table: np.ndarray) -> np.ndarray:
+  """Another valid table: what a decoder might compute at a fragile position."""
+  return np.roll(table, 3)
+
+
+def test_fragile_positions_are_never_relied_on():
+  # A decoder whose tables differ from the encoder's at every fragile position (the
+  # worst case of noise there) still reproduces the bytes: those positions are
+  # literal and no window ends just before one.
+  st = Settings(literal_threshold=float("inf"))  # code everything that can be coded
+  n = len(SYNTHETIC)
+  fragile = np.zeros(n + 1, bool)
+  fragile[[0, 5, 6, 41, 90, 91, 150, 200, 260]] = True
+  fragile[n] = True  # the table after the last byte too
+  tables = _tables(SYNTHETIC)
+  symbols, stats = coder.encode_document(SYNTHETIC, tables, st, fragile)
+  assert stats.fragile_positions == int(fragile.sum()) and stats.fragile_literals == 9
+  assert stats.literal_bytes >= 9 and stats.windows > 10
+
+  def noisy(prefix: bytes) -> np.ndarray:
+    table = _synthetic_table(prefix)
+    return _perturbed(table) if fragile[len(prefix)] else table
+
+  assert coder.decode_document(symbols, st, noisy) == SYNTHETIC
+  _, starts, ends = coder.symbol_spans(SYNTHETIC, tables, st, fragile)
+  literal_at = set(starts[symbols < 256].tolist())
+  assert set(np.flatnonzero(fragile[:n]).tolist()) <= literal_at
+  window_ends = set(ends[symbols >= 256].tolist())
+  assert not window_ends & set(np.flatnonzero(fragile).tolist())
+  # Without the flags the same decoder fails (the test would catch the old coder).
+  plain, _ = coder.encode_document(SYNTHETIC, tables, st)
+  try:
+    wrong = coder.decode_document(plain, st, noisy)
+  except coder.CorruptStreamError:
+    wrong = None
+  assert wrong != SYNTHETIC
+
+
+def test_symbol_spans_tile_the_document():
+  st = Settings(window_bits=32, symbol_bits=16, literal_threshold=6.0)
+  tables = _tables(SYNTHETIC)
+  symbols, starts, ends = coder.symbol_spans(SYNTHETIC, tables, st)
+  np.testing.assert_array_equal(symbols, coder.encode_document(SYNTHETIC, tables, st)[0])
+  assert len(starts) == len(ends) == len(symbols)
+  lit = symbols < 256
+  np.testing.assert_array_equal(ends[lit] - starts[lit], 1)
+  np.testing.assert_array_equal(symbols[lit], np.frombuffer(SYNTHETIC, np.uint8)[starts[lit]])
+  assert np.all(ends[~lit] - starts[~lit] >= 1)
+  # Each window's two symbols share one span; the distinct spans tile [0, n) in order.
+  spans = sorted(set(zip(starts.tolist(), ends.tolist())))
+  assert spans[0][0] == 0 and spans[-1][1] == len(SYNTHETIC)
+  assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+  w = np.flatnonzero(~lit)
+  assert len(w) % 2 == 0 and np.all(starts[w[::2]] == starts[w[1::2]])
+  assert coder.symbol_spans(b"", np.zeros((1, 256)), st)[0].size == 0
+
+
 def test_segmentation_keeps_badly_predicted_spans_literal():
   st = Settings(literal_threshold=8.0, entropy_window=8, min_literal_run=4)
   costs = np.concatenate([np.full(50, 1.0), np.full(30, 14.0), np.full(50, 1.0),
@@ -239,15 +337,89 @@ def test_round_trips_with_model(trained):
   assert sum(len(s) for s, _ in results) < sum(len(d) for d in docs)
 
 
-def test_same_symbols_from_any_batching(trained):
-  _, _, comp = trained
-  docs = _docs()
-  together = comp.encode(docs)
+def test_float64_forward_matches_the_training_forward(wide_model):
+  # _logits64 re-expresses proxyjax.model.transformer in float64: pin it to the real one.
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from proxyjax.model import transformer  # pylint: disable=g-import-not-at-top
+  m = wide_model
+  st = m.settings
+  rows = np.stack([model_lib.row_ids(d, 0, st) for d in (_real_code() * 2)[:st.batch_rows]])
+  graphdef, _ = transformer.abstract_model(m.model_cfg)
+  model = nnx.merge(graphdef, m.host_params)
+  c = st.context
+  h = model(jnp.asarray(rows), jnp.ones_like(rows), jnp.broadcast_to(jnp.arange(c), rows.shape))
+  ref = np.asarray(model.logits(h)[:, :, 0, V.BYTE_OFFSET:V.RAW_VOCAB_SIZE])
+  ours = m.logits(rows)
+  assert ours.dtype == np.float64 and ours.shape == ref.shape
+  assert np.abs(ours - ref).max() < 1e-4 * max(1.0, np.abs(ref).max())
+  assert not jax.config.jax_enable_x64
+
+
+@pytest.mark.parametrize("which", ["trained", "wide"])
+def test_same_symbols_from_any_batch_rows(which, trained, wide_model):
+  # 4, 16 and 64 rows per call: different compiled shapes, different row slots and
+  # neighbours. Robust tables are bit-identical, and so are the symbols. (With the
+  # float32 forward the wide model's tables differ between 4 and 64 rows.)
+  model = trained[2].model if which == "trained" else wide_model
+  docs = _real_code() + _docs()
+  results = {}
+  for rows in (4, 16, 64):
+    comp = _with_batch_rows(model, rows)
+    results[rows] = (list(comp.tables(docs)), comp.encode(docs))
+  base_tables, base_symbols = results[4]
+  assert sum(int(f.sum()) for *_, f in base_tables) <= 0.01 * sum(len(d) + 1 for d in docs)
+  for rows in (16, 64):
+    tables, symbols = results[rows]
+    for (_, _, t0, f0), (_, _, t1, f1) in zip(base_tables, tables):
+      robust = ~(f0 | f1)
+      np.testing.assert_array_equal(t0[robust], t1[robust])
+    for a, b in zip(base_symbols, symbols):
+      np.testing.assert_array_equal(a, b)
+  # Composition: alone, reversed.
+  comp = _with_batch_rows(model, 4)
   alone = [comp.encode([d])[0] for d in docs]
   reversed_order = comp.encode(docs[::-1])[::-1]
-  for a, b, c in zip(together, alone, reversed_order):
+  for a, b, c in zip(base_symbols, alone, reversed_order):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
+
+
+def test_decode_with_other_batch_rows(wide_model):
+  # Encoded 64 rows per call, decoded 4 per call (and with PAD after the prefix).
+  # Everything coded (no literal spans), so nearly every table is read. Fails with
+  # the float32 forward (the decode does not reproduce the CRC32).
+  st = dataclasses.replace(wide_model.settings, literal_threshold=float("inf"))
+  model = model_lib.ByteModel(wide_model.model_cfg, wide_model.host_params, st)
+  docs = [d[:300] for d in _real_code()]
+  streams = _with_batch_rows(model, 64).encode(docs)
+  assert sum(int(np.sum(s >= 256)) for s in streams) > 200
+  decoded = _with_batch_rows(model, 4).decode(streams, crc32s=[zlib.crc32(d) for d in docs])
+  assert decoded == docs
+
+
+def test_decode_with_other_batch_rows_and_crc(trained):
+  _, _, comp = trained
+  docs = [d[:400] for d in _real_code()] + [b"", b"\xff\x00 odd bytes \x80"]
+  crcs = [zlib.crc32(d) for d in docs]
+  streams = _with_batch_rows(comp.model, 4).encode(docs)
+  assert _with_batch_rows(comp.model, 16).decode(streams, crc32s=crcs) == docs
+  # A decoder that does not reproduce the bytes raises instead of returning them.
+  other = compressor_lib.NeuralCompressor(model_lib.ByteModel.init(
+      trained[0], seed=7, settings=comp.settings))
+  with pytest.raises(coder.DecodeMismatchError, match="CRC32"):
+    other.decode(streams[:1], crc32s=crcs[:1])
+  with pytest.raises(coder.DecodeMismatchError, match="document 0"):
+    comp.decode(streams[:1], crc32s=[crcs[0] ^ 1])
+
+
+def test_symbol_spans_with_model(trained):
+  _, _, comp = trained
+  docs = _docs()
+  for doc, symbols, (spans_symbols, starts, ends) in zip(docs, comp.encode(docs),
+                                                          comp.symbol_spans(docs)):
+    np.testing.assert_array_equal(symbols, spans_symbols)
+    if doc:
+      assert starts[0] == 0 and ends[-1] == len(doc) and np.all(ends > starts)
 
 
 def test_neural_view_registry_and_round_trip(trained):
@@ -261,7 +433,12 @@ def test_neural_view_registry_and_round_trip(trained):
   symbols = view.encode(data)
   assert symbols.dtype == np.int32
   np.testing.assert_array_equal(symbols, comp.encode([data])[0])
-  assert view.decode(symbols) == data
+  assert view.decode(symbols) == data == view.decode(symbols, crc32=zlib.crc32(data))
+  with pytest.raises(coder.DecodeMismatchError):
+    view.decode(symbols, crc32=zlib.crc32(data) ^ 1)
+  spans_symbols, starts, ends = view.symbol_spans(data)
+  np.testing.assert_array_equal(spans_symbols, symbols)
+  assert starts.shape == ends.shape == symbols.shape
   vocab = V.Vocab(view.alphabet_size, literal_bytes=True)
   ids = vocab.symbols_to_ids(symbols)
   assert ids.min() >= V.BYTE_OFFSET and ids.max() < vocab.num_ids

@@ -43,10 +43,21 @@ def build_view(config: ml_collections.ConfigDict) -> views_lib.View | None:
   path = ""
   if d.view in views_lib.NEEDS_TOKENIZER:
     path = resolve_tokenizer(config)
+  neural_dir = d.get("neural_dir", "")
+  if d.view == "neural":
+    if not neural_dir:
+      raise ConfigError("data.neural_dir", "data.view='neural' needs the shards written by "
+                        "`python -m proxyjax.compress` (or a compressor run directory): set "
+                        "--config.data.neural_dir=SHARDS and "
+                        "--config.data.sources='arrayrecord:SHARDS/*.array_record'")
+    if not os.path.isdir(neural_dir):
+      raise ConfigError("data.neural_dir", f"no such directory: {neural_dir}")
   try:
-    return views_lib.make_view(d.view, tokenizer_path=path, gray_code=d.gray_code)
+    return views_lib.make_view(d.view, tokenizer_path=path, gray_code=d.gray_code,
+                               neural_dir=neural_dir)
   except (NotImplementedError, ValueError, OSError) as e:
-    raise ConfigError("data.view", str(e)) from e
+    field = "data.neural_dir" if d.view == "neural" else "data.view"
+    raise ConfigError(field, str(e)) from e
 
 
 def build_vocab(config: ml_collections.ConfigDict,

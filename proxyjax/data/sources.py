@@ -26,13 +26,13 @@ Sources are named by a spec string (see :func:`parse_sources`)::
 entries separated by ``;``, each with an optional ``@weight``.
 
 The train/validation split of file, JSONL and ArrayRecord sources is decided by
-hashing a stable key (relative path, or ``relpath:index``), so it is the same on
-every machine and independent of the other documents.
+hashing a stable key (relative path, or ``relpath:index``; neural shard records
+keep their original document's key), so it is the same on every machine and
+independent of the other documents.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import glob
 import hashlib
@@ -47,6 +47,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from proxyjax.errors import ConfigError
+from proxyjax.neural import shards as neural_shards  # numpy-only: the shard record format
 
 Document = dict[str, Any]
 
@@ -59,7 +60,7 @@ MISSING_TEXT = "missing_text"
 BINARY = "binary"
 
 # Optional Document key: precomputed symbols of the neural view (ArrayRecord JSON
-# records with a base64 "neural" field and its "neural_dtype").
+# records written by ``python -m proxyjax.compress``; format: proxyjax.neural.shards).
 NEURAL_FIELD = "neural"
 
 KINDS = ("stdlib", "files", "jsonl", "arrayrecord", "tfds")
@@ -219,28 +220,24 @@ def _parse_json_record(raw: bytes, text_field: str) -> tuple[bytes, str | None]:
 
 
 def _parse_json_record_with_symbols(
-    raw: bytes, text_field: str) -> tuple[bytes, str | None, np.ndarray | None]:
-  """Like ``_parse_json_record``, plus the record's precomputed neural symbols."""
+    raw: bytes, text_field: str) -> tuple[bytes, str | None, Any]:
+  """Like ``_parse_json_record``, plus the decoded record when it is a neural
+  record (``proxyjax.neural.shards``), else None."""
   try:
     record = json.loads(raw.decode("utf-8", "surrogateescape"))
   except (ValueError, RecursionError):
     return b"", MALFORMED_JSON, None
   text, error = _text_from_record(record, text_field)
-  return text, error, (_neural_symbols(record) if error is None else None)
+  neural = record if error is None and neural_shards.is_neural_record(record) else None
+  return text, error, neural
 
 
 def _neural_symbols(record: dict) -> np.ndarray | None:
-  """``record[NEURAL_FIELD]``: base64 of little-endian ``neural_dtype`` symbols
-  (written by ``python -m proxyjax.compress``); None if absent or unreadable."""
-  value = record.get(NEURAL_FIELD)
-  if not isinstance(value, str):
-    return None
-  dtype = record.get(NEURAL_FIELD + "_dtype", "<u4")
-  if dtype not in ("<u2", "<u4"):
-    return None
+  """The precomputed symbols of a neural record (the format's one parser:
+  ``proxyjax.neural.shards.record_symbols``); None if malformed."""
   try:
-    return np.frombuffer(base64.b64decode(value, validate=True), dtype).astype(np.int32)
-  except (ValueError, TypeError):
+    return neural_shards.record_symbols(record)
+  except ValueError:
     return None
 
 
@@ -558,6 +555,11 @@ class ArrayRecordSource:
 
   ``record_format="json"``: each record is a JSON object holding the text (see
   :class:`JsonlSource`); ``"bytes"``: each record is the document's raw bytes.
+  Records are named ``file:index``, except the neural records written by
+  ``python -m proxyjax.compress`` (``proxyjax.neural.shards``), which carry
+  the original document's key: that key names them and decides their split
+  (reading each such file's keys once at construction), so shards of a corpus
+  split exactly like the corpus.
   """
 
   def __init__(self, pattern: str, *, split: str = "all",
@@ -579,9 +581,16 @@ class ArrayRecordSource:
         [_Shard(p, 0, n, n) for p, n in zip(paths, counts)])
     self._index = None  # global record keys kept by the split; None = all
     if split != "all":
-      kept = [start + np.flatnonzero(
-          _keep_mask(rel, np.arange(n), split, validation_fraction))
-              for rel, start, n in zip(self._relnames, self._starts, counts)]
+      kept = []
+      for path, rel, start, n in zip(paths, self._relnames, self._starts, counts):
+        doc_keys = neural_shards.record_keys(path) if record_format == "json" else None
+        if doc_keys is None:  # named file:index
+          keep = _keep_mask(rel, np.arange(n), split, validation_fraction)
+        else:  # neural records: the original document's key, as its corpus splits it
+          keep = np.fromiter((in_split(k if k is not None else f"{rel}:{i}", split,
+                                       validation_fraction) for i, k in enumerate(doc_keys)),
+                             dtype=bool, count=n)
+        kept.append(start + np.flatnonzero(keep))
       self._index = np.concatenate(kept).astype(np.int64)
     self._len = sum(counts) if self._index is None else len(self._index)
 
@@ -599,8 +608,11 @@ class ArrayRecordSource:
       return _error_doc(self.name, key, UNREADABLE)
     if self.record_format == "bytes":
       return _make_doc(bytes(record), self.name, key)
-    text, error, symbols = _parse_json_record_with_symbols(bytes(record), self.text_field)
-    doc = _make_doc(text, self.name, key, error)
+    text, error, neural = _parse_json_record_with_symbols(bytes(record), self.text_field)
+    if neural is None:
+      return _make_doc(text, self.name, key, error)
+    doc = _make_doc(text, self.name, neural_shards.record_key(neural) or key, error)
+    symbols = _neural_symbols(neural)
     if symbols is not None:
       doc[NEURAL_FIELD] = symbols
     return doc

@@ -2,9 +2,11 @@
 
     settings    ``Settings`` (T, N, precision, segmentation, context) and the
                 compressor's training config (``configs/compressor.py``)
-    quantize    fp32 logits -> integer frequency tables, bit-exact everywhere
+    quantize    float64 logits -> integer frequency tables, bit-exact everywhere
+                except at flagged (fragile) positions, which stay literal
     coder       segmentation, equal-information windows, N-bit packing; decoder
-    model       the compressor LM: checkpoint loading, row layout, fixed-shape calls
+    model       the compressor LM: checkpoint loading, row layout, float64 fixed-shape calls
     compressor  batched encoding / lockstep decoding of many documents
-    shards      the ArrayRecord shards written by ``python -m proxyjax.compress``
+    shards      the ArrayRecord shards written by ``python -m proxyjax.compress`` and
+                the one parser of their records (numpy-only)
 """

@@ -2,9 +2,13 @@
 
 ``NeuralCompressor.tables`` packs the model rows of many documents into
 fixed-shape calls (dispatching call b+1 before reading call b, so the model
-runs while the host quantises and codes); ``encode`` codes each document as
-soon as its tables are complete; ``decode`` advances many documents in
-lockstep, one model row per document per call.
+runs while the host copies tables and codes); the tables are quantised on the
+device inside the model call (``quantize.device_tables``), so the host only
+copies the positions each row serves into the document's ``[n + 1, 256]``
+table. ``encode`` codes each document as soon as its tables are complete;
+``decode`` advances many documents in lockstep, one model row per document
+per call. Symbols do not depend on ``batch_rows`` or on which documents share
+a call (``proxyjax.neural.model``: float64 forward; ``quantize``: fragility).
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import numpy as np
 
 from proxyjax.neural import coder
 from proxyjax.neural import model as model_lib
-from proxyjax.neural import quantize
 
 
 class NeuralCompressor:
@@ -27,44 +30,49 @@ class NeuralCompressor:
 
   # --- encoding -----------------------------------------------------------------
 
-  def tables(self, docs: Iterable[bytes]) -> Iterator[tuple[int, bytes, np.ndarray]]:
-    """Yields ``(index, doc, tables [n + 1, 256] uint16)`` in document order."""
+  def tables(self, docs: Iterable[bytes], allocate: Callable[[int], np.ndarray] | None = None
+             ) -> Iterator[tuple[int, bytes, np.ndarray, np.ndarray]]:
+    """Yields ``(index, doc, tables [n + 1, 256] uint16, fragile [n + 1] bool)`` in
+    document order. ``allocate(n)`` makes a document's ``[n + 1, 256]`` uint16
+    table buffer (default: a numpy array; ``proxyjax.compress``: shared memory
+    that its coder processes read in place)."""
+    allocate = allocate or (lambda n: np.zeros((n + 1, 256), np.uint16))
     st = self.settings
     r = st.batch_rows
-    pending_docs: dict[int, list] = {}  # index -> [doc, tables, rows left]
+    pending_docs: dict[int, list] = {}  # index -> [doc, tables, fragile, rows left]
     next_out = 0
     batch: list[tuple[int, int]] = []  # (doc index, row)
-    in_flight = None  # (device logits, batch)
+    in_flight = None  # (device tables, device fragility, batch)
 
     def finish(flight):
-      logits, rows = flight
-      tables = quantize.frequencies(np.asarray(logits), st.prob_bits)
+      dev_tables, dev_fragile, rows = flight
+      tables, fragile = np.asarray(dev_tables), np.asarray(dev_fragile)
       for slot, (d, j) in enumerate(rows):
         entry = pending_docs[d]
-        n = len(entry[0])
         a, e = model_lib.row_span(j, st)
-        e = min(e, n + 1)
+        e = min(e, len(entry[0]) + 1)
         start = model_lib.row_start(j, st)
-        entry[1][a:e] = tables[slot, 1 + a - start:1 + e - start]
-        entry[2] -= 1
+        entry[1][a:e] = tables[slot, a - start:e - start]  # only the served positions
+        entry[2][a:e] = fragile[slot, a - start:e - start]
+        entry[3] -= 1
 
     def ready():
       nonlocal next_out
-      while next_out in pending_docs and pending_docs[next_out][2] == 0:
-        doc, t, _ = pending_docs.pop(next_out)
-        yield next_out, doc, t
+      while next_out in pending_docs and pending_docs[next_out][3] == 0:
+        doc, t, f, _ = pending_docs.pop(next_out)
+        yield next_out, doc, t, f
         next_out += 1
 
     def dispatch(rows):
       ids = np.zeros((r, st.context), np.int32)
       for slot, (d, j) in enumerate(rows):
         ids[slot] = model_lib.row_ids(pending_docs[d][0], j, st)
-      return self.model.logits_async(ids), rows
+      return (*self.model.tables_async(ids), rows)
 
     for index, doc in enumerate(docs):
       doc = bytes(doc)
       rows = model_lib.num_rows(len(doc) + 1, st)
-      pending_docs[index] = [doc, np.zeros((len(doc) + 1, 256), np.uint16), rows]
+      pending_docs[index] = [doc, allocate(len(doc)), np.zeros(len(doc) + 1, bool), rows]
       for j in range(rows):
         batch.append((index, j))
         if len(batch) == r:
@@ -85,26 +93,46 @@ class NeuralCompressor:
 
   def encode_with_stats(self, docs: Iterable[bytes]) -> Iterator[
       tuple[np.ndarray, coder.EncodeStats]]:
-    for _, doc, tables in self.tables(docs):
-      yield coder.encode_document(doc, tables, self.settings)
+    for _, doc, tables, fragile in self.tables(docs):
+      yield coder.encode_document(doc, tables, self.settings, fragile)
 
   def encode(self, docs: Sequence[bytes]) -> list[np.ndarray]:
     return [symbols for symbols, _ in self.encode_with_stats(docs)]
 
+  def symbol_spans(self, docs: Iterable[bytes]) -> Iterator[
+      tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(symbols, starts, ends)`` per document: ``coder.symbol_spans``."""
+    for _, doc, tables, fragile in self.tables(docs):
+      yield coder.symbol_spans(doc, tables, self.settings, fragile)
+
   # --- decoding -----------------------------------------------------------------
 
   def decode(self, streams: Sequence[np.ndarray],
-             progress: Callable[[int], None] | None = None) -> list[bytes]:
-    """Symbols -> bytes for many documents, batching their model calls."""
+             progress: Callable[[int], None] | None = None,
+             crc32s: Sequence[int | None] | None = None) -> list[bytes]:
+    """Symbols -> bytes for many documents, batching their model calls.
+
+    ``crc32s`` (``zlib.crc32`` of each original document, as stored in the
+    shards): a document decoded to other bytes raises
+    ``coder.DecodeMismatchError`` instead of returning them.
+    """
     st = self.settings
+    if crc32s is not None and len(crc32s) != len(streams):
+      raise ValueError(f"{len(crc32s)} CRC32s for {len(streams)} streams")
     out: list[bytes | None] = [None] * len(streams)
+
+    def done(i: int, data: bytes) -> None:
+      out[i] = coder.check_crc32(data, None if crc32s is None else crc32s[i], f"document {i}")
+      if progress is not None:
+        progress(i)
+
     active: dict[int, tuple] = {}
     for i, symbols in enumerate(streams):
       steps = coder.decode_steps(symbols, st)
       try:
         active[i] = (steps, next(steps))
       except StopIteration as stop:
-        out[i] = stop.value
+        done(i, stop.value)
     while active:
       items = list(active.items())
       for k in range(0, len(items), st.batch_rows):
@@ -115,16 +143,13 @@ class NeuralCompressor:
           pos = len(prefix)
           j = model_lib.row_of(pos, st)
           ids[slot] = model_lib.row_ids(bytes(prefix), j, st, end=pos)
-          reads.append(1 + pos - model_lib.row_start(j, st))
-        logits = np.asarray(self.model.logits_async(ids))
-        picked = logits[np.arange(len(chunk)), np.asarray(reads)]
-        tables = quantize.frequencies(picked, st.prob_bits)
+          reads.append(pos - model_lib.row_start(j, st))
+        dev_tables, _ = self.model.tables_async(ids)
+        tables = np.asarray(dev_tables)[np.arange(len(chunk)), np.asarray(reads)]
         for slot, (i, (steps, _)) in enumerate(chunk):
           try:
             active[i] = (steps, steps.send(tables[slot]))
           except StopIteration as stop:
-            out[i] = stop.value
             del active[i]
-            if progress is not None:
-              progress(i)
+            done(i, stop.value)
     return out  # type: ignore[return-value]

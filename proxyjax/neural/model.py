@@ -1,4 +1,4 @@
-"""The compressor LM behind the neural view: checkpoint loading and fixed-shape forward.
+"""The compressor LM behind the neural view: checkpoint loading and a float64 forward.
 
 Context rule (the same for the encoder and the decoder): the table for byte
 ``i`` of a document comes from one model *row* ``[BOS, <raw>, doc[s : s+W]]``
@@ -9,12 +9,23 @@ Context rule (the same for the encoder and the decoder): the table for byte
 ``W + 1 - S`` preceding bytes of its document (all of them near the start),
 and position ``n`` (after the last byte) is served like a byte.
 
-Every call has the compiled shape ``[batch_rows, context]``, attention is
-causal, and the rows attend only within themselves, so a byte's table does
-not depend on which other rows share the call, on its row slot, or on the
-bytes after it in its row (the decoder fills those with PAD). Tests check
-this empirically (same symbols from different batch compositions); it is not
-guaranteed across XLA versions or hardware.
+**Precision.** The compressor is trained in float32/bfloat16 like any model,
+but coding runs its forward in **float64** (``_logits64``: the same
+architecture as ``proxyjax.model.transformer``, re-expressed with every
+operation in float64; a test pins it to the training forward) with the
+parameters cast to float64 on the chosen device, 64-bit types enabled only
+inside these calls (``x64()``, thread-local), never for the training process.
+Quantisation (``quantize.device_tables``) runs in the same call, so only
+uint16 tables and a fragility flag per position leave the device. Attention is
+causal and rows attend only within themselves, so a byte's table does not
+depend on which other rows share the call, its row slot, the batch size, or
+the bytes after it in its row (the decoder fills those with PAD) -- up to
+float64 rounding (~1e-13 relative), which ``quantize.FRAGILE_MARGIN`` absorbs:
+**(differs: the paper's coder has no such margin; here tables are bit-identical
+across batch sizes and machines whenever the float64 noise stays below 5e-9
+logits, and positions that cannot be guaranteed are flagged and left literal)**.
+float64 is native on CPUs and NVIDIA GPUs (H100: 67 TFLOP/s FP64 tensor cores);
+TPUs emulate it (slow).
 """
 
 from __future__ import annotations
@@ -82,24 +93,58 @@ def check_compressor_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("model.num_pred_heads", "the compressor uses one prediction head")
 
 
-class ByteModel:
-  """Next-byte logits from a compressor checkpoint, one fixed shape per call."""
+def x64():
+  """A context manager enabling 64-bit types in this thread only.
 
-  def __init__(self, graphdef, params, settings: Settings, step: int = 0):
-    self.graphdef = graphdef
+  ``jax.enable_x64`` (a config context manager since jax 0.8); older jax has
+  ``jax.experimental.enable_x64``.
+  """
+  enable = getattr(jax, "enable_x64", None)
+  if enable is not None:
+    return enable(True)
+  from jax.experimental import enable_x64  # pylint: disable=g-import-not-at-top
+  return enable_x64()
+
+
+def default_device(process_index: int = 0) -> jax.Device:
+  """This process's accelerator: ``jax.local_devices()[process_index % count]``.
+
+  With one compress process per GPU, process ``i`` takes local device ``i``
+  (or the only visible one when ``CUDA_VISIBLE_DEVICES`` gives each process
+  its own GPU, which also keeps JAX from preallocating memory on the others).
+  """
+  devices = jax.local_devices()
+  return devices[process_index % len(devices)]
+
+
+class ByteModel:
+  """Integer next-byte tables from a compressor checkpoint, one fixed shape per call.
+
+  Args:
+    model_cfg: the compressor's ``transformer.ModelConfig``.
+    params: its parameters (a pure dict, as trained: float32).
+    settings: the coder settings (context, batch_rows, prob_bits).
+    step: the checkpoint step (metadata).
+    device: where the float64 forward runs (default: ``default_device()``).
+  """
+
+  def __init__(self, model_cfg: transformer.ModelConfig, params, settings: Settings,
+               step: int = 0, device: jax.Device | None = None):
+    self.model_cfg = model_cfg
     self.settings = settings
     self.step = step
-    self._device = jax.devices()[0]
-    self.params = jax.device_put(params, self._device)
+    self.device = device if device is not None else default_device()
+    self.host_params = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
     self._fingerprint = None
-    c = settings.context
-    self._segments = jnp.ones((settings.batch_rows, c), jnp.int32)
-    self._positions = jnp.broadcast_to(jnp.arange(c, dtype=jnp.int32),
-                                       (settings.batch_rows, c))
+    with x64():
+      self.params64 = jax.device_put(
+          jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), self.host_params),
+          self.device)
 
   @classmethod
   def restore(cls, config: ml_collections.ConfigDict, workdir: str,
-              settings: Settings | None = None) -> "ByteModel":
+              settings: Settings | None = None,
+              device: jax.Device | None = None) -> "ByteModel":
     """The newest checkpoint of a compressor run (``WORKDIR/checkpoints``)."""
     from proxyjax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
     from proxyjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
@@ -122,48 +167,112 @@ class ByteModel:
     if restored is None:
       raise FileNotFoundError(f"no readable compressor checkpoint in {directory}")
     step, state, _ = restored
-    return cls(setup.graphdef, state["params"], settings, step=int(step))
+    return cls(model_cfg, state["params"], settings, step=int(step), device=device)
 
   @classmethod
   def init(cls, config: ml_collections.ConfigDict, seed: int = 0,
-           settings: Settings | None = None) -> "ByteModel":
+           settings: Settings | None = None,
+           device: jax.Device | None = None) -> "ByteModel":
     """A randomly initialised compressor (tests)."""
     check_compressor_config(config)
     model_cfg = transformer.ModelConfig.from_config(config, vocab_lib.Vocab(0))
-    graphdef, _ = transformer.abstract_model(model_cfg)
-    return cls(graphdef, transformer.init_params(model_cfg, seed),
-               settings or Settings.from_config(config))
+    return cls(model_cfg, transformer.init_params(model_cfg, seed),
+               settings or Settings.from_config(config), device=device)
 
   @property
   def fingerprint(self) -> str:
-    """sha256 over the parameters (the decoder must use the same ones)."""
+    """sha256 over the (float32) parameters (the decoder must use the same ones)."""
     if self._fingerprint is None:
       h = hashlib.sha256()
-      leaves = jax.tree_util.tree_flatten_with_path(self.params)[0]
+      leaves = jax.tree_util.tree_flatten_with_path(self.host_params)[0]
       for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
         h.update(jax.tree_util.keystr(path).encode())
-        h.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+        h.update(np.ascontiguousarray(leaf).tobytes())
       self._fingerprint = h.hexdigest()
     return self._fingerprint
 
-  def logits_async(self, rows: np.ndarray) -> jax.Array:
-    """Dispatches ``[batch_rows, context]`` ids; fp32 byte logits ``[R, C, 256]``."""
+  def _check_rows(self, rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, np.int32)
     if rows.shape != (self.settings.batch_rows, self.settings.context):
       raise ValueError(f"rows must have shape {(self.settings.batch_rows, self.settings.context)}, "
                        f"got {rows.shape}")
-    return _forward(self.graphdef, self.params, jax.device_put(rows, self._device),
-                    self._segments, self._positions)
+    return rows
 
-  def tables(self, rows: np.ndarray) -> np.ndarray:
-    """Integer frequency tables ``[R, C, 256]`` for ``rows`` (synchronous)."""
-    return quantize.frequencies(np.asarray(self.logits_async(rows)), self.settings.prob_bits)
+  def tables_async(self, rows: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """Dispatches ``[batch_rows, context]`` ids; returns device arrays
+    ``(uint16 tables [R, W + 1, 256], bool fragile [R, W + 1])``.
+
+    Entry ``q`` of a row starting at document byte ``s`` is the table for byte
+    ``s + q`` (read at row position ``1 + q``).
+    """
+    rows = self._check_rows(rows)
+    with x64():
+      return _tables64(self.params64, jax.device_put(rows, self.device),
+                       cfg=self.model_cfg, prob_bits=self.settings.prob_bits)
+
+  def logits(self, rows: np.ndarray) -> np.ndarray:
+    """float64 byte logits ``[R, context, 256]`` (synchronous; tests and tools)."""
+    rows = self._check_rows(rows)
+    with x64():
+      return np.asarray(_logits64_jit(self.params64, jax.device_put(rows, self.device),
+                                      cfg=self.model_cfg))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _forward(graphdef, params, ids, segment_ids, positions):
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  model = nnx.merge(graphdef, params)
-  h = model(ids, segment_ids, positions)
-  logits = model.logits(h)[:, :, 0, vocab_lib.BYTE_OFFSET:vocab_lib.RAW_VOCAB_SIZE]
-  return logits.astype(jnp.float32)
+def _rms_norm64(x, w, eps):
+  return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps) * (1.0 + w)
+
+
+def _logits64(params, ids, cfg: transformer.ModelConfig):
+  """float64 byte logits ``[B, T, 256]`` of ``transformer.Transformer`` (one
+  segment per row, positions 0..T-1), every operation in float64."""
+  _, t = ids.shape
+  h_heads, k_heads, e = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+  # RoPE tables and the causal (local) mask are host constants.
+  inv = 1.0 / (cfg.rope_theta ** (np.arange(0, e, 2, dtype=np.float64) / e))
+  angles = np.arange(t, dtype=np.float64)[:, None] * inv
+  cos = jnp.asarray(np.cos(angles))[None, :, None, :]
+  sin = jnp.asarray(np.sin(angles))[None, :, None, :]
+  q_idx, k_idx = np.arange(t)[:, None], np.arange(t)[None, :]
+  mask = k_idx <= q_idx
+  if cfg.window:
+    mask &= q_idx - k_idx < cfg.window
+  mask = jnp.asarray(mask)
+
+  def rope(x):
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+  x = jnp.take(params["embed"], ids, axis=0)
+  blocks = params["blocks"]
+  for layer in range(cfg.n_layers):
+    p = {name: blocks[name][layer] for name in transformer.BLOCK_PARAMS}
+    h = _rms_norm64(x, p["attn_norm"], cfg.norm_eps)
+    q = rope(jnp.einsum("btd,dhe->bthe", h, p["wq"]))
+    k = rope(jnp.einsum("btd,dke->btke", h, p["wk"]))
+    v = jnp.einsum("btd,dke->btke", h, p["wv"])
+    if h_heads != k_heads:
+      k = jnp.repeat(k, h_heads // k_heads, axis=2)
+      v = jnp.repeat(v, h_heads // k_heads, axis=2)
+    s = jnp.einsum("bqhe,bkhe->bhqk", q, k) * (e ** -0.5)
+    s = jnp.where(mask, s, -jnp.inf)
+    a = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
+    a = a / jnp.sum(a, axis=-1, keepdims=True)
+    o = jnp.einsum("bhqk,bkhe->bqhe", a, v)
+    x = x + jnp.einsum("bthe,hed->btd", o, p["wo"])
+    h = _rms_norm64(x, p["mlp_norm"], cfg.norm_eps)
+    g = jnp.einsum("btd,df->btf", h, p["w_gate"])
+    u = jnp.einsum("btd,df->btf", h, p["w_up"])
+    x = x + jnp.einsum("btf,fd->btd", jax.nn.silu(g) * u, p["w_down"])
+  h = _rms_norm64(x, params["final_norm"], cfg.norm_eps)
+  # Head 0 occupies the first vocab_size columns; bytes are ids 64..319.
+  head = params["lm_head"][:, vocab_lib.BYTE_OFFSET:vocab_lib.RAW_VOCAB_SIZE]
+  return jnp.einsum("btd,dv->btv", h, head)
+
+
+_logits64_jit = jax.jit(_logits64, static_argnames=("cfg",))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "prob_bits"))
+def _tables64(params, ids, *, cfg, prob_bits):
+  logits = _logits64(params, ids, cfg)
+  return quantize.device_tables(logits[:, 1:], prob_bits)

@@ -1,20 +1,42 @@
-"""Model logits -> integer frequency tables, bit-identically on every machine.
+"""Model logits -> integer frequency tables, identical on every machine (or flagged).
 
 The coder needs the encoder and the decoder to agree on every frequency to the
-last bit, so no transcendental function touches the model output here:
+last bit. The model's logits are computed in float64 (``proxyjax.neural.model``),
+so two runs differ by accumulated rounding only (~1e-13 relative); everything
+after the logits is either an exactly rounded IEEE operation or integer
+arithmetic:
 
-1. ``d = max(logits) - logits`` over the 256 byte ids, in fp32 (an exact IEEE
-   subtraction, renormalising over the bytes: the softmax is shift-invariant);
-2. ``u = rint(d * 64 / ln 2)``: the negative log2-probability (up to the
-   normaliser) in steps of 1/64 bit, as an integer (IEEE multiply and
-   round-half-even, done in float64);
+1. ``d = max(logits) - logits`` over the 256 byte ids, in float64 (the
+   softmax is shift-invariant, so this renormalises over the bytes);
+2. ``x = d * 64 / ln 2`` in float64 and ``u = rint(min(x, MAX_STEPS))``: the
+   negative log2-probability (up to the normaliser) in steps of 1/64 bit, an
+   integer (round half to even);
 3. ``w = 2^(30 - u/64)`` from an integer table (built with ``decimal``, whose
    powers are correctly rounded, then integer shifts);
 4. ``f = 1 + floor(w * (M - 256) / sum(w))`` with ``M = 2^prob_bits``, and the
    remainder ``M - sum(f)`` goes to the most probable byte (lowest byte on
    ties). Integer arithmetic only: every byte gets ``f >= 1``, ``sum f = M``.
 
-The 1/64-bit grid costs < 0.001 bits per byte against the fp32 softmax.
+So the table is a function of the integer vector ``u`` alone, and ``u`` can
+only differ between two machines where some ``x`` lies next to a rounding
+boundary (a half-integer below ``MAX_STEPS``; beyond it the clamp makes every
+value equal). **Fragility:** a position's table is *fragile* when any of its
+256 entries has ``x < MAX_STEPS`` within ``FRAGILE_MARGIN`` steps of a
+half-integer. A robust table is reproduced exactly by any evaluation whose
+``x`` differs by less than the margin, whatever the batch shape, device,
+XLA version or summation order; the coder never relies on a fragile table
+(``proxyjax.neural.coder``). The decision *which* positions are fragile is the
+encoder's alone (the decoder never evaluates it), so it need not be
+reproducible itself. **(differs: SPEC §6 asks for tables that are bit-exact on any
+machine; float logits cannot promise that at every position, so here they are
+exact wherever the evaluation noise stays below the margin, and the positions
+where that cannot be guaranteed are detected and never coded.)**
+
+The same computation runs on the accelerator inside the model call
+(``device_tables``, all integer after step 2) and on the host in numpy
+(``frequencies``, the reference; tests check they agree exactly).
+
+The 1/64-bit grid costs < 0.001 bits per byte against the exact softmax.
 """
 
 from __future__ import annotations
@@ -28,6 +50,20 @@ STEPS_PER_BIT = 64
 WEIGHT_BITS = 30
 MAX_STEPS = STEPS_PER_BIT * (WEIGHT_BITS + 1)  # beyond: weight 0 (the +1 floor remains)
 _SCALE = STEPS_PER_BIT / float(np.log(2.0))  # a fixed float64 constant
+
+FRAGILE_MARGIN = 1e-6
+"""Distance (in 1/64-bit steps) from a rounding boundary below which a table is fragile.
+
+Noise budget: a logit error ``e`` moves ``x = (max - logit) * 92.3`` by at most
+``2 * 92.3 * e``, so the margin tolerates logit differences up to ~5e-9
+between the encoder's and the decoder's evaluation. The float64 forward's
+cross-batch / cross-machine differences are ~1e-13 relative (~1e-12 absolute
+for logits of magnitude 10): four orders of magnitude inside the margin. (The
+float32 forward differs by ~1e-5 between batch shapes: it would need a margin
+near 1e-2 steps, making nearly every 256-entry table fragile.) The price: each
+entry below the clamp is fragile with probability ``2 * margin``, so about
+``2e-6 * 256 = 5e-4`` of the positions are, and those bytes stay literal.
+"""
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,19 +82,36 @@ def weight_table() -> np.ndarray:
   return table
 
 
-def log2_steps(logits: np.ndarray) -> np.ndarray:
-  """fp32 logits ``[..., 256]`` -> integer steps of 1/64 bit below the maximum."""
-  logits = np.asarray(logits, np.float32)
+def _scaled(logits: np.ndarray) -> np.ndarray:
+  """float64 ``x = (max - logits) * 64 / ln 2`` (see the module docstring)."""
+  logits = np.asarray(logits)
+  if logits.dtype != np.float64:
+    # float32 (or lower) logits are accepted but noisy: see FRAGILE_MARGIN.
+    logits = logits.astype(np.float64)
   if not np.all(np.isfinite(logits)):
     raise FloatingPointError("non-finite compressor logits")
-  d = np.max(logits, axis=-1, keepdims=True) - logits  # fp32, exact rounding
-  u = np.rint(np.minimum(d.astype(np.float64) * _SCALE, MAX_STEPS))
-  return u.astype(np.int64)
+  d = np.max(logits, axis=-1, keepdims=True) - logits
+  return d * _SCALE
 
 
-def frequencies(logits: np.ndarray, prob_bits: int = 16) -> np.ndarray:
-  """fp32 logits ``[..., 256]`` -> uint16/int32 frequencies summing to ``2^prob_bits``."""
-  w = weight_table()[log2_steps(logits)]
+def _fragile_entries(x: np.ndarray, margin: float) -> np.ndarray:
+  """Entries within ``margin`` of a rounding boundary ``k + 1/2 < MAX_STEPS``."""
+  return (x < MAX_STEPS) & (np.abs(x - np.floor(x) - 0.5) < margin)
+
+
+def log2_steps(logits: np.ndarray) -> np.ndarray:
+  """float64 logits ``[..., 256]`` -> integer steps of 1/64 bit below the maximum."""
+  return np.rint(np.minimum(_scaled(logits), MAX_STEPS)).astype(np.int64)
+
+
+def fragile(logits: np.ndarray, margin: float = FRAGILE_MARGIN) -> np.ndarray:
+  """``[...]`` bool: whether each position's table is fragile (module docstring)."""
+  return np.any(_fragile_entries(_scaled(logits), margin), axis=-1)
+
+
+def frequencies_from_steps(u: np.ndarray, prob_bits: int = 16) -> np.ndarray:
+  """Integer steps ``[..., 256]`` -> frequencies summing to ``2^prob_bits`` (step 3-4)."""
+  w = weight_table()[u]
   total = np.sum(w, axis=-1, keepdims=True)
   m = 1 << prob_bits
   f = 1 + (w * (m - 256)) // total
@@ -67,6 +120,45 @@ def frequencies(logits: np.ndarray, prob_bits: int = 16) -> np.ndarray:
   np.put_along_axis(f, top[..., None], np.take_along_axis(f, top[..., None], -1)
                     + rem[..., None], axis=-1)
   return f.astype(np.uint16 if prob_bits <= 16 else np.int32)
+
+
+def frequencies(logits: np.ndarray, prob_bits: int = 16) -> np.ndarray:
+  """float64 logits ``[..., 256]`` -> uint16 frequencies summing to ``2^prob_bits``."""
+  return frequencies_from_steps(log2_steps(logits), prob_bits)
+
+
+def tables_and_fragility(logits: np.ndarray, prob_bits: int = 16,
+                         margin: float = FRAGILE_MARGIN) -> tuple[np.ndarray, np.ndarray]:
+  """(frequencies ``[..., 256]``, fragile ``[...]``): the numpy reference of
+  ``device_tables``."""
+  x = _scaled(logits)
+  u = np.rint(np.minimum(x, MAX_STEPS)).astype(np.int64)
+  return (frequencies_from_steps(u, prob_bits),
+          np.any(_fragile_entries(x, margin), axis=-1))
+
+
+def device_tables(logits, prob_bits: int, margin: float = FRAGILE_MARGIN):
+  """``tables_and_fragility`` in ``jax.numpy``, for use inside a jitted call with
+  x64 enabled (float64 logits in, uint16 frequencies and bool fragility out).
+
+  Steps 1-2 are single IEEE operations (subtract, multiply, min, round half to
+  even) and steps 3-4 are int64 arithmetic, so for the same float64 logits the
+  result equals the numpy reference bit for bit.
+  """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  if logits.dtype != jnp.float64:
+    raise TypeError(f"device_tables needs float64 logits (x64 enabled), got {logits.dtype}")
+  x = (jnp.max(logits, axis=-1, keepdims=True) - logits) * _SCALE
+  is_fragile = jnp.any((x < MAX_STEPS) & (jnp.abs(x - jnp.floor(x) - 0.5) < margin), axis=-1)
+  u = jnp.rint(jnp.minimum(x, MAX_STEPS)).astype(jnp.int32)  # half to even, as np.rint
+  w = jnp.asarray(weight_table(), jnp.int64)[u]
+  total = jnp.sum(w, axis=-1, keepdims=True)
+  m = 1 << prob_bits
+  f = 1 + (w * (m - 256)) // total
+  rem = m - jnp.sum(f, axis=-1)
+  top = jnp.argmax(w, axis=-1)  # first maximum, as numpy
+  f = f + jnp.where(jnp.arange(256) == top[..., None], rem[..., None], 0)
+  return f.astype(jnp.uint16 if prob_bits <= 16 else jnp.int32), is_fragile
 
 
 @functools.lru_cache(maxsize=None)

@@ -4,7 +4,7 @@ The compressor is a small raw-byte LM trained with the normal training loop;
 its config carries one extra section, ``compressor``, read by
 :meth:`Settings.from_config`. Every field of that section changes the symbols
 produced, so the shards record them (``neural.json``) and a decoder must use
-the same values and the same checkpoint.
+the same values (``batch_rows`` excepted) and the same checkpoint.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ class Settings:
       ``context - 2`` bytes of the document).
     stride: new bytes predicted per model row after the first row
       (0 = half of ``context - 2``).
-    batch_rows: rows per model call (the compiled batch shape).
+    batch_rows: rows per model call (the compiled batch shape). The only field
+      that does not change the symbols (float64 tables with fragility flags:
+      ``proxyjax.neural.quantize``); raise it on an accelerator (e.g. 256).
   """
 
   symbol_bits: int = 16
@@ -143,5 +145,5 @@ def compressor_config() -> ml_collections.ConfigDict:
   s.min_literal_run = defaults.min_literal_run  # Shorter literal runs are coded.
   s.context = defaults.context  # Model input ids per row (<= seq_len).
   s.stride = defaults.stride  # New bytes per row after the first (0 = half a row).
-  s.batch_rows = defaults.batch_rows  # Rows per model call (fixed compiled shape).
+  s.batch_rows = defaults.batch_rows  # Rows per model call (fixed compiled shape; symbols do not depend on it).
   return c

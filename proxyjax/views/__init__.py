@@ -44,8 +44,8 @@ def make_view(name: str, *, tokenizer_path: str = "", gray_code: bool = False,
           "the 'neural' view needs a trained compressor: train one with "
           "configs/compressor.py, write shards with `python -m proxyjax.compress "
           "--config=configs/compressor.py --workdir=RUN --input=SOURCES --output=SHARDS`, "
-          "then read them with data.sources='arrayrecord:SHARDS/*.array_record' and "
-          "pass neural_dir=SHARDS (or the compressor run directory)")
+          "then train with data.view='neural', data.neural_dir=SHARDS (or the compressor "
+          "run directory) and data.sources='arrayrecord:SHARDS/*.array_record'")
     from proxyjax.views.neural import NeuralView  # pylint: disable=g-import-not-at-top
     return NeuralView(neural_dir)
   raise ValueError(f"unknown view {name!r}; known views: {', '.join(VIEW_NAMES)}")

@@ -7,9 +7,12 @@ Symbols: 0..255 are literal bytes (spans the compressor leaves uncoded),
 Training normally reads the symbols precomputed by ``python -m
 proxyjax.compress`` from ArrayRecord shards (documents carry them as
 ``doc["neural"]``); ``encode`` here runs the compressor itself, one document at
-a time (slow: for tests and small jobs), and ``decode`` inverts it. The
-compressor loads lazily on first use and is not pickled (Grain workers that
-only see precomputed symbols never load it).
+a time (slow: for tests and small jobs), and ``decode`` inverts it (checking
+a shard record's CRC32 when given one). ``symbol_spans`` gives the byte span
+each symbol covers (collision statistics). The compressor loads lazily on
+first use and is not pickled (Grain workers that only see precomputed symbols
+never load it). Symbols are the same whatever ``batch_rows`` or device the
+compressor runs with (``proxyjax.neural.quantize``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ class NeuralView(base.View):
       self.config = config
       self.settings = compressor.settings
     elif meta is not None:
+      if meta.get("format") != shards_lib.FORMAT:
+        raise ValueError(f"neural view: {neural_dir} holds shards of format "
+                         f"{meta.get('format')!r}, this proxyjax reads {shards_lib.FORMAT!r} "
+                         "(float64 tables, CRC32): recompress with `python -m proxyjax.compress`")
       self.workdir = meta["model"]["workdir"]
       self.config = config or ml_collections.ConfigDict(meta["config"])
       self.settings = Settings(**meta["settings"])
@@ -87,8 +94,22 @@ class NeuralView(base.View):
       raise base.ViewError(f"neural view: no usable compressor ({e})") from e
     return base.as_symbols(compressor.encode([bytes(data)])[0])
 
-  def decode(self, symbols: np.ndarray) -> bytes:
-    return self.compressor.decode([np.asarray(symbols)])[0]
+  def decode(self, symbols: np.ndarray, crc32: int | None = None) -> bytes:
+    """Symbols -> bytes; with ``crc32`` (a shard record's ``crc32``) a decode that
+    does not reproduce the original raises ``coder.DecodeMismatchError``."""
+    return self.compressor.decode([np.asarray(symbols)],
+                                  crc32s=None if crc32 is None else [crc32])[0]
+
+  def symbol_spans(self, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(symbols, starts, ends)``: the byte span ``[start, end)`` each symbol covers
+    (a literal its byte; each symbol of a window the window's coded bytes;
+    ``proxyjax.neural.coder.symbol_spans``). The symbols equal ``encode(data)``."""
+    try:
+      compressor = self.compressor
+    except (FileNotFoundError, ValueError) as e:
+      raise base.ViewError(f"neural view: no usable compressor ({e})") from e
+    symbols, starts, ends = next(compressor.symbol_spans([bytes(data)]))
+    return base.as_symbols(symbols), starts, ends
 
   def __getstate__(self):
     state = self.__dict__.copy()
