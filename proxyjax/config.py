@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import ml_collections
 
 from proxyjax.errors import ConfigError
@@ -217,10 +220,30 @@ def validate_eval(c: ml_collections.ConfigDict) -> None:
   eval_run.tasks_inputs(c, tasks)
 
 
+RUN_CONFIG_FILE = "config.json"
+
+
+def write_run_config(c: ml_collections.ConfigDict, workdir: str) -> None:
+  """``WORKDIR/config.json``: a training run's full config (what the neural view
+  and notebooks rebuild its model from); rewritten atomically at every start."""
+  tmp = os.path.join(workdir, f".{RUN_CONFIG_FILE}.tmp")
+  with open(tmp, "w") as f:
+    f.write(c.to_json_best_effort(indent=1, sort_keys=True))
+  os.replace(tmp, os.path.join(workdir, RUN_CONFIG_FILE))
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict | None:
+  """The config that a training run in ``workdir`` wrote, or None."""
+  try:
+    with open(os.path.join(workdir, RUN_CONFIG_FILE)) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except FileNotFoundError:
+    return None
+
+
 def load_config(path: str) -> ml_collections.ConfigDict:
   """Loads ``get_config()`` from a config file (for notebooks and tests)."""
   import importlib.util  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   name = "proxyjax_config_" + os.path.splitext(os.path.basename(path))[0].replace(".", "_")
   spec = importlib.util.spec_from_file_location(name, path)
   if spec is None or spec.loader is None:

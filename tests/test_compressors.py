@@ -117,9 +117,35 @@ def test_symbol_spans_tokenizer_views(tokenizer_path):
   assert np.array_equal(s2[::tb.width], starts)
 
 
-def test_neural_view_has_no_alignment():
+def test_unknown_view_has_no_alignment():
   with pytest.raises(compressors.NotAligned):
     compressors.symbol_spans(object(), b"abc")
+
+
+def test_neural_collisions_from_a_trained_compressor(neural_compressor_run, tmp_path):
+  """The neural view's spans (literals: their byte; windows: their coded bytes) feed the
+  same stability / collision / ratio analysis; the run's config.json rebuilds its model."""
+  _, workdir = neural_compressor_run
+  assert os.path.exists(os.path.join(workdir, "config.json"))
+  view = views.make_view("neural", neural_dir=workdir)
+  data = b"def f(x):\n    return x + 1\n" * 6
+  symbols, starts, ends, base = compressors.symbol_spans(view, data)
+  np.testing.assert_array_equal(symbols, view.encode(data))
+  lit = symbols < 256
+  assert np.all(ends[lit] - starts[lit] == 1) and (~lit).any()
+  assert sorted(set(zip(starts.tolist(), ends.tolist())))[-1][1] == len(data)
+  corpus = tmp_path / "c"
+  corpus.mkdir()
+  for i in range(3):
+    (corpus / f"m{i}.py").write_bytes(b"import os\n\ndef g%d(a, b):\n    return a * b + %d\n" % (i, i))
+  s = compressors.analyze(compressors.AnalysisConfig(
+      views=("raw", "neural"), num_docs=3, seed=0, sources=f"files:{corpus}", split="all",
+      neural_dir=workdir))
+  neural = s["views"]["neural"]
+  assert "neural" not in s["skipped"]
+  assert neural["collisions"]["distinct_symbols"] > 0
+  assert 0.0 < neural["compression"]["bytes_per_symbol"]
+  assert 0.0 <= neural["stability"]["mean"] <= 1.5
 
 
 def test_collision_stats_by_hand():

@@ -383,8 +383,9 @@ def symbol_spans(view, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray,
   """(symbols, span starts, span ends, bytes the spans index into) for one document.
 
   The spans index into the returned bytes: the document itself, or the padded
-  document for ``doublebyte``. Raises ``NotAligned`` for views without a
-  principled mapping (``neural``).
+  document for ``doublebyte``; for ``neural`` a window's symbols all cover the
+  bytes the window codes (``proxyjax.neural.coder.symbol_spans``). Raises
+  ``NotAligned`` for views without a mapping.
   """
   n = len(data)
   if isinstance(view, recoded.RawView):
@@ -426,9 +427,9 @@ def symbol_spans(view, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     starts, ends = _byte_spans_from_codes(codes, len(stream))
     return symbols, starts, ends, data
   name = getattr(view, "name", type(view).__name__)
-  if name == "neural":
-    raise NotAligned("neural: an arithmetic-coded symbol depends on the model state over its "
-                     "whole window; no per-symbol byte span without the coder's internals")
+  if name == "neural":  # a literal covers its byte; a window's symbols, its coded bytes
+    symbols, starts, ends = view.symbol_spans(data)
+    return symbols, starts, ends, data
   raise NotAligned(f"view {name!r}: no mapping from symbols to input bytes")
 
 

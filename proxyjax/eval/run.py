@@ -303,7 +303,8 @@ def task_compressors(ctx: "Context") -> dict:
       views=names, num_docs=e.compressor_docs, seed=ctx.config.seed,
       tokenizer_path=tokenizer_path, sources=d.sources, split="all",
       validation_fraction=d.validation_fraction, text_field=d.text_field,
-      record_format=d.record_format, tfds_data_dir=d.tfds_data_dir)
+      record_format=d.record_format, tfds_data_dir=d.tfds_data_dir,
+      neural_dir=d.get("neural_dir", ""))
   summary = compressors.analyze(cfg)
   if ctx.out_dir and jax.process_index() == 0:
     os.makedirs(ctx.out_dir, exist_ok=True)

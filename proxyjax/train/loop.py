@@ -119,6 +119,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     print(f"proxyjax: {n_dense / 1e6:.1f}M dense params, vocab {vocab.size}, mesh "
           f"{dict(mesh.shape)}, {jax.device_count()} {jax.devices()[0].platform} devices, "
           f"steps {start}->{config.num_steps}", file=sys.stderr)
+    config_lib.write_run_config(config, workdir)
 
   from proxyjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
   eval_ctx = eval_run.Context(config, setup.graphdef, None, start)

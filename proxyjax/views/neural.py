@@ -22,6 +22,7 @@ import os
 import ml_collections
 import numpy as np
 
+from proxyjax import config as config_lib
 from proxyjax.neural import shards as shards_lib
 from proxyjax.neural.settings import Settings, compressor_config
 from proxyjax.views import base
@@ -35,7 +36,7 @@ class NeuralView(base.View):
       run, settings and parameter fingerprint) or a compressor run directory
       (``WORKDIR/checkpoints``).
     config: the compressor's config (default: the one recorded in the shards,
-      else ``configs/compressor.py``'s).
+      else the run's ``config.json``, else ``configs/compressor.py``'s).
     compressor: an already-built ``NeuralCompressor`` (tests).
   """
 
@@ -64,7 +65,7 @@ class NeuralView(base.View):
       self._fingerprint = meta["model"]["fingerprint"]
     elif neural_dir and os.path.isdir(os.path.join(neural_dir, "checkpoints")):
       self.workdir = neural_dir
-      self.config = config or compressor_config()
+      self.config = config or config_lib.load_run_config(neural_dir) or compressor_config()
       self.settings = Settings.from_config(self.config)
     else:
       raise FileNotFoundError(
