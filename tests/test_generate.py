@@ -87,3 +87,21 @@ def test_generate_applies_stop_strings():
     assert row[0] == codegen.truncate_completion(t, stops)
     assert len(row[0]) <= 3 or not any(s in row[0] for s in stops)
   assert any(len(row[0]) < len(t) for t, row in zip(texts, cut))
+
+
+def test_decode_loop_ends_a_row_at_its_stop_string():
+  """A stop string completed inside the jitted loop marks the row done (PAD after it)."""
+  graphdef, params, _ = _model()
+  prompt = gen.encode_prompt(b"def f(x):")
+  tokens, valid = jnp.asarray(prompt[None]), jnp.ones((1, len(prompt)), bool)
+  key = jax.random.PRNGKey(0)
+  run = lambda stops: np.asarray(gen._generate(  # pylint: disable=protected-access
+      graphdef, params, tokens, valid, key, max_new=12, temperature=0.0, top_p=1.0,
+      stops=stops))[0]
+  free = run(())
+  assert not np.isin(free, [V.PAD, V.EOS, V.RAW_CLOSE]).any()  # runs 12 steps
+  stop = tuple(int(i) for i in free[3:5])
+  end = next(j for j in range(1, 12) if tuple(free[j - 1:j + 1]) == stop)  # first completion
+  stopped = run((stop,))
+  np.testing.assert_array_equal(stopped[:end + 1], free[:end + 1])
+  assert np.all(stopped[end + 1:] == V.PAD)

@@ -4,9 +4,10 @@ Prompts are ``[BOS, <raw>, prompt bytes...]`` (no ``</raw>``), left-padded to a
 common length (pad = segment 0, invisible). Prefill runs the prompt through the
 same block math as training (``transformer.qkv``/``finish``) and fills the
 cache; each decode step appends one token. Decoding is restricted to ids < 320
-(raw bytes and specials); ``</raw>`` or EOS ends a sample, and stop strings
-truncate it on the host (``codegen.truncate_completion``: the earliest
-occurrence of any stop string wins). ``n`` samples per prompt are decoded as one batch.
+(raw bytes and specials); ``</raw>``, EOS or a completed stop string ends a
+sample inside the decode loop (a batch stops when all its rows have ended), and
+the host truncates at stop strings (``codegen.truncate_completion``: the
+earliest occurrence of any stop string wins). ``n`` samples per prompt are decoded as one batch.
 Greedy (temperature 0) or temperature + top-p sampling, seeded.
 """
 
@@ -130,8 +131,18 @@ def sample(logits_BxV, key, temperature: float, top_p: float):
   return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new", "temperature", "top_p"))
-def _generate(graphdef, params, tokens, valid, key, *, max_new, temperature, top_p):
+def _ends_with(out_BxN, step, stop: tuple[int, ...]):
+  """Whether the tokens written up to ``step`` (inclusive) end with ``stop``."""
+  n = len(stop)
+  start = jnp.maximum(step + 1 - n, 0)
+  tail = jax.lax.dynamic_slice_in_dim(out_BxN, start, n, axis=1)
+  return (step + 1 >= n) & jnp.all(tail == jnp.asarray(stop, jnp.int32)[None], axis=1)
+
+
+@functools.partial(jax.jit,
+                   static_argnames=("graphdef", "max_new", "temperature", "top_p", "stops"))
+def _generate(graphdef, params, tokens, valid, key, *, max_new, temperature, top_p,
+              stops=()):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   model = nnx.merge(graphdef, params)
   b, t = tokens.shape
@@ -150,6 +161,8 @@ def _generate(graphdef, params, tokens, valid, key, *, max_new, temperature, top
     tok = jnp.where(done, vocab_lib.PAD, tok)
     out = out.at[:, step].set(tok)
     done = done | (tok == vocab_lib.EOS) | (tok == vocab_lib.RAW_CLOSE)
+    for stop in stops:  # a stop string just completed: that sample is finished
+      done = done | _ends_with(out, step, stop)
     h, cache = decode_step(model, cache, tok)
     return step + 1, h, cache, out, done, key
 
@@ -181,6 +194,10 @@ def generate(graphdef, params, prompts: Sequence[bytes], cfg: SamplingConfig,
   Rows are batched in order of prompt length (less padding, fewer distinct
   compiled widths); the results come back in the order of ``prompts``.
   """
+  # Stop strings as id sequences (bytes 64 + b), matched in the decode loop so a
+  # batch ends as soon as every row has hit one; the host then truncates.
+  stops = tuple(tuple(int(i) for i in vocab_lib.bytes_to_ids(s.encode("utf-8")))
+                for s in cfg.stop_strings if s and len(s.encode("utf-8")) <= cfg.max_new_tokens)
   rows = [(i, encode_prompt(p)) for i, p in enumerate(prompts) for _ in range(cfg.n)]
   rows.sort(key=lambda r: len(r[1]))  # stable: the n samples of a prompt stay together
   results: list[list[str]] = [[] for _ in prompts]
@@ -200,7 +217,7 @@ def generate(graphdef, params, prompts: Sequence[bytes], cfg: SamplingConfig,
     key, sub = jax.random.split(key)
     out = np.asarray(_generate(graphdef, params, jnp.asarray(tokens), jnp.asarray(valid), sub,
                                max_new=cfg.max_new_tokens, temperature=float(cfg.temperature),
-                               top_p=float(cfg.top_p)))
+                               top_p=float(cfg.top_p), stops=stops))
     for j, (i, _) in enumerate(chunk):
       text = completion_bytes(out[j].tolist()).decode("utf-8", "replace")
       results[i].append(codegen.truncate_completion(text, cfg.stop_strings))
