@@ -242,6 +242,8 @@ def _code_task(name: str) -> Callable[["Context"], dict]:
     t0 = time.perf_counter()
     completions = complete(ctx, [p.prompt for p in problems], bench.stop_strings)
     t1 = time.perf_counter()
+    if jax.process_index() != 0:  # every process generates (SPMD); one executes
+      return {"executed_on_process": 0}
     out = codegen.evaluate(problems, completions, ks=ks, suite=bench.suite,
                            limits=sandbox_limits(ctx.config), workers=_workers(ctx.config))
     t2 = time.perf_counter()
@@ -280,6 +282,8 @@ def task_recode(ctx: "Context") -> dict:
       everything += suite
   complete_fn(everything)
   t1 = time.perf_counter()
+  if jax.process_index() != 0:  # every process generates (SPMD); one executes
+    return {"executed_on_process": 0}
   out = robustness.evaluate_robustness(
       problems, complete_fn, families=families, num_seeds=e.recode_seeds,
       ks=parse_int_list(e.pass_k, "eval.pass_k"), limits=sandbox_limits(ctx.config),
