@@ -7,12 +7,14 @@
         --config.data.view=neural --config.data.neural_dir=/tmp/neural_shards \
         --config.data.sources='arrayrecord:/tmp/neural_shards/*.array_record'
 
-The ``compressor`` section sets the coder (T, N, segmentation, context); see
+``configs/compressor.py:gpu`` is the accelerator-sized compressor (~19M params,
+rows of 1024 bytes, 20k steps). The ``compressor`` section sets the coder (T, N, segmentation, context); see
 ``proxyjax.neural.settings.Settings``.
 """
 
 from proxyjax.neural.settings import compressor_config
 
 
-def get_config():
-  return compressor_config()
+def get_config(size: str = "tiny"):
+  """``configs/compressor.py`` (tiny, CPU minutes) or ``configs/compressor.py:gpu``."""
+  return compressor_config(size or "tiny")

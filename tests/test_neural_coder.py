@@ -445,3 +445,29 @@ def test_neural_view_registry_and_round_trip(trained):
   np.testing.assert_array_equal(vocab.ids_to_symbols(ids), symbols)
   with pytest.raises(FileNotFoundError):
     NeuralView(str(workdir) + "_missing")
+
+
+def test_gpu_sized_compressor_config():
+  """configs/compressor.py:gpu: ~20M params, rows of 1024, accelerator training defaults,
+  and the float64 coding path handles its scanned, bf16-trained layout."""
+  import runpy  # pylint: disable=g-import-not-at-top
+  from proxyjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  get_config = runpy.run_path(os.path.join(root, "configs", "compressor.py"))["get_config"]
+  c = get_config("gpu")
+  config_lib.validate(c)
+  assert (c.seq_len, c.model.d_model, c.model.n_layers) == (1024, 512, 6)
+  assert c.model.scan_layers and c.model.dtype == "bfloat16" and c.data.view == "raw"
+  st = Settings.from_config(c)
+  assert st.context == 1024 and st.batch_rows == 256
+  assert get_config().model.d_model < c.model.d_model  # the default stays CPU-sized
+  with pytest.raises(ConfigError, match="compressor size"):
+    get_config("huge")
+  # Its architecture through the float64 path, shrunk in depth and context for CPU time.
+  c.model.n_layers, c.compressor.context, c.compressor.batch_rows = 2, 32, 2
+  m = model_lib.ByteModel.init(c, seed=0)
+  rows = np.stack([model_lib.row_ids(b"def f(x):\n    return x\n", 0, m.settings)] * 2)
+  logits = m.logits(rows)
+  assert logits.dtype == np.float64 and logits.shape == (2, 32, 256)
+  assert np.all(np.isfinite(logits))

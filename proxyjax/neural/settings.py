@@ -115,13 +115,23 @@ class Settings:
     return dataclasses.asdict(self)
 
 
-def compressor_config() -> ml_collections.ConfigDict:
-  """A small raw-byte LM for the neural view: ~1M params, a few CPU minutes.
+COMPRESSOR_SIZES = ("tiny", "gpu")
 
+
+def compressor_config(size: str = "tiny") -> ml_collections.ConfigDict:
+  """A small raw-byte LM for the neural view.
+
+  ``tiny``: ~1.4M params, a few CPU minutes (demos, tests). ``gpu``: ~19M params
+  (d 512, 6 layers, SwiGLU 1536), rows of 1024 bytes, 20k steps of 64 rows
+  (~1.3B bytes), bf16 training with the default accelerator attention; the
+  compressor still codes in float64 (``proxyjax.neural.model``).
   Raw bytes only (``data.view = 'raw'``, no schedule, rate 0), so every
   document is ``[BOS, <raw>, bytes..., </raw>, EOS]``, the layout the coder
   feeds it.
   """
+  if size not in COMPRESSOR_SIZES:
+    raise ConfigError("config", f"unknown compressor size {size!r}; known: "
+                      f"{', '.join(COMPRESSOR_SIZES)}")
   c = config_lib.tiny_config()
   c.seq_len, c.batch_size = 256, 16
   c.num_steps, c.log_every, c.eval_every = 400, 20, 200
@@ -146,4 +156,16 @@ def compressor_config() -> ml_collections.ConfigDict:
   s.context = defaults.context  # Model input ids per row (<= seq_len).
   s.stride = defaults.stride  # New bytes per row after the first (0 = half a row).
   s.batch_rows = defaults.batch_rows  # Rows per model call (fixed compiled shape; symbols do not depend on it).
+  if size == "gpu":
+    base = config_lib.base_config()  # accelerator defaults: bf16, remat, auto attention, scan
+    for k in ("dtype", "remat", "attention", "scan_layers"):
+      m[k] = base.model[k]
+    c.seq_len, c.batch_size = 1024, 64
+    c.num_steps, c.log_every, c.eval_every = 20_000, 100, 2_000
+    c.checkpoint_every, c.keep_checkpoints = 2_000, 3
+    m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim, m.d_ff = 512, 6, 8, 0, 64, 1536
+    m.logits_chunk = 1024
+    c.opt.peak_lr, c.opt.warmup_steps = 1e-3, 500
+    s.context = 1024
+    s.batch_rows = 256  # fills an H100 with float64 rows (docs/benchmarks.md)
   return c
