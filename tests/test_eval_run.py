@@ -142,8 +142,8 @@ def test_benchmark_paths_must_exist(tmp_path):
 def _fake_generate(answers, calls, junk="\n\ndef junk():\n    return 1 / 0\n\nprint(junk())\n"):
   """generate.generate stand-in: answers[prompt] per sample, plus junk the stops must cut."""
 
-  def fake(graphdef, params, prompts, cfg, batch_size=8):
-    del graphdef, params
+  def fake(graphdef, params, prompts, cfg, batch_size=8, mesh=None, rules=None):
+    del graphdef, params, mesh, rules
     calls.append({"prompts": len(prompts), "cfg": cfg, "batch_size": batch_size})
     out = []
     for p in prompts:

@@ -105,3 +105,27 @@ def test_decode_loop_ends_a_row_at_its_stop_string():
   stopped = run((stop,))
   np.testing.assert_array_equal(stopped[:end + 1], free[:end + 1])
   assert np.all(stopped[end + 1:] == V.PAD)
+
+
+def test_sharded_generation_matches_and_shards_the_cache():
+  """With the training mesh and rules (8 fake devices, FSDP), greedy decoding gives the
+  same text, and the KV cache is split over the batch like the training activations."""
+  from proxyjax import parallel  # pylint: disable=g-import-not-at-top
+  graphdef, params, model = _model()
+  mesh, rules = parallel.make_mesh((1, 8, 1)), parallel.rules_for("fsdp")
+  prompts = [b"def f(x):", b"import os", b"class A:", b"x = 1"]
+  cfg = gen.SamplingConfig(max_new_tokens=8, n=2)
+  plain = gen.generate(graphdef, params, prompts, cfg)
+  sharded = gen.generate(graphdef, params, prompts, cfg, mesh=mesh, rules=rules)
+  assert sharded == plain
+
+  tokens = jnp.asarray(np.stack([gen.encode_prompt(b"abcdefgh")] * 8))
+
+  @jax.jit
+  def cache_of(tokens):
+    with parallel.sharding_context(mesh, rules):
+      return gen.prefill(model, tokens, jnp.ones(tokens.shape, bool), 16)[1]["k"]
+
+  k = cache_of(tokens)
+  assert k.shape[1] == 8 and k.sharding.spec[1] == "fsdp"  # data has size 1
+  assert k.addressable_shards[0].data.shape[1] == 1  # one row per device

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from proxyjax import parallel
 from proxyjax import vocab as vocab_lib
 from proxyjax.eval import codegen  # stop-string truncation (one implementation, JAX-free)
 from proxyjax.model import transformer as tf
@@ -59,6 +60,16 @@ def _window_ok(cfg, q_idx, k_idx):
   return ok
 
 
+# The cache [layers, batch, length, kv heads, head_dim] is sharded like the
+# training activations (batch over data x fsdp, heads over tensor where the
+# rules say so); a no-op outside a sharding context.
+CACHE_AXES = ("layers", "batch", "length", "heads", "kv")
+
+
+def _constrain_cache(c_LxBxSxKxE):
+  return parallel.constrain(c_LxBxSxKxE, CACHE_AXES)
+
+
 def prefill(model: tf.Transformer, tokens_BxT, valid_BxT, max_len: int):
   """Runs left-padded prompts; returns (last hidden [B, D], cache)."""
   cfg = model.cfg
@@ -77,6 +88,7 @@ def prefill(model: tf.Transformer, tokens_BxT, valid_BxT, max_len: int):
     return tf.finish(cfg, p, x, o), (jnp.pad(k, pad), jnp.pad(v, pad))
 
   x, (k_cache, v_cache) = jax.lax.scan(body, x, model.stacked_blocks())
+  k_cache, v_cache = _constrain_cache(k_cache), _constrain_cache(v_cache)
   valid_cache = jnp.pad(valid_BxT, [(0, 0), (0, max_len - t)])
   cache = {"k": k_cache, "v": v_cache, "valid": valid_cache, "index": jnp.int32(t),
            "position": positions[:, -1] + 1}
@@ -103,6 +115,7 @@ def decode_step(model: tf.Transformer, cache, tokens_B):
     return tf.finish(cfg, p, x, o), (k_cache, v_cache)
 
   x, (k_cache, v_cache) = jax.lax.scan(body, x, (model.stacked_blocks(), cache["k"], cache["v"]))
+  k_cache, v_cache = _constrain_cache(k_cache), _constrain_cache(v_cache)
   cache = {"k": k_cache, "v": v_cache, "valid": valid, "index": i + 1,
            "position": cache["position"] + 1}
   return model.final_hidden(x)[:, 0], cache
@@ -139,10 +152,19 @@ def _ends_with(out_BxN, step, stop: tuple[int, ...]):
   return (step + 1 >= n) & jnp.all(tail == jnp.asarray(stop, jnp.int32)[None], axis=1)
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("graphdef", "max_new", "temperature", "top_p", "stops"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new", "temperature", "top_p",
+                                             "stops", "sharding"))
 def _generate(graphdef, params, tokens, valid, key, *, max_new, temperature, top_p,
-              stops=()):
+              stops=(), sharding=None):
+  """``sharding``: None, or ``(mesh, rules items)``: trace under that sharding context."""
+  if sharding is None:
+    return _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, stops)
+  mesh, rules = sharding
+  with parallel.sharding_context(mesh, dict(rules)):
+    return _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, stops)
+
+
+def _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, stops):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   model = nnx.merge(graphdef, params)
   b, t = tokens.shape
@@ -188,12 +210,15 @@ def completion_bytes(ids: Sequence[int]) -> bytes:
 
 
 def generate(graphdef, params, prompts: Sequence[bytes], cfg: SamplingConfig,
-             batch_size: int = 8) -> list[list[str]]:
+             batch_size: int = 8, mesh=None, rules: dict | None = None) -> list[list[str]]:
   """``cfg.n`` completions (text, stop strings applied) for each prompt.
 
   Rows are batched in order of prompt length (less padding, fewer distinct
-  compiled widths); the results come back in the order of ``prompts``.
+  compiled widths); the results come back in the order of ``prompts``. With a
+  ``mesh`` and logical-axis ``rules`` (the training ones), activations and the
+  KV cache are sharded like training (rows over data x fsdp).
   """
+  sharding = None if mesh is None else (mesh, tuple(sorted((rules or {}).items())))
   # Stop strings as id sequences (bytes 64 + b), matched in the decode loop so a
   # batch ends as soon as every row has hit one; the host then truncates.
   stops = tuple(tuple(int(i) for i in vocab_lib.bytes_to_ids(s.encode("utf-8")))
@@ -217,7 +242,7 @@ def generate(graphdef, params, prompts: Sequence[bytes], cfg: SamplingConfig,
     key, sub = jax.random.split(key)
     out = np.asarray(_generate(graphdef, params, jnp.asarray(tokens), jnp.asarray(valid), sub,
                                max_new=cfg.max_new_tokens, temperature=float(cfg.temperature),
-                               top_p=float(cfg.top_p), stops=stops))
+                               top_p=float(cfg.top_p), stops=stops, sharding=sharding))
     for j, (i, _) in enumerate(chunk):
       text = completion_bytes(out[j].tolist()).decode("utf-8", "replace")
       results[i].append(codegen.truncate_completion(text, cfg.stop_strings))

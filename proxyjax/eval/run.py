@@ -222,7 +222,8 @@ def complete(ctx: "Context", prompts: Sequence[str], stop_strings) -> list[list[
   """``eval.n_samples`` post-processed completions per prompt (stops, indentation)."""
   texts = generate.generate(ctx.graphdef, ctx.params, [p.encode("utf-8") for p in prompts],
                             sampling_config(ctx.config, stop_strings),
-                            batch_size=ctx.config.eval.batch_size)
+                            batch_size=ctx.config.eval.batch_size, mesh=ctx.mesh,
+                            rules=ctx.rules)
   return [[codegen.fix_indentation(t) for t in row] for row in texts]
 
 
@@ -327,9 +328,11 @@ class Context:
   ``out_dir`` is where files other than ``<task>.json`` go (None: nowhere).
   """
 
-  def __init__(self, config, graphdef, params, step, out_dir: str | None = None):
+  def __init__(self, config, graphdef, params, step, out_dir: str | None = None,
+               mesh=None, rules: dict | None = None):
     self.config, self.graphdef, self.params, self.step = config, graphdef, params, step
     self.out_dir = out_dir
+    self.mesh, self.rules = mesh, rules  # generation shards like training when set
     self._docs = None
     self._corpus_docs = None
     self._problems: dict[str, list[codegen.Problem]] = {}
@@ -422,7 +425,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     raise FileNotFoundError(f"no checkpoint to evaluate in {workdir}/checkpoints")
   step, state, _ = restored
   out_dir = os.path.join(workdir, "eval")
-  ctx = Context(config, setup.graphdef, state["params"], step, out_dir=out_dir)
+  ctx = Context(config, setup.graphdef, state["params"], step, out_dir=out_dir,
+                mesh=setup.mesh, rules=setup.rules)
   results = run_tasks(ctx, tasks, out_dir)
   for name, res in results.items():
     print(f"eval {name} @ step {step}: " + json.dumps(

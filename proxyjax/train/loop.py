@@ -122,7 +122,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     config_lib.write_run_config(config, workdir)
 
   from proxyjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
-  eval_ctx = eval_run.Context(config, setup.graphdef, None, start)
+  eval_ctx = eval_run.Context(config, setup.graphdef, None, start, mesh=setup.mesh,
+                              rules=setup.rules)
   last: dict[str, Any] = {}
   bar = None
   pending = None  # (step, device metrics) of the step whose metrics are not read yet
