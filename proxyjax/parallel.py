@@ -156,6 +156,23 @@ def sharding_context(mesh: Mesh, rules: dict[str, Any]):
     _CONTEXT.reset(token)
 
 
+def static_sharding(mesh: Mesh | None, rules: dict[str, Any] | None):
+  """A hashable ``(mesh, rules items)`` for a jitted function's static argument
+  (None without a mesh); trace the body under ``traced_sharding`` of it."""
+  return None if mesh is None else (mesh, tuple(sorted((rules or {}).items())))
+
+
+@contextlib.contextmanager
+def traced_sharding(sharding):
+  """``sharding_context`` of a ``static_sharding`` value; nothing for None."""
+  if sharding is None:
+    yield
+    return
+  mesh, rules = sharding
+  with sharding_context(mesh, dict(rules)):
+    yield
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   """``with_sharding_constraint`` by logical names; a no-op outside a sharding context."""
   ctx = _CONTEXT.get()

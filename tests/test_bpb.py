@@ -64,3 +64,16 @@ def test_stride_changes_context_not_counts():
   b = bpb.raw_bpb(graphdef, params, docs, context_len=32, stride=16)
   assert a["bytes"] == b["bytes"] == 190
   assert a["raw_bpb"] != b["raw_bpb"]
+
+
+def test_sharded_scoring_matches():
+  """BPB scored under the training mesh and rules (8 fake devices) equals unsharded."""
+  from proxyjax import parallel  # pylint: disable=g-import-not-at-top
+  graphdef, params, _ = _model()
+  docs = [b"def f(x):\n    return x + 1\n" * 3, b"import os\nprint(os.sep)\n"]
+  plain = bpb.raw_bpb(graphdef, params, docs, context_len=32, stride=16, batch_size=8)
+  sharding = parallel.static_sharding(parallel.make_mesh((1, 8, 1)), parallel.rules_for("fsdp"))
+  sharded = bpb.raw_bpb(graphdef, params, docs, context_len=32, stride=16, batch_size=8,
+                        sharding=sharding)
+  assert sharded["bytes"] == plain["bytes"]
+  assert sharded["raw_bpb"] == pytest.approx(plain["raw_bpb"], rel=1e-5)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from proxyjax import parallel
 from proxyjax import vocab as vocab_lib
 from proxyjax.data import packing
 from proxyjax.train import loss as loss_lib
@@ -72,23 +73,28 @@ def _stack(rows, batch_size):
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _nll(graphdef, params, inputs, targets, segment_ids, positions):
+@functools.partial(jax.jit, static_argnames=("graphdef", "sharding"))
+def _nll(graphdef, params, inputs, targets, segment_ids, positions, sharding=None):
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  model = nnx.merge(graphdef, params)
-  h = model(inputs, segment_ids, positions)
-  nll, _ = loss_lib.per_position_nll(model, h, targets[..., None], model.cfg.logits_chunk)
+  with parallel.traced_sharding(sharding):  # activations sharded like training
+    model = nnx.merge(graphdef, params)
+    h = model(inputs, segment_ids, positions)
+    nll, _ = loss_lib.per_position_nll(model, h, targets[..., None], model.cfg.logits_chunk)
   return nll[..., 0]
 
 
 def score_stream(graphdef, params, stream: np.ndarray, context_len: int, stride: int,
-                 batch_size: int, target_range: tuple[int, int]) -> tuple[float, int]:
-  """Sum of NLL (nats) and count over counted targets with ids in ``target_range``."""
+                 batch_size: int, target_range: tuple[int, int],
+                 sharding=None) -> tuple[float, int]:
+  """Sum of NLL (nats) and count over counted targets with ids in ``target_range``.
+
+  ``sharding``: ``parallel.static_sharding(mesh, rules)`` (None: no constraints)."""
   total, count = 0.0, 0
   lo, hi = target_range
   for b in _batches(stream, context_len, stride, batch_size):
     nll = np.asarray(_nll(graphdef, params, jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]),
-                          jnp.asarray(b["segment_ids"]), jnp.asarray(b["positions"])))
+                          jnp.asarray(b["segment_ids"]), jnp.asarray(b["positions"]),
+                          sharding=sharding))
     mask = b["count"] & (b["targets"] >= lo) & (b["targets"] < hi)
     total += float(np.sum(np.where(mask, nll, 0.0), dtype=np.float64))
     count += int(mask.sum())
@@ -105,10 +111,10 @@ def raw_stream(docs: Iterable[bytes], vocab: vocab_lib.Vocab) -> tuple[np.ndarra
 
 
 def raw_bpb(graphdef, params, docs: Sequence[bytes], *, context_len: int, stride: int,
-            batch_size: int = 8) -> dict:
+            batch_size: int = 8, sharding=None) -> dict:
   stream, nbytes = raw_stream(docs, vocab_lib.Vocab(0))
   total, count = score_stream(graphdef, params, stream, context_len, stride, batch_size,
-                              (vocab_lib.BYTE_OFFSET, vocab_lib.RAW_VOCAB_SIZE))
+                              (vocab_lib.BYTE_OFFSET, vocab_lib.RAW_VOCAB_SIZE), sharding)
   if count != nbytes:
     raise AssertionError(f"scored {count} byte targets for {nbytes} bytes")
   return {"raw_bpb": total / LN2 / max(nbytes, 1), "bytes": nbytes, "documents": len(docs),
@@ -116,7 +122,7 @@ def raw_bpb(graphdef, params, docs: Sequence[bytes], *, context_len: int, stride
 
 
 def view_bpb(graphdef, params, docs: Sequence[bytes], view, vocab: vocab_lib.Vocab, *,
-             context_len: int, stride: int, batch_size: int = 8) -> dict:
+             context_len: int, stride: int, batch_size: int = 8, sharding=None) -> dict:
   """How well the model models a compressed view (diagnostic)."""
   parts, nbytes, nsym = [], 0, 0
   for d in docs:
@@ -134,7 +140,7 @@ def view_bpb(graphdef, params, docs: Sequence[bytes], view, vocab: vocab_lib.Voc
   stream = np.concatenate(parts)
   lo = vocab.compressed_offset
   total, count = score_stream(graphdef, params, stream, context_len, stride, batch_size,
-                              (lo, vocab.num_ids))
+                              (lo, vocab.num_ids), sharding)
   return {"view": view.name, "bits_per_byte": total / LN2 / max(nbytes, 1),
           "bits_per_symbol": total / LN2 / max(count, 1), "symbols": count,
           "bytes": nbytes, "bytes_per_symbol": nbytes / max(nsym, 1)}

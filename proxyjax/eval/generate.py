@@ -156,11 +156,8 @@ def _ends_with(out_BxN, step, stop: tuple[int, ...]):
                                              "stops", "sharding"))
 def _generate(graphdef, params, tokens, valid, key, *, max_new, temperature, top_p,
               stops=(), sharding=None):
-  """``sharding``: None, or ``(mesh, rules items)``: trace under that sharding context."""
-  if sharding is None:
-    return _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, stops)
-  mesh, rules = sharding
-  with parallel.sharding_context(mesh, dict(rules)):
+  """``sharding``: ``parallel.static_sharding(mesh, rules)`` or None."""
+  with parallel.traced_sharding(sharding):
     return _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, stops)
 
 
@@ -218,7 +215,7 @@ def generate(graphdef, params, prompts: Sequence[bytes], cfg: SamplingConfig,
   ``mesh`` and logical-axis ``rules`` (the training ones), activations and the
   KV cache are sharded like training (rows over data x fsdp).
   """
-  sharding = None if mesh is None else (mesh, tuple(sorted((rules or {}).items())))
+  sharding = parallel.static_sharding(mesh, rules)
   # Stop strings as id sequences (bytes 64 + b), matched in the decode loop so a
   # batch ends as soon as every row has hit one; the host then truncates.
   stops = tuple(tuple(int(i) for i in vocab_lib.bytes_to_ids(s.encode("utf-8")))

@@ -97,7 +97,7 @@ def task_bpb(ctx: "Context") -> dict:
   docs = ctx.documents()
   if docs:
     out.update(bpb_lib.raw_bpb(ctx.graphdef, ctx.params, docs, context_len=context_len,
-                               stride=stride, batch_size=e.batch_size))
+                               stride=stride, batch_size=e.batch_size, sharding=ctx.sharding))
   elif not e.corpus:
     raise ConfigError("data.validation_fraction",
                       f"the validation split of data.sources={ctx.config.data.sources!r} holds "
@@ -109,7 +109,7 @@ def task_bpb(ctx: "Context") -> dict:
     if not cdocs:
       raise ConfigError("eval.corpus", f"{e.corpus!r} holds no readable documents")
     res = bpb_lib.raw_bpb(ctx.graphdef, ctx.params, cdocs, context_len=context_len,
-                          stride=stride, batch_size=e.batch_size)
+                          stride=stride, batch_size=e.batch_size, sharding=ctx.sharding)
     out.update({"corpus": e.corpus, "corpus_raw_bpb": res["raw_bpb"],
                 "corpus_bytes": res["bytes"], "corpus_documents": res["documents"],
                 "context_len": context_len, "stride": stride})
@@ -127,7 +127,7 @@ def task_view_bpb(ctx: "Context") -> dict:
   context_len, stride = _context_and_stride(ctx.config)
   return bpb_lib.view_bpb(ctx.graphdef, ctx.params, docs, view,
                           pipeline.build_vocab(ctx.config, view), context_len=context_len,
-                          stride=stride, batch_size=e.batch_size)
+                          stride=stride, batch_size=e.batch_size, sharding=ctx.sharding)
 
 
 # ---------------------------------------------------------------------------
@@ -332,7 +332,8 @@ class Context:
                mesh=None, rules: dict | None = None):
     self.config, self.graphdef, self.params, self.step = config, graphdef, params, step
     self.out_dir = out_dir
-    self.mesh, self.rules = mesh, rules  # generation shards like training when set
+    self.mesh, self.rules = mesh, rules  # scoring and generation shard like training
+    self.sharding = parallel.static_sharding(mesh, rules)
     self._docs = None
     self._corpus_docs = None
     self._problems: dict[str, list[codegen.Problem]] = {}
