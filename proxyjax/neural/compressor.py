@@ -69,6 +69,13 @@ class NeuralCompressor:
         ids[slot] = model_lib.row_ids(pending_docs[d][0], j, st)
       return (*self.model.tables_async(ids), rows)
 
+    def submit(rows):  # dispatch call b + 1, then read call b
+      nonlocal in_flight
+      flight = dispatch(rows)
+      if in_flight is not None:
+        finish(in_flight)
+      in_flight = flight
+
     for index, doc in enumerate(docs):
       doc = bytes(doc)
       rows = model_lib.num_rows(len(doc) + 1, st)
@@ -76,17 +83,11 @@ class NeuralCompressor:
       for j in range(rows):
         batch.append((index, j))
         if len(batch) == r:
-          flight = dispatch(batch)
+          submit(batch)
           batch = []
-          if in_flight is not None:
-            finish(in_flight)
-          in_flight = flight
           yield from ready()
     if batch:
-      flight = dispatch(batch)
-      if in_flight is not None:
-        finish(in_flight)
-      in_flight = flight
+      submit(batch)
     if in_flight is not None:
       finish(in_flight)
     yield from ready()

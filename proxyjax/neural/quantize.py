@@ -99,9 +99,14 @@ def _fragile_entries(x: np.ndarray, margin: float) -> np.ndarray:
   return (x < MAX_STEPS) & (np.abs(x - np.floor(x) - 0.5) < margin)
 
 
+def _steps(x: np.ndarray) -> np.ndarray:
+  """``u = rint(min(x, MAX_STEPS))`` as integers (round half to even)."""
+  return np.rint(np.minimum(x, MAX_STEPS)).astype(np.int64)
+
+
 def log2_steps(logits: np.ndarray) -> np.ndarray:
   """float64 logits ``[..., 256]`` -> integer steps of 1/64 bit below the maximum."""
-  return np.rint(np.minimum(_scaled(logits), MAX_STEPS)).astype(np.int64)
+  return _steps(_scaled(logits))
 
 
 def fragile(logits: np.ndarray, margin: float = FRAGILE_MARGIN) -> np.ndarray:
@@ -132,8 +137,7 @@ def tables_and_fragility(logits: np.ndarray, prob_bits: int = 16,
   """(frequencies ``[..., 256]``, fragile ``[...]``): the numpy reference of
   ``device_tables``."""
   x = _scaled(logits)
-  u = np.rint(np.minimum(x, MAX_STEPS)).astype(np.int64)
-  return (frequencies_from_steps(u, prob_bits),
+  return (frequencies_from_steps(_steps(x), prob_bits),
           np.any(_fragile_entries(x, margin), axis=-1))
 
 
