@@ -390,6 +390,7 @@ def test_isolation_is_reported_in_every_result(isolated):
 
 def test_missing_mechanisms_are_reported(monkeypatch):
   """Nothing is skipped silently: without namespaces the result and a warning say so."""
+  sandbox.isolation()  # the real probe first (it is cached for the other tests)
   monkeypatch.setattr(sandbox, "_unshare_options", lambda network: [])
   monkeypatch.setattr(sandbox, "_warned", set())
   with pytest.warns(RuntimeWarning, match="unavailable"):
