@@ -442,6 +442,6 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
+  from proxyjax import cli  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(main)
+  cli.run(main, prog="proxyjax.compress")  # bad flags, ConfigError: one line (--verbose)

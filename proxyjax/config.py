@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import ml_collections
@@ -304,6 +305,7 @@ def ladder_config(size: str) -> ml_collections.ConfigDict:
 def validate(c: ml_collections.ConfigDict) -> None:
   """Every check that needs no devices: data fields, model shape, step counts, eval."""
   validate_data(c)
+  validate_numbers(c)
   validate_eval(c)
   m = c.model
   kv = m.n_kv_heads or m.n_heads
@@ -325,3 +327,52 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for k in ("log_every",):
     if c[k] < 1:
       raise ConfigError(k, "must be >= 1")
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _number(c: ml_collections.ConfigDict, field: str, *, low: float, high: float = math.inf,
+            low_open: bool = False, high_open: bool = False, integer: bool = False) -> None:
+  """Fails unless ``c.<field>`` is a number in the range (open or closed ends), naming it."""
+  v = c
+  for part in field.split("."):
+    v = v[part]
+  ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+  ok = ok and not isinstance(v, bool) and not math.isnan(v)
+  ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+  if not ok:
+    if high == math.inf:
+      where = f"> {low}" if low_open else f">= {low}"
+    else:
+      where = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    kind = "an integer" if integer else "a finite number" if high_open else "a number"
+    raise ConfigError(field, f"must be {kind} {where}, got {v!r}")
+
+
+def validate_numbers(c: ml_collections.ConfigDict) -> None:
+  """Step counts, optimizer settings, model sizes and dtypes (no devices needed)."""
+  _number(c, "checkpoint_every", low=0, integer=True)  # 0 = only at the end / on SIGTERM
+  _number(c, "eval_every", low=0, integer=True)  # 0 = never
+  if not isinstance(c.keep_checkpoints, int) or c.keep_checkpoints < 1:
+    raise ConfigError("keep_checkpoints", "must be an integer >= 1 (a run keeps at least its "
+                      f"newest checkpoint), got {c.keep_checkpoints!r}")
+  _number(c, "opt.peak_lr", low=0, high=math.inf, low_open=True, high_open=True)
+  _number(c, "opt.warmup_steps", low=0, integer=True)
+  _number(c, "opt.min_lr_ratio", low=0, high=1)
+  _number(c, "opt.b1", low=0, high=1, high_open=True)
+  _number(c, "opt.b2", low=0, high=1, high_open=True)
+  _number(c, "opt.eps", low=0, high=math.inf, high_open=True)
+  _number(c, "opt.weight_decay", low=0, high=math.inf, high_open=True)
+  _number(c, "opt.clip", low=0, high=math.inf, low_open=True, high_open=True)
+  for k in ("d_model", "n_layers", "n_heads", "head_dim", "d_ff", "logits_chunk"):
+    _number(c, f"model.{k}", low=1, integer=True)
+  for k in ("n_kv_heads", "window"):
+    _number(c, f"model.{k}", low=0, integer=True)
+  for k in ("rope_theta", "norm_eps"):
+    _number(c, f"model.{k}", low=0, high=math.inf, low_open=True, high_open=True)
+  for k in ("init_std", "embed_std"):
+    _number(c, f"model.{k}", low=0, high=math.inf, high_open=True)
+  for k in ("dtype", "param_dtype"):
+    if c.model[k] not in DTYPES:
+      raise ConfigError(f"model.{k}", f"unknown dtype {c.model[k]!r}; known: {', '.join(DTYPES)}")

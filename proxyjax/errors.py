@@ -1,7 +1,14 @@
 """Errors shared across proxyjax."""
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+  """A problem with what a person typed or with the state of their run (bad config,
+  missing checkpoint, ...) whose message is complete in itself: the command-line
+  entry points print it as one line, without a traceback (``--verbose`` shows it).
+  Subclass it (alongside a builtin type where callers catch that) for such errors."""
+
+
+class ConfigError(UserError, ValueError):
   """A configuration value is invalid. The message names the offending field."""
 
   def __init__(self, field: str, message: str):

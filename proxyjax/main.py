@@ -16,15 +16,22 @@ Multi-process (pods, SLURM, Kubernetes, local CPU tests): see
 
     python -m proxyjax.main ... --coordinator_address=127.0.0.1:12345 \
         --num_processes=2 --process_id=0 --local_device_count=4
+
+Bad input -- an unknown flag or config field, a config file that is missing or
+fails to load, an invalid config value, ``--mode=eval`` without a checkpoint --
+prints one line, ``proxyjax: error: ...``, and exits with status 2 before any
+training; ``--verbose`` adds the traceback (see ``proxyjax.cli``).
 """
 
 import os
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from proxyjax import cli
+from proxyjax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with get_config().",
                                           lock_config=True)
@@ -81,7 +88,9 @@ def _run(config, mode: str, workdir: str | None) -> None:
         platform=_PLAN_PLATFORM.value, compile=_PLAN_COMPILE.value,
         topology=_PLAN_TOPOLOGY.value, local_device_count=_LOCAL_DEVICE_COUNT.value))
     return
+  from proxyjax import config as config_lib  # pylint: disable=g-import-not-at-top
   from proxyjax import distributed  # pylint: disable=g-import-not-at-top
+  config_lib.validate(config)  # bad config: one line, before connecting to other processes
   distributed.initialize(_distributed_options())  # before anything touches devices
   if mode == "train":
     import jax  # pylint: disable=g-import-not-at-top
@@ -97,11 +106,12 @@ def _run(config, mode: str, workdir: str | None) -> None:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])} "
+                    "(flags take the form --name=value)")
   if _CONFIG.value is None:
-    raise app.UsageError("--config is required")
+    raise UserError("--config is required, e.g. --config=configs/tiny.py")
   if _WORKDIR.value is None and _MODE.value != "plan":
-    raise app.UsageError("--workdir is required")
+    raise UserError(f"--workdir is required with --mode={_MODE.value}")
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   if _EVAL_TASKS.value is not None:
@@ -126,6 +136,14 @@ def _fail_fast(error: Exception) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   if not jax.distributed.is_initialized() or jax.process_count() == 1:
     return
+  if isinstance(error, UserError):  # the same bad input in every process: one line each
+    if cli.verbose():
+      import traceback  # pylint: disable=g-import-not-at-top
+      traceback.print_exception(error)
+    print(f"proxyjax: error: process {jax.process_index()} of {jax.process_count()}: "
+          f"{cli.one_line(str(error))}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(cli.EXIT_USER_ERROR)  # pylint: disable=protected-access
   import traceback  # pylint: disable=g-import-not-at-top
   traceback.print_exception(error)
   first = (str(error).splitlines() or [""])[0][:400]
@@ -138,4 +156,4 @@ def _fail_fast(error: Exception) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -70,8 +70,19 @@ def prepare_cpu_devices(opts: Options) -> None:
     jax.config.update("jax_num_cpu_devices", int(n))
 
 
+def validate_options(opts: Options) -> None:
+  """Fails on a device count or memory that cannot be planned for, naming the flag."""
+  for name, value in (("plan.devices", opts.devices),
+                      ("local_device_count", opts.local_device_count)):
+    if value is not None and value < 1:
+      raise ConfigError(name, f"must be >= 1 (or unset: the local device count), got {value}")
+  if opts.device_memory_gb is not None and not opts.device_memory_gb > 0:
+    raise ConfigError("plan.device_memory_gb", f"must be > 0, got {opts.device_memory_gb}")
+
+
 def main(config, opts: Options) -> dict[str, Any]:
   """``--mode=plan``: prints the report, returns it."""
+  validate_options(opts)
   prepare_cpu_devices(opts)
   report = make_plan(config, opts)
   print(format_report(report))
@@ -103,6 +114,7 @@ def make_plan(config, opts: Options) -> dict[str, Any]:
   from proxyjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
   config_lib.validate(config)
+  validate_options(opts)
   if opts.compile not in ("auto", "always", "never"):
     raise ConfigError("plan.compile", f"must be auto, always or never, got {opts.compile!r}")
   local_platform = jax.default_backend()

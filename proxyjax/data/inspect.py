@@ -99,4 +99,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from proxyjax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main, prog="proxyjax.data.inspect")  # one-line errors (--verbose: traceback)

@@ -30,6 +30,7 @@ from proxyjax.data import mixing
 from proxyjax.data import packing
 from proxyjax.data import sources as sources_lib
 from proxyjax.data import stats as stats_lib
+from proxyjax.data import worker_lifetime
 from proxyjax.errors import ConfigError
 
 SPLITS = ("train", "validation")
@@ -232,7 +233,7 @@ def build_dataset(config: ml_collections.ConfigDict, split: str = "train", *,
     _ensure_absl_flags_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=d.num_workers,
                                                      per_worker_buffer_size=d.worker_buffer_size),
-                        worker_init_fn=mixing.worker_init)
+                        worker_init_fn=worker_lifetime.WorkerInit(mixing.worker_init))
   return ds
 
 

@@ -54,6 +54,7 @@ from proxyjax.eval import generate
 from proxyjax.eval import robustness
 from proxyjax.eval import sandbox
 from proxyjax.errors import ConfigError
+from proxyjax.errors import UserError
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import step as step_lib
@@ -90,24 +91,39 @@ def _context_and_stride(config) -> tuple[int, int]:
 # BPB.
 
 
+def _bpb_documents(ctx: "Context") -> list[bytes]:
+  """The validation documents the bpb task scores (cached in ``ctx``); fails naming
+  the field when there are none to score (nor an ``eval.corpus``)."""
+  e = ctx.config.eval
+  docs = ctx.documents()
+  if not docs and not e.corpus:
+    raise ConfigError("data.validation_fraction",
+                      f"the validation split of data.sources={ctx.config.data.sources!r} holds "
+                      "no readable documents: raise the fraction or set eval.corpus")
+  if e.corpus and not ctx.corpus_documents():
+    raise ConfigError("eval.corpus", f"{e.corpus!r} holds no readable documents")
+  return docs
+
+
+def check_train_inputs(ctx: "Context", train_tasks: str) -> None:
+  """At the start of training: loads (and caches in ``ctx``) the documents the
+  periodic evaluations score, so an empty validation split fails before step 1."""
+  if "bpb" in parse_tasks(train_tasks, "eval.train_tasks"):
+    _bpb_documents(ctx)
+
+
 def task_bpb(ctx: "Context") -> dict:
   e = ctx.config.eval
   context_len, stride = _context_and_stride(ctx.config)
   out: dict[str, Any] = {}
-  docs = ctx.documents()
+  docs = _bpb_documents(ctx)
   if docs:
     out.update(bpb_lib.raw_bpb(ctx.graphdef, ctx.params, docs, context_len=context_len,
                                stride=stride, batch_size=e.batch_size, sharding=ctx.sharding))
-  elif not e.corpus:
-    raise ConfigError("data.validation_fraction",
-                      f"the validation split of data.sources={ctx.config.data.sources!r} holds "
-                      "no readable documents: raise the fraction or set eval.corpus")
   else:
     out["validation"] = "no documents"
   if e.corpus:
     cdocs = ctx.corpus_documents()
-    if not cdocs:
-      raise ConfigError("eval.corpus", f"{e.corpus!r} holds no readable documents")
     res = bpb_lib.raw_bpb(ctx.graphdef, ctx.params, cdocs, context_len=context_len,
                           stride=stride, batch_size=e.batch_size, sharding=ctx.sharding)
     out.update({"corpus": e.corpus, "corpus_raw_bpb": res["raw_bpb"],
@@ -408,9 +424,20 @@ def run_tasks(ctx: Context, tasks: list[str], out_dir: str | None) -> dict[str, 
   return results
 
 
+class NoCheckpointError(UserError, FileNotFoundError):
+  """``--mode=eval`` on a workdir without a checkpoint (one line on the command line)."""
+
+  def __init__(self, workdir: str):
+    super().__init__(f"no checkpoint to evaluate in {os.path.join(workdir, 'checkpoints')} "
+                     f"(train first: --mode=train --workdir={workdir})")
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Restores the newest checkpoint in ``workdir`` and runs ``config.eval.tasks``."""
   config_lib.validate(config)
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory) or not os.listdir(directory):
+    raise NoCheckpointError(workdir)  # early, before building the model
   tasks = parse_tasks(config.eval.tasks)
   mesh = parallel.make_mesh(config.mesh.shape, dcn_shape=config.mesh.dcn_shape)
   vocab = pipeline.build_vocab(config)
@@ -423,7 +450,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   finally:
     ckpt.close()
   if restored is None:
-    raise FileNotFoundError(f"no checkpoint to evaluate in {workdir}/checkpoints")
+    raise NoCheckpointError(workdir)
   step, state, _ = restored
   out_dir = os.path.join(workdir, "eval")
   ctx = Context(config, setup.graphdef, state["params"], step, out_dir=out_dir,

@@ -98,6 +98,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   vocab = pipeline.build_vocab(config)
   model_cfg = transformer.ModelConfig.from_config(config, vocab)
   setup = step_lib.build(config, model_cfg, mesh)
+  from proxyjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
+  eval_ctx = eval_run.Context(config, setup.graphdef, None, 0, mesh=setup.mesh,
+                              rules=setup.rules)
+  if config.eval_every:  # an empty validation split fails now, not at the first eval
+    eval_run.check_train_inputs(eval_ctx, config.eval.train_tasks)
   shard, shards = parallel.data_shard(mesh, config.batch_size)
   data_it = pipeline.make_iterator(config, "train", process_index=shard, process_count=shards)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -121,9 +126,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
           f"steps {start}->{config.num_steps}", file=sys.stderr)
     config_lib.write_run_config(config, workdir)
 
-  from proxyjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
-  eval_ctx = eval_run.Context(config, setup.graphdef, None, start, mesh=setup.mesh,
-                              rules=setup.rules)
+  eval_ctx.step = start
   last: dict[str, Any] = {}
   bar = None
   pending = None  # (step, device metrics) of the step whose metrics are not read yet
@@ -209,7 +212,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
           last = {k: v for k, v in last.items() if v is not None}
           writer.write(step, last)
           if bar is not None:
-            bar.set_postfix(loss=f"{last['loss']:.3f}", bpb=f"{last.get('raw_bpb', 0):.3f}")
+            bar.set_postfix(metrics_lib.progress_postfix(last))
           acc.clear()
           window = {"steps": 0, "tokens": 0, "pairs": 0, "data_wait": 0.0, "excluded": 0.0}
           window_start = time.perf_counter()

@@ -49,6 +49,13 @@ def visible_pairs(segment_ids: np.ndarray, window: int | None = None) -> int:
   return total
 
 
+def progress_postfix(metrics: dict[str, Any]) -> dict[str, str]:
+  """The progress bar's loss and raw bits per byte for a log window; "–" for the
+  BPB of a window without raw-byte targets (all compressed), never a fake 0.000."""
+  bpb = metrics.get("raw_bpb")
+  return {"loss": f"{metrics['loss']:.3f}", "bpb": "–" if bpb is None else f"{bpb:.3f}"}
+
+
 def step_flops(model_cfg, n_dense_params: int, tokens: int, pairs: int) -> float:
   attn = 12.0 * model_cfg.n_heads * model_cfg.head_dim * model_cfg.n_layers * pairs
   return 6.0 * n_dense_params * tokens + attn
