@@ -37,24 +37,6 @@ import zlib
 
 import numpy as np
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/compressor.py",
-                                          "Compressor config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Compressor run directory.", required=True)
-_MAX_DOCS = flags.DEFINE_integer("max_docs", 32, "Validation documents.")
-_MAX_MB = flags.DEFINE_float("max_mb", 1.0, "Stop adding documents after this many MB.")
-_DECODE_DOCS = flags.DEFINE_integer("decode_docs", 2, "Documents decoded (round-trip check).")
-_DECODE_BYTES = flags.DEFINE_integer("decode_bytes", 256,
-                                     "Each decoded document is its first N bytes (decoding costs "
-                                     "one model call per coded byte).")
-_VIEWS = flags.DEFINE_list("views", ["deflate", "gzip", "tokenizer"], "Baseline views.")
-_CODER_WORKERS = flags.DEFINE_integer("coder_workers", 0, "Coder processes in the pipelined "
-                                      "runs (0 = one background thread, as compress).")
-_JSON_OUT = flags.DEFINE_string("json_out", None, "Write the results here as JSON.")
-
 
 def _documents(config, max_docs: int, max_bytes: int) -> list[bytes]:
   from proxyjax.data import sources  # pylint: disable=g-import-not-at-top
@@ -136,23 +118,25 @@ class _InstantModel:
     return self._out
 
 
-def main(argv):
-  del argv
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.WARNING)
+def measure(config, model, *, max_docs: int = 32, max_mb: float = 1.0, decode_docs: int = 2,
+            decode_bytes: int = 256, views=("deflate", "gzip", "tokenizer"),
+            coder_workers: int = 0, docs: list[bytes] | None = None) -> dict:
+  """Everything this benchmark reports, for a ``ByteModel`` (``ByteModel.restore`` or
+  ``.init``), as one JSON-able dict (``benchmarks/gpu_suite.py`` calls it).
+  ``decode_docs=0`` skips the decode; ``views=()`` the baselines."""
   import jax  # pylint: disable=g-import-not-at-top
   from proxyjax.neural import coder  # pylint: disable=g-import-not-at-top
   from proxyjax.neural import compressor as compressor_lib  # pylint: disable=g-import-not-at-top
   from proxyjax.neural import model as model_lib  # pylint: disable=g-import-not-at-top
 
-  config = _CONFIG.value
-  model = model_lib.ByteModel.restore(config, _WORKDIR.value)
   st = model.settings
   comp = compressor_lib.NeuralCompressor(model)
-  docs = _documents(config, _MAX_DOCS.value, int(_MAX_MB.value * 1e6))
+  if docs is None:
+    docs = _documents(config, max_docs, int(max_mb * 1e6))
   nbytes = sum(len(d) for d in docs)
+  t_compile = time.perf_counter()
   comp.encode([docs[0][:64]])  # compile
-
+  t_compile = time.perf_counter() - t_compile
   t0 = time.perf_counter()
   tables = list(comp.tables(docs))
   t_model = time.perf_counter() - t0
@@ -167,7 +151,7 @@ def main(argv):
     plain_symbols += coder.encode_document(doc, tab, st)[1].symbols
   positions = sum(len(d) + 1 for d in docs)
   del tables
-  workers = _CODER_WORKERS.value
+  workers = coder_workers
   piped, t_piped = _pipelined(comp, docs, workers)
   assert all(np.array_equal(a, b) for a, b in zip(piped, streams))
   ids = np.stack([model_lib.row_ids(docs[0], j % max(model_lib.num_rows(len(docs[0]), st), 1),
@@ -175,13 +159,15 @@ def main(argv):
   host_only = compressor_lib.NeuralCompressor(_InstantModel(model, ids))
   _, t_host = _pipelined(host_only, docs, workers)
 
-  heads = [d[:_DECODE_BYTES.value] for d in docs[:_DECODE_DOCS.value]]
-  head_streams = comp.encode(heads)
-  t3 = time.perf_counter()
-  decoded = comp.decode(head_streams, crc32s=[zlib.crc32(d) for d in heads])
-  t_dec = time.perf_counter() - t3
+  heads = [d[:decode_bytes] for d in docs[:decode_docs]]
+  t_dec = 0.0
+  if heads:
+    head_streams = comp.encode(heads)
+    t3 = time.perf_counter()
+    decoded = comp.decode(head_streams, crc32s=[zlib.crc32(d) for d in heads])
+    t_dec = time.perf_counter() - t3
+    assert decoded == heads, "round trip failed"
   dec_bytes = sum(len(d) for d in heads)
-  assert decoded == heads, "round trip failed"
 
   neural = {
       "bytes_per_symbol": nbytes / stats.symbols,
@@ -201,17 +187,34 @@ def main(argv):
       "host_only_mb_per_s": nbytes / 1e6 / t_host,
       "mb_per_s": nbytes / 1e6 / t_piped, "gb_per_hour": nbytes / 1e9 / t_piped * 3600,
       "coder_workers": workers,
-      "decode_bytes_per_s": dec_bytes / max(t_dec, 1e-9), "decoded_docs": len(heads),
+      "decode_bytes_per_s": dec_bytes / t_dec if heads else None, "decoded_docs": len(heads),
       "decoded_bytes": dec_bytes,
-      "settings": st.to_dict(), "checkpoint_step": model.step,
+      "settings": st.to_dict(), "checkpoint_step": model.step, "compile_s": t_compile,
+      "model_gb_per_hour": nbytes / 1e9 / t_model * 3600,
   }
   results = {"documents": len(docs), "bytes": nbytes, "neural": neural,
              "device": str(model.device.device_kind), "cpus": os.cpu_count(),
              "python": platform.python_version(), "jax": jax.__version__}
-  for name in _VIEWS.value:
+  for name in views:
     results[name] = _baseline(name, config, docs)
+  return results
 
-  print(f"{len(docs)} validation documents, {nbytes / 1e6:.3f} MB, compressor step {model.step} "
+
+def main(argv):
+  del argv
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)
+  from proxyjax.neural import model as model_lib  # pylint: disable=g-import-not-at-top
+
+  config = _CONFIG.value
+  model = model_lib.ByteModel.restore(config, _WORKDIR.value)
+  results = measure(config, model, max_docs=_MAX_DOCS.value, max_mb=_MAX_MB.value,
+                    decode_docs=_DECODE_DOCS.value, decode_bytes=_DECODE_BYTES.value,
+                    views=_VIEWS.value, coder_workers=_CODER_WORKERS.value)
+  docs, nbytes, neural = results["documents"], results["bytes"], results["neural"]
+  workers = neural["coder_workers"]
+  stats_fragile, positions = neural["fragile_positions"], neural["positions"]
+  print(f"{docs} validation documents, {nbytes / 1e6:.3f} MB, compressor step {model.step} "
         f"({results['device']}, {results['cpus']} CPUs)")
   print(f"{'view':<12}{'bytes/symbol':>14}{'bits/byte':>11}{'alphabet':>10}")
   for name in ["neural"] + list(_VIEWS.value):
@@ -220,14 +223,14 @@ def main(argv):
   print(f"neural: model {neural['model_bits_per_coded_byte']:.3f} bits/coded byte, window fill "
         f"{neural['window_fill']:.3f}, {neural['bytes_per_window']:.2f} bytes/window, literal "
         f"{neural['literal_fraction']:.3%}")
-  print(f"neural fragile tables: {stats.fragile_positions}/{positions} positions "
+  print(f"neural fragile tables: {stats_fragile}/{positions} positions "
         f"({neural['fragile_fraction']:.2e}); leaving them literal costs "
         f"{neural['fragility_cost']:+.3%} symbols")
   print(f"neural throughput: model {neural['model_mb_per_s'] * 1e3:.1f} KB/s, coder "
         f"{neural['coder_mb_per_s'] * 1e3:.1f} KB/s (1 process), host only "
         f"{neural['host_only_mb_per_s'] * 1e3:.1f} KB/s, pipelined "
         f"{neural['mb_per_s'] * 1e3:.1f} KB/s = {neural['gb_per_hour']:.4f} GB/h per process "
-        f"(coder_workers={workers}); decode {neural['decode_bytes_per_s']:.0f} B/s")
+        f"(coder_workers={workers}); decode {neural['decode_bytes_per_s'] or 0:.0f} B/s")
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, "w") as f:
       json.dump(results, f, indent=1)
@@ -235,4 +238,21 @@ def main(argv):
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/compressor.py",
+                                            "Compressor config.")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Compressor run directory.", required=True)
+  _MAX_DOCS = flags.DEFINE_integer("max_docs", 32, "Validation documents.")
+  _MAX_MB = flags.DEFINE_float("max_mb", 1.0, "Stop adding documents after this many MB.")
+  _DECODE_DOCS = flags.DEFINE_integer("decode_docs", 2, "Documents decoded (round-trip check).")
+  _DECODE_BYTES = flags.DEFINE_integer("decode_bytes", 256,
+                                       "Each decoded document is its first N bytes (decoding costs "
+                                       "one model call per coded byte).")
+  _VIEWS = flags.DEFINE_list("views", ["deflate", "gzip", "tokenizer"], "Baseline views.")
+  _CODER_WORKERS = flags.DEFINE_integer("coder_workers", 0, "Coder processes in the pipelined "
+                                        "runs (0 = one background thread, as compress).")
+  _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the results here as JSON.")
   app.run(main)

@@ -78,3 +78,47 @@ def test_auto_and_errors():
   q, k, v = _inputs(seg)
   with pytest.raises(ValueError, match="unknown attention backend"):
     A.attention(q, k, v, seg, backend="flash")
+
+
+class _FakeDevice:
+  def __init__(self, platform, kind, cc=None):
+    self.platform, self.device_kind = platform, kind
+    if cc is not None:
+      self.compute_capability = cc
+
+
+@pytest.mark.parametrize("device,expected", [
+    (_FakeDevice("gpu", "NVIDIA H200", "9.0"), "pallas_gpu"),
+    (_FakeDevice("gpu", "NVIDIA A100-SXM4-80GB", "8.0"), "pallas_gpu"),
+    (_FakeDevice("gpu", "NVIDIA B200", "10.0"), "pallas_gpu"),
+    (_FakeDevice("gpu", "Tesla V100-SXM2-16GB", "7.0"), "xla"),
+    (_FakeDevice("gpu", "Tesla T4", "7.5"), "xla"),
+    (_FakeDevice("gpu", "AMD Instinct MI300X"), "xla"),  # no CUDA compute capability
+    (_FakeDevice("tpu", "TPU v5p"), "pallas_tpu"),
+    (_FakeDevice("cpu", "cpu"), "xla"),
+])
+def test_auto_backend_per_device_generation(device, expected):
+  backend, why = A.auto_backend(device)
+  assert backend == expected and why
+
+
+def test_auto_falls_back_to_cudnn_without_triton(monkeypatch, caplog):
+  from proxyjax.model.kernels import pallas_gpu  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(pallas_gpu, "triton_available", lambda: (False, "no Triton here"))
+  h100 = _FakeDevice("gpu", "NVIDIA H100 80GB HBM3", "9.0")
+  backend, why = A.auto_backend(h100)
+  assert backend == "cudnn" and "no Triton here" in why
+  monkeypatch.setattr(A.jax, "devices", lambda: [h100])
+  monkeypatch.setattr(A, "_LOGGED", set())
+  with caplog.at_level("INFO", logger=A.__name__):
+    assert A.default_backend() == "cudnn"
+    assert A.default_backend() == "cudnn"
+  logged = [r.getMessage() for r in caplog.records if "attention backend auto" in r.getMessage()]
+  assert len(logged) == 1 and "cudnn" in logged[0] and "sm90" in logged[0]
+
+
+def test_compute_capability_parsing():
+  assert A.compute_capability(_FakeDevice("gpu", "x", "9.0")) == (9, 0)
+  assert A.compute_capability(_FakeDevice("gpu", "x", "12.1")) == (12, 1)
+  assert A.compute_capability(_FakeDevice("gpu", "x", "gfx942")) is None
+  assert A.compute_capability(_FakeDevice("cpu", "cpu")) is None

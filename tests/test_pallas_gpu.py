@@ -4,10 +4,12 @@ The kernels run on CPU with ``interpret=True`` and are compared with the dense
 ``xla_attention`` oracle in float32 (forward atol 2e-5; dq/dk/dv atol and rtol
 1e-4). The block-skipping bounds are checked against the dense mask, and the
 kernels are lowered (not run) for CUDA to check that the Triton lowering
-accepts them.
+accepts them (on jax 0.10 and 0.11, whose Triton path warns as deprecated).
 """
 
+import contextlib
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -188,8 +190,23 @@ def test_bad_shapes_raise(t, h, kv, d, block_q, block_k, seg_shape, match):
                                interpret=True)
 
 
+def _cuda_target(device_kind="NVIDIA H100 80GB HBM3"):
+  """Context naming the GPU the Triton lowering targets when no GPU is present.
+
+  jax >= 0.11 reads the target's compute capability from an abstract device of
+  the current abstract mesh (it raises "No supported GPU devices found"
+  without one); older jax reads it from the default device, if any.
+  """
+  if not hasattr(jax.sharding, "AbstractDevice"):
+    return contextlib.nullcontext()
+  dev = jax.sharding.AbstractDevice(device_kind=device_kind, num_cores=None, platform="cuda")
+  return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("x",),
+                                                                  abstract_device=dev))
+
+
 def test_lowers_to_triton_for_cuda():
-  """Cross-lowering on CPU runs the Pallas->Triton lowering of all three kernels."""
+  """Cross-lowering on CPU runs the Pallas->Triton lowering of all three kernels
+  (jax 0.10 and 0.11: the Triton compiler params are found by name)."""
   q = jax.ShapeDtypeStruct((2, 128, 4, 64), jnp.bfloat16)
   k = jax.ShapeDtypeStruct((2, 128, 2, 64), jnp.bfloat16)
   seg = jax.ShapeDtypeStruct((2, 128), jnp.int32)
@@ -198,12 +215,39 @@ def test_lowers_to_triton_for_cuda():
     out = pallas_gpu.flash_attention(q, k, v, seg, window=40, block_q=32, block_k=64)
     return jnp.sum(out.astype(jnp.float32))
 
-  traced = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(q, k, k, seg)
-  try:
-    hlo = traced.lower(lowering_platforms=("cuda",)).as_text()
-  except Exception as e:  # pylint: disable=broad-except
-    if "compilation handler" in str(e).lower():  # newer jaxlib compiles eagerly
-      pytest.skip(f"no Triton compiler without a CUDA plugin: {e}")
-    raise
+  with warnings.catch_warnings(record=True) as caught, _cuda_target():
+    warnings.simplefilter("always")
+    pallas_gpu.silence_triton_deprecation()
+    traced = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(q, k, k, seg)
+    try:
+      hlo = traced.lower(lowering_platforms=("cuda",)).as_text()
+    except Exception as e:  # pylint: disable=broad-except
+      if "compilation handler" in str(e).lower():  # some jaxlibs compile eagerly
+        pytest.skip(f"no Triton compiler without a CUDA plugin: {e}")
+      raise
   calls = hlo.count("__gpu$xla.gpu.triton") + hlo.count("triton_kernel_call")
   assert calls == 3  # forward, dq, dk/dv
+  # jax 0.11's "Pallas Triton backend is deprecated" warning is silenced.
+  assert not [w for w in caught if "Triton backend is deprecated" in str(w.message)]
+
+
+def test_triton_params_and_availability():
+  cls = pallas_gpu._triton_params_class()  # pylint: disable=protected-access
+  assert cls is not None and cls.__name__ in ("CompilerParams", "TritonCompilerParams")
+  cfg = pallas_gpu._Config(causal=True, window=None, sm_scale=1.0, block_q=64,  # pylint: disable=protected-access
+                           block_k=64, num_warps=8, num_stages=2, interpret=False)
+  params = pallas_gpu._compiler_params(cfg)  # pylint: disable=protected-access
+  assert (params.num_warps, params.num_stages) == (8, 2)
+  ok, why = pallas_gpu.triton_available()
+  assert ok and jax.__version__ in why
+
+
+def test_triton_deprecation_silenced():
+  message = ("The Pallas Triton backend is deprecated and will be removed in a future JAX "
+             "version.")
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    pallas_gpu.silence_triton_deprecation()
+    warnings.warn(message, DeprecationWarning)
+    warnings.warn("some other deprecation", DeprecationWarning)
+  assert [str(w.message) for w in caught] == ["some other deprecation"]

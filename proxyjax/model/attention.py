@@ -20,15 +20,22 @@ Backends:
               window), so cost scales with the sum of document-length squared.
   pallas_tpu  splash attention with ``SegmentIds``.
   cudnn       ``jax.nn.dot_product_attention`` with the dense mask (comparison point).
-  auto        pallas_gpu on GPU, pallas_tpu on TPU, xla elsewhere.
+  auto        per device generation (:func:`auto_backend`, logged once per choice):
+              pallas_tpu on TPU; on NVIDIA GPUs pallas_gpu from compute capability 8.0
+              (Ampere, Hopper, Blackwell: the Triton kernel) while the running jax
+              still lowers Pallas to Triton, else cudnn (cuDNN's fused attention
+              needs sm80+ too), and xla before sm80 or on other GPUs; xla on CPU.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
+
+log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "xla", "pallas_gpu", "pallas_tpu", "cudnn"]
 BACKENDS = ("auto", "xla", "pallas_gpu", "pallas_tpu", "cudnn")
@@ -87,9 +94,51 @@ def cudnn_attention(q, k, v, segment_ids, *, causal=True, window=None, sm_scale=
   return jnp.where(visible, out, jnp.zeros_like(out))
 
 
+def compute_capability(device) -> tuple[int, int] | None:
+  """``(major, minor)`` of an NVIDIA GPU device, None elsewhere (or when unknown)."""
+  cc = getattr(device, "compute_capability", None)
+  if not cc:
+    return None
+  try:
+    major, _, minor = str(cc).partition(".")
+    return int(major), int(minor or 0)
+  except ValueError:
+    return None
+
+
+def auto_backend(device=None) -> tuple[str, str]:
+  """``(backend, reason)`` that ``backend="auto"`` resolves to on ``device``
+  (default: the first device)."""
+  device = jax.devices()[0] if device is None else device
+  platform = device.platform
+  kind = getattr(device, "device_kind", platform)
+  if platform == "tpu":
+    return "pallas_tpu", f"{kind}: splash attention"
+  if platform != "gpu":
+    return "xla", f"{platform}: dense XLA attention"
+  cc = compute_capability(device)
+  if cc is None:  # ROCm or unknown: no Triton/cuDNN path we have checked
+    return "xla", f"{kind}: no CUDA compute capability reported"
+  where = f"{kind} (sm{cc[0]}{cc[1]})"
+  if cc < (8, 0):
+    return "xla", f"{where}: the Triton kernel and cuDNN flash attention need sm80+"
+  from proxyjax.model.kernels import pallas_gpu  # pylint: disable=g-import-not-at-top
+  ok, why = pallas_gpu.triton_available()
+  if ok:
+    return "pallas_gpu", f"{where}: {why}"
+  return "cudnn", f"{where}: {why}; cuDNN with the dense mask instead"
+
+
+_LOGGED: set = set()
+
+
 def default_backend() -> str:
-  platform = jax.devices()[0].platform
-  return {"gpu": "pallas_gpu", "tpu": "pallas_tpu"}.get(platform, "xla")
+  """The backend ``auto`` resolves to here; logs the choice and why, once per choice."""
+  backend, why = auto_backend()
+  if (backend, why) not in _LOGGED:
+    _LOGGED.add((backend, why))
+    log.info("attention backend auto -> %s (%s)", backend, why)
+  return backend
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array,

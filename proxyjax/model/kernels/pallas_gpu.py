@@ -39,8 +39,17 @@ slices and scalar indices into refs (lowered to pointer arithmetic); loop
 bounds are dynamic scalars in ``lax.fori_loop`` (lowered to ``scf.for``); no
 scratch memory or scalar prefetch (unsupported by the Triton backend).
 
-Note: the Pallas Triton backend is deprecated as of jax 0.11 (in favour of
-Mosaic GPU); it is kept isolated in this module so it can be replaced without
+jax versions: the Triton compiler parameters are looked up by name
+(``jax.experimental.pallas.triton.CompilerParams`` on jax >= 0.5, including
+0.10 and 0.11; ``pallas.gpu.TritonCompilerParams`` or the ``{"triton": ...}``
+dict on older releases), so the same code lowers on each. jax 0.11 deprecates
+the Pallas Triton backend (in favour of Mosaic GPU, now the default for
+``pallas_call`` without compiler params) and warns once per lowering; that
+DeprecationWarning is silenced here (this module opts into Triton explicitly).
+:func:`triton_available` says whether the running jax still lowers Pallas to
+Triton (the backend is importable and its deprecation not escalated to an
+error); ``attention(backend="auto")`` uses it to fall back to cuDNN/XLA.
+The backend is kept isolated in this module so it can be replaced without
 touching the attention API.
 """
 
@@ -49,12 +58,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 
 import jax
 from jax import lax
 from jax.experimental import pallas as pl
-from jax.experimental.pallas import triton as plgpu
 import jax.numpy as jnp
+
+# jax >= 0.11 warns at every lowering that the Pallas Triton backend is
+# deprecated; this module chooses Triton on purpose (see the module docstring).
+TRITON_DEPRECATION = r"The Pallas Triton backend is deprecated"
+
+
+def silence_triton_deprecation() -> None:
+  """Ignores jax's "Pallas Triton backend is deprecated" DeprecationWarning (only it).
+
+  Called at import; call again inside a ``warnings.catch_warnings()`` block (pytest
+  resets the filters per test)."""
+  warnings.filterwarnings("ignore", message=TRITON_DEPRECATION, category=DeprecationWarning)
+
+
+silence_triton_deprecation()
 
 _LOG2E = math.log2(math.e)
 _LN2 = math.log(2.0)
@@ -359,8 +383,52 @@ def _dkv_kernel(q_lo_ref, q_hi_ref, seg_ref, q_ref, k_ref, v_ref, do_ref,
 # ----------------------------------------------------------------------------
 
 
-def _compiler_params(cfg: _Config) -> plgpu.CompilerParams:
-  return plgpu.CompilerParams(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+def _triton_params_class():
+  """The Triton ``CompilerParams`` class of the running jax, or None.
+
+  ``jax.experimental.pallas.triton.CompilerParams`` (jax 0.5 .. 0.11+), else
+  ``jax.experimental.pallas.gpu.TritonCompilerParams`` or
+  ``pl.TritonCompilerParams`` (older releases).
+  """
+  try:
+    from jax.experimental.pallas import triton as pltriton  # pylint: disable=g-import-not-at-top
+    cls = getattr(pltriton, "CompilerParams", None)
+    if cls is not None:
+      return cls
+  except ImportError:
+    pass
+  try:
+    from jax.experimental.pallas import gpu as plgpu_old  # pylint: disable=g-import-not-at-top
+    cls = getattr(plgpu_old, "TritonCompilerParams", None)
+    if cls is not None:
+      return cls
+  except ImportError:
+    pass
+  return getattr(pl, "TritonCompilerParams", None)
+
+
+def triton_available() -> tuple[bool, str]:
+  """``(ok, why)``: can this jax lower Pallas kernels to Triton?
+
+  False when the Triton backend module is gone or its deprecation
+  (``jax-pallas-triton``) has been escalated to an error.
+  """
+  if _triton_params_class() is None:
+    return False, f"jax {jax.__version__} has no Pallas Triton compiler params"
+  try:
+    from jax._src import deprecations  # pylint: disable=g-import-not-at-top
+    if deprecations.is_accelerated("jax-pallas-triton"):
+      return False, f"jax {jax.__version__} turned the Pallas Triton deprecation into an error"
+  except (ImportError, AttributeError, ValueError):  # not registered: not deprecated yet
+    pass
+  return True, f"Pallas Triton backend of jax {jax.__version__}"
+
+
+def _compiler_params(cfg: _Config):
+  cls = _triton_params_class()
+  if cls is None:  # very old jax: per-backend dicts
+    return {"triton": {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}}
+  return cls(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def _forward(q, k, v, segment_ids, kv_lo, kv_hi, cfg: _Config):
