@@ -51,6 +51,10 @@ def base_config() -> ml_collections.ConfigDict:
   d.doc_mask = True  # Segment ids per document (False = plain causal rows, positions 0..L-1).
   d.shuffle = True  # Shuffle documents (per epoch, seeded) in the train split.
   d.num_epochs = -1  # Passes over the train split (-1 = forever).
+  # End of a finite mixture of several sources (num_epochs > 0, validation): 'all' reads
+  # every document (when a source runs out the others go on, weights renormalised);
+  # 'first' stops when one runs out (exact weights; the rest counted as unread_at_end).
+  d.mixture_end = "all"
   d.max_document_bytes = 1 << 24  # Longer documents are skipped and counted.
   d.num_workers = 0  # Grain worker processes (0 = in the main process). Keep fixed across resumes.
   d.worker_buffer_size = 2  # Batches buffered per worker.

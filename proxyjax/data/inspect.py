@@ -5,7 +5,10 @@ r"""Shows exactly what the model will be fed.
 
 Writes one JSON object per row with the keys ``inputs``, ``targets``,
 ``segment_ids`` and ``positions`` (lists of ints); ``--stats`` prints the
-pipeline accounting; ``--show=K`` prints the first K rows in readable form.
+pipeline accounting (with a finite stream, ``unread_at_end:<source>`` counts
+the documents each source still held when it ended); ``--show=K`` prints the
+first K rows in readable form. Sources without a usable document fail with one
+line naming ``data.sources`` and the skip counts (exit status 2).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from proxyjax import vocab as vocab_lib
+from proxyjax.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
                                           lock_config=True)
@@ -63,6 +67,15 @@ def write_rows(batches, out) -> int:
 
 
 def main(argv):
+  try:
+    _main(argv)
+  except ConfigError as e:  # bad config or data: one line, no traceback
+    sys.stdout.flush()
+    print(f"proxyjax.data.inspect: error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _main(argv):
   del argv
   from proxyjax.data import pipeline  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
@@ -73,12 +86,13 @@ def main(argv):
   batches = []
   try:
     for _ in range(_NUM_BATCHES.value):
-      batches.append(next(it))
+      batches.append(pipeline.next_batch(it))
   except StopIteration:
     pass
-  stats = pipeline.pipeline_stats(it)
-  if hasattr(it, "close"):
-    it.close()
+  finally:
+    stats = pipeline.pipeline_stats(it)
+    if hasattr(it, "close"):
+      it.close()
   if _OUT.value:
     if _OUT.value == "-":
       n = write_rows(batches, sys.stdout)

@@ -13,6 +13,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import os
+import signal
+import sys
+import threading
+import time
 from typing import Any, Iterator
 
 import grain
@@ -20,6 +25,7 @@ import numpy as np
 
 from proxyjax import vocab as vocab_lib
 from proxyjax.data import stats as stats_lib
+from proxyjax.errors import ConfigError
 from proxyjax.views import base as views_base
 
 MODES = (
@@ -190,6 +196,16 @@ class Mixer:
       local batch: ``local_batch_size * seq_len``.
     process_index: this process's index (part of the stream key).
     max_document_bytes: longer documents are skipped and counted.
+    finite: whether the document stream ends (``data.num_epochs`` > 0, or the
+      validation split); its end is accounted (``unread_at_end:<source>``).
+    source_names: the sources' names, in mixture order.
+    source_sizes: their documents per pass (empty = unknown): a stream that,
+      since its last usable document, has read twice that many documents of
+      *every* source raises ``NoUsableDocumentsError`` instead of spinning.
+    mixture: the finite mixture's plan (several finite sources), which says
+      which documents lie past its end (``proxyjax.data.mixture``).
+    process_count: how many processes share the stream (its positions
+      ``process_index::process_count``).
   """
 
   vocab: vocab_lib.Vocab
@@ -199,6 +215,11 @@ class Mixer:
   symbols_per_step: int = 1
   process_index: int = 0
   max_document_bytes: int = 1 << 24
+  finite: bool = False
+  source_names: tuple[str, ...] = ()
+  source_sizes: tuple[int, ...] = ()
+  mixture: Any = None
+  process_count: int = 1
 
   def step_at(self, symbols_emitted: int, worker_index: int, worker_count: int) -> int:
     local_batch = symbols_emitted // self.symbols_per_step
@@ -247,9 +268,45 @@ _WORKER = (0, 1)
 
 
 def worker_init(worker_index: int, worker_count: int) -> None:
-  """``mp_prefetch`` worker_init_fn: tells the mixer which stream it is."""
+  """``mp_prefetch`` worker_init_fn: tells the mixer which stream it is, and
+  installs the worker's SIGTERM handler (``_worker_sigterm``)."""
   global _WORKER
   _WORKER = (worker_index, worker_count)
+  if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, _worker_sigterm)
+
+
+class WorkerStopped(RuntimeError):
+  """A Grain worker received SIGTERM while reading documents."""
+
+
+# Worker processes only: whether the worker is inside MixIterator.__next__ (reading and
+# mixing documents), and whether a SIGTERM asked it to stop there.
+_IN_MIX = False
+_STOP_REQUESTED = False
+WORKER_EXIT_S = 0.5  # a stopped worker ends this long after SIGTERM (its error sent)
+
+
+def _worker_sigterm(signum, frame) -> None:
+  """SIGTERM in a Grain worker (e.g. from ``pipeline.next_batch`` giving up a wait).
+
+  Inside the mixer, where a stream may read many unusable documents in a row,
+  the next document raises ``WorkerStopped`` (which Grain hands to the main
+  process as the worker's error, leaving its queue intact) and the worker ends
+  ``WORKER_EXIT_S`` later; anywhere else SIGTERM ends the worker at once, as
+  by default.
+  """
+  global _STOP_REQUESTED
+  del frame
+  if not _IN_MIX:
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return
+  if not _STOP_REQUESTED:
+    _STOP_REQUESTED = True
+    timer = threading.Timer(WORKER_EXIT_S, os._exit, args=(128 + signum,))  # pylint: disable=protected-access
+    timer.daemon = True
+    timer.start()
 
 
 class MixIterDataset(grain.IterDataset):
@@ -266,8 +323,30 @@ class MixIterDataset(grain.IterDataset):
     return f"MixIterDataset(view={self._mixer.view!r}, schedule={self._mixer.schedule})"
 
 
+class NoUsableDocumentsError(ConfigError):
+  """Every document of a full pass over ``data.sources`` was skipped."""
+
+  def __init__(self, message: str):
+    super().__init__("data.sources", message)
+    self.detail = message
+
+  def __reduce__(self):  # Grain pickles worker errors to the main process
+    return type(self), (self.detail,)
+
+
+# Seconds between the notes a stream prints while it finds no usable document.
+STALL_NOTE_S = 10.0
+
+
 class MixIterator(grain.DatasetIterator):
-  """Stateful: document counter, ids emitted and statistics live in the state."""
+  """Stateful: document counter, ids emitted and statistics live in the state.
+
+  A stream never spins silently: while it reads documents without a usable
+  one it prints a note every ``STALL_NOTE_S`` seconds, and once it has read,
+  since its last usable document, twice as many documents of every source as
+  the source holds (so a whole epoch of each shuffled source, whatever the
+  weights), it raises ``NoUsableDocumentsError`` with the skip counts.
+  """
 
   def __init__(self, parent: grain.DatasetIterator, mixer: Mixer):
     super().__init__(parent)
@@ -278,15 +357,95 @@ class MixIterator(grain.DatasetIterator):
     self._docs = 0
     self._symbols = 0
     self._counts = stats_lib.new_stats()
+    self._ended = False
+    self._streak = 0  # documents read since the last usable one (not checkpointed)
+    self._streaks: dict[str, int] = {}  # the same, per source
+    self._needed: dict[str, int] = {}  # per source: a run this long is a full pass, twice
+    for name, size in zip(mixer.source_names, mixer.source_sizes):
+      self._needed[name] = self._needed.get(name, 0) + 2 * int(size)
+    self._limit = sum(self._needed.values())  # no error before this many in a row
+    self._streak_note = 0.0
 
   def __next__(self) -> dict[str, Any]:
+    global _IN_MIX
+    _IN_MIX = True
+    try:
+      return self._next()
+    finally:
+      _IN_MIX = False
+
+  def _next(self) -> dict[str, Any]:
     while True:
-      doc = next(self._parent)
+      if _STOP_REQUESTED:
+        raise WorkerStopped(f"data worker {self._worker_index} of {self._worker_count} "
+                            "stopped by SIGTERM")
+      try:
+        doc = next(self._parent)
+      except StopIteration:
+        self._end()
+        raise
       counter = self._docs
       self._docs += 1
       ids = self._process(doc, counter)
       if ids is not None:
+        if self._streak:
+          self._streak, self._streak_note = 0, 0.0
+          self._streaks.clear()
         return {"ids": ids}
+      self._streak += 1
+      name = str(doc.get("source", "?"))
+      self._streaks[name] = self._streaks.get(name, 0) + 1
+      if self._streak >= self._limit > 0 and (self._streak - self._limit) & 63 == 0:
+        self._check_exhausted()
+      if self._streak & 1023 == 0:
+        self._note_streak()
+
+  def _check_exhausted(self) -> None:
+    """Raises once every source has had two full passes without a usable document."""
+    if all(self._streaks.get(name, 0) >= n for name, n in self._needed.items()):
+      per_pass = sum(self._mixer.source_sizes)
+      raise NoUsableDocumentsError(
+          f"no usable document: {self._streak} documents read in a row were all skipped, "
+          f"two passes over every source ({per_pass} document{'s' * (per_pass != 1)} per pass)"
+          f"{self._stream_name()}; {self._skip_summary()}")
+
+  def _note_streak(self) -> None:
+    now = time.monotonic()
+    if not self._streak_note:
+      self._streak_note = now
+    elif now - self._streak_note >= STALL_NOTE_S:
+      self._streak_note = now
+      print(f"proxyjax data{self._stream_name()}: {self._streak} documents read since the last "
+            "usable one, still looking (two passes over every source without one are an "
+            f"error); {self._skip_summary()}", file=sys.stderr, flush=True)
+
+  def _stream_name(self) -> str:
+    m = self._mixer
+    if m.process_count == 1 and self._worker_count == 1:
+      return ""
+    return (f" (stream of process {m.process_index}/{m.process_count}, worker "
+            f"{self._worker_index}/{self._worker_count})")
+
+  def _skip_summary(self) -> str:
+    return skip_summary(self._counts, self._mixer.max_document_bytes)
+
+  def _end(self) -> None:
+    """The finite stream ended: accounts the documents past its end. (A finite
+    stream without a usable document just ends; ``pipeline.next_batch`` turns
+    an iterator that ends before its first batch into the error.)"""
+    if self._ended:
+      return
+    self._ended = True
+    m = self._mixer
+    stats = self._counts
+    if m.finite:
+      unread = [0] * len(m.source_names)
+      if m.mixture is not None:
+        stride = m.process_count * self._worker_count
+        unread = m.mixture.unread(m.process_index + m.process_count * self._worker_index, stride)
+      for name, n in zip(m.source_names, unread):
+        stats_lib.add(stats, "unread_at_end:" + name, int(n))
+      stats_lib.add(stats, "streams_ended")
 
   def _process(self, doc: dict[str, Any], counter: int) -> np.ndarray | None:
     stats = self._counts
@@ -324,6 +483,7 @@ class MixIterator(grain.DatasetIterator):
         "docs": self._docs,
         "symbols": self._symbols,
         "stream": [self._worker_index, self._worker_count],
+        "ended": self._ended,
         stats_lib.STATE_KEY: copy.copy(self._counts),
     }
 
@@ -336,7 +496,22 @@ class MixIterator(grain.DatasetIterator):
     self._parent.set_state(state["parent"])
     self._docs = int(state["docs"])
     self._symbols = int(state["symbols"])
+    self._ended = bool(state.get("ended", False))
+    self._streak, self._streak_note = 0, 0.0
+    self._streaks.clear()
     self._counts = dict(state[stats_lib.STATE_KEY])
+
+
+def skip_summary(counts: dict[str, Any], max_document_bytes: int | None = None) -> str:
+  """``skipped binary=20, empty=20 of 40 documents read (files:x=40); ...``."""
+  skipped = ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in sorted(counts.items())
+                      if k.startswith("skipped:")) or "none"
+  per_source = ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in sorted(counts.items())
+                         if k.startswith("docs_from:")) or "no counts"
+  limit = "" if max_document_bytes is None else f"={max_document_bytes}"
+  return (f"skipped {skipped} of {counts.get('docs_read', 0)} documents read ({per_source}); "
+          "documents are skipped when empty, binary, unreadable, malformed JSON, without "
+          f"text, corrupt (neural shards) or longer than data.max_document_bytes{limit}")
 
 
 def _checked_symbols(symbols: np.ndarray, alphabet_size: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The Grain input pipeline (SPEC §1-4).
 
-    sources --mix(weights)--> shuffle (per epoch, seeded) --> repeat
+    sources --> shuffle (per epoch, seeded) --> repeat --mix(weights)-->
       --> per-process shard [process_index::process_count]
       --> read (threads) --> view + mixing (MixIterDataset, stateful)
       --> packing (concat-and-split | first-fit) --> batch --> mp_prefetch
@@ -9,14 +9,35 @@ Everything before ``mp_prefetch`` runs inside each worker process on its
 slice. The iterator's ``get_state``/``set_state`` (and Grain's Orbax handler
 ``grain.checkpoint.CheckpointSave``) capture the whole chain, statistics
 included, and restoring reproduces the exact same batches.
+
+Several sources are interleaved by weight. Repeated forever (``num_epochs =
+-1``) they never end; with a finite number of epochs (and in the validation
+split) the mixture reads every document of every source by default, continuing
+with the remaining sources' weights renormalised when one runs out
+(``data.mixture_end='all'``), or stops when the first one runs out
+(``'first'``), counting what the others still held as
+``unread_at_end:<source>`` (``proxyjax.data.mixture``).
+
+Bad data never hangs the pipeline: a stream that reads two passes' worth of
+every source without a usable document (or a finite stream that ends before
+its first batch) fails with ``mixing.NoUsableDocumentsError`` naming
+``data.sources`` and the skip counts; and ``next_batch`` acts on SIGTERM within
+``DATA_WAIT_GRACE_S`` seconds even while the pipeline is still working.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
+import weakref
 from typing import Any, Sequence
 
 import grain
@@ -27,6 +48,7 @@ from proxyjax import config as config_lib
 from proxyjax import vocab as vocab_lib
 from proxyjax import views as views_lib
 from proxyjax.data import mixing
+from proxyjax.data import mixture as mixture_lib
 from proxyjax.data import packing
 from proxyjax.data import sources as sources_lib
 from proxyjax.data import stats as stats_lib
@@ -90,9 +112,21 @@ def resolve_tokenizer(config: ml_collections.ConfigDict) -> str:
   if not os.path.exists(path):
     os.makedirs(cache, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    train_tokenizer.train_tokenizer(
-        d.sources, d.tokenizer_vocab_size, tmp, validation_fraction=d.validation_fraction,
-        text_field=d.text_field, record_format=d.record_format, tfds_data_dir=d.tfds_data_dir)
+    print(f"proxyjax: training a {d.tokenizer_vocab_size}-token BPE on the train split of "
+          f"{d.sources!r} (cached as {path})", file=sys.stderr, flush=True)
+    try:
+      summary = train_tokenizer.train_tokenizer(
+          d.sources, d.tokenizer_vocab_size, tmp, validation_fraction=d.validation_fraction,
+          text_field=d.text_field, record_format=d.record_format,
+          tfds_data_dir=d.tfds_data_dir, max_document_bytes=d.max_document_bytes,
+          progress=True)
+    except train_tokenizer.NoTrainingDocumentsError as e:
+      raise ConfigError("data.sources", f"cannot train the tokenizer: {e}") from e
+    summary["out"] = path
+    summary_tmp = f"{path}.summary.json.tmp{os.getpid()}"
+    with open(summary_tmp, "w") as f:
+      json.dump(summary, f, indent=1, sort_keys=True)
+    os.replace(summary_tmp, path + ".summary.json")
     os.replace(tmp, path)
   return path
 
@@ -108,9 +142,32 @@ def build_schedule(config: ml_collections.ConfigDict) -> mixing.Schedule:
       initial_mode=s.initial_mode, steady_mode=s.steady_mode, final_mode=s.final_mode)
 
 
+@dataclasses.dataclass(frozen=True)
+class DocumentPlan:
+  """What the document stream holds (for accounting and the no-usable-data check).
+
+  Attributes:
+    names: the sources' names, in order.
+    sizes: their documents (one pass).
+    finite: whether the stream ends (a finite number of epochs, or validation).
+    mixture: the finite mixture of several sources (None otherwise).
+  """
+  names: tuple[str, ...]
+  sizes: tuple[int, ...]
+  finite: bool
+  mixture: mixture_lib.FiniteMixture | None = None
+
+
 def documents(config: ml_collections.ConfigDict, split: str,
               sources: Sequence[tuple[Any, float]] | None = None) -> grain.MapDataset:
   """The (mixed, shuffled, repeated) random-access stream of documents."""
+  return plan_documents(config, split, sources)[0]
+
+
+def plan_documents(config: ml_collections.ConfigDict, split: str,
+                   sources: Sequence[tuple[Any, float]] | None = None
+                   ) -> tuple[grain.MapDataset, DocumentPlan]:
+  """``documents`` and its ``DocumentPlan``."""
   d = config.data
   if sources is None:
     specs = sources_lib.parse_sources(d.sources)
@@ -118,20 +175,32 @@ def documents(config: ml_collections.ConfigDict, split: str,
         spec, split=split, validation_fraction=d.validation_fraction,
         text_field=d.text_field, record_format=d.record_format,
         tfds_data_dir=d.tfds_data_dir), spec.weight) for spec in specs]
+  end = d.get("mixture_end", "all")
+  if end not in mixture_lib.END_RULES:
+    raise ConfigError("data.mixture_end", f"must be one of {', '.join(mixture_lib.END_RULES)}, "
+                      f"got {end!r}")
   train = split == "train"
   epochs = None if (train and d.num_epochs == -1) else (d.num_epochs if train else 1)
-  datasets = []
+  datasets, names = [], []
   for i, (source, _) in enumerate(sources):
+    names.append(str(getattr(source, "name", f"source{i}")))
     if len(source) == 0:
-      raise ConfigError("data.sources", f"source {getattr(source, 'name', i)!r} has no "
+      raise ConfigError("data.sources", f"source {names[-1]!r} has no "
                         f"documents in the {split!r} split")
     ds = grain.MapDataset.source(source)
     if train and d.shuffle:
       ds = EpochShuffleMapDataset(ds, seed=mixing.stream_key(config.seed, 1000 + i))
     datasets.append(ds.repeat(epochs) if epochs != 1 else ds)
+  plan = DocumentPlan(names=tuple(names), sizes=tuple(len(s) for s, _ in sources),
+                      finite=epochs is not None)
   if len(datasets) == 1:
-    return datasets[0]
-  return grain.MapDataset.mix(datasets, [w for _, w in sources])
+    return datasets[0], plan
+  weights = [w for _, w in sources]
+  if epochs is None:
+    return grain.MapDataset.mix(datasets, weights), plan
+  plan = dataclasses.replace(plan, mixture=mixture_lib.FiniteMixture(
+      [len(ds) for ds in datasets], weights, end))
+  return grain.MapDataset.select_from_datasets(datasets, plan.mixture), plan
 
 
 class EpochShuffleMapDataset(grain.MapDataset):
@@ -208,12 +277,14 @@ def build_dataset(config: ml_collections.ConfigDict, split: str = "train", *,
   if isinstance(view, str):
     view = build_view(config)
   vocab = build_vocab(config, view)
+  docs, plan = plan_documents(config, split, sources)
   mixer = mixing.Mixer(
       vocab=vocab, view=view, schedule=schedule or build_schedule(config), seed=config.seed,
       symbols_per_step=local_batch * config.seq_len, process_index=process_index,
-      max_document_bytes=d.max_document_bytes)
+      max_document_bytes=d.max_document_bytes, finite=plan.finite,
+      source_names=plan.names, source_sizes=plan.sizes, mixture=plan.mixture,
+      process_count=process_count)
 
-  docs = documents(config, split, sources)
   if process_count > 1:
     docs = docs[process_index::process_count]
   # Reader threads cost ~10% on local files (Grain polls its futures per
@@ -265,3 +336,174 @@ def _ensure_absl_flags_parsed() -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
+
+
+# --- waiting for a batch ---------------------------------------------------------------
+
+# Seconds a SIGTERM received while waiting for a batch leaves the pipeline to deliver it
+# (the caller then saves and stops as usual) before the wait is abandoned.
+DATA_WAIT_GRACE_S = 3.0
+# Seconds the process then has to wind down (close the data iterator, ...) before it exits
+# hard (os._exit): Grain may wait up to 25 s per worker process it cannot stop cleanly.
+EXIT_DEADLINE_S = 5.0
+
+
+class DataWaitInterrupted(SystemExit):
+  """SIGTERM arrived while waiting for a batch, and the batch did not come within
+  ``DATA_WAIT_GRACE_S`` (or a second SIGTERM came). A ``SystemExit`` (status 143,
+  as for a process killed by SIGTERM): the run stops at once, without saving
+  (the data iterator is mid-batch), keeping the checkpoints it has."""
+
+  def __init__(self, message: str, exit_deadline: threading.Event | None = None):
+    super().__init__(128 + signal.SIGTERM)
+    self.message = message
+    self._exit_deadline = exit_deadline
+
+  def cancel_exit_deadline(self) -> None:
+    """For callers that handle the interruption and go on: no hard exit later."""
+    if self._exit_deadline is not None:
+      self._exit_deadline.set()
+
+  def __str__(self) -> str:
+    return self.message
+
+
+class _DataWait:
+  """Context of one ``next_batch``: SIGTERM is passed on to the handler installed
+  before (e.g. the training loop's preemption flag) and, if the batch has not come
+  ``grace_s`` later, or on a second SIGTERM, the wait is interrupted: Grain's
+  worker processes are sent SIGTERM (see ``mixing.worker_init``) and, if there
+  were any, the process exits at the latest ``EXIT_DEADLINE_S`` later."""
+
+  def __init__(self, grace_s: float):
+    self._grace_s = grace_s
+    self._previous = None
+    self._installed = False
+    self._signals = 0
+    self._expired = False
+    self._lock = threading.Lock()
+    self._active = False
+    self._timer: threading.Timer | None = None
+
+  def __enter__(self) -> "_DataWait":
+    if threading.current_thread() is not threading.main_thread():
+      return self
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):  # SIG_DFL ends the process anyway; SIG_IGN: ignored by choice
+      return self
+    self._previous = previous
+    self._active = True
+    signal.signal(signal.SIGTERM, self._handle)
+    self._installed = True
+    return self
+
+  def _handle(self, signum, frame) -> None:
+    if not self._active:  # the wait is over: only the usual handler
+      self._previous(signum, frame)
+      return
+    self._signals += 1
+    if self._signals == 1:
+      self._previous(signum, frame)
+      print(f"proxyjax: SIGTERM while waiting for data; waiting up to {self._grace_s:g} s for "
+            "the batch", file=sys.stderr, flush=True)
+      self._timer = threading.Timer(self._grace_s, self._expire)
+      self._timer.daemon = True
+      self._timer.start()
+      return
+    self._interrupt()
+
+  def _expire(self) -> None:
+    with self._lock:
+      if not self._active:
+        return
+      self._expired = True
+      # A real signal to the main thread: it also wakes a blocking wait.
+      signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+  def _interrupt(self) -> None:
+    why = "no batch came" if self._expired else "a second SIGTERM came"
+    with self._lock:
+      self._active = False
+    cancelled = None
+    if _stop_grain_workers():  # closing the iterator may wait for them: exit by a deadline
+      cancelled = threading.Event()
+      threading.Thread(target=_exit_later, args=(EXIT_DEADLINE_S, 128 + signal.SIGTERM, cancelled),
+                       daemon=True, name="proxyjax-exit-deadline").start()
+    error = DataWaitInterrupted(
+        f"proxyjax: SIGTERM while waiting for data and {why}: stopping now, without a "
+        "checkpoint for the steps since the last one (the checkpoints on disk are kept)",
+        cancelled)
+    print(error, file=sys.stderr, flush=True)
+    raise error
+
+  def __exit__(self, *exc) -> None:
+    with self._lock:
+      self._active = False
+    if self._timer is not None:
+      self._timer.cancel()
+    if self._installed:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _exit_later(seconds: float, status: int, cancelled: threading.Event) -> None:
+  if cancelled.wait(seconds):
+    return
+  sys.stderr.flush()
+  os._exit(status)  # pylint: disable=protected-access
+
+
+def _stop_grain_workers() -> bool:
+  """Sends SIGTERM to this process's Grain worker processes (whether there were any):
+  one busy in the mixer hands an error to the main process and ends (closing the
+  iterator would otherwise wait for its next batch); elsewhere it ends at once."""
+  workers = [c for c in multiprocessing.active_children() if c.name.startswith("grain-")]
+  for child in workers:
+    child.terminate()
+  return bool(workers)
+
+
+_PRODUCED = weakref.WeakSet()  # iterators that gave next_batch a batch
+
+
+def next_batch(iterator, grace_s: float = DATA_WAIT_GRACE_S) -> dict[str, np.ndarray]:
+  """``next(iterator)``, acting on SIGTERM while the pipeline works.
+
+  In the main thread, with a Python SIGTERM handler installed (the training
+  loop's), a SIGTERM during the wait is passed on to that handler at once; if
+  the batch then does not arrive within ``grace_s`` seconds (or another SIGTERM
+  comes), ``DataWaitInterrupted`` ends the wait (and the process, being a
+  ``SystemExit``), after terminating Grain's worker processes.
+
+  A finite stream that ends before its first batch without having used a
+  document (every document skipped) raises ``mixing.NoUsableDocumentsError``
+  instead of ``StopIteration``.
+  """
+  with _DataWait(grace_s):
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      _check_some_document_used(iterator)
+      raise
+  try:
+    _PRODUCED.add(iterator)
+  except TypeError:  # not weak-referenceable
+    pass
+  return batch
+
+
+def _check_some_document_used(iterator) -> None:
+  try:
+    if iterator in _PRODUCED:
+      return
+  except TypeError:
+    return
+  stats = pipeline_stats(iterator)
+  if stats.get("docs_used", 0):
+    return
+  where = mixing.skip_summary(stats)
+  if not stats.get("docs_read", 0):
+    where = ("its counts stay in the Grain worker processes: `python -m proxyjax.data.inspect "
+             "--stats --config.data.num_workers=0` shows them")
+  raise mixing.NoUsableDocumentsError(
+      f"the (finite) data stream ended before its first batch: no usable document in a "
+      f"whole pass over the sources; {where}")

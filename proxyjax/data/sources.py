@@ -58,6 +58,8 @@ UNREADABLE = "unreadable"
 MALFORMED_JSON = "malformed_json"
 MISSING_TEXT = "missing_text"
 BINARY = "binary"
+CORRUPT_RECORD = "corrupt_record"  # a neural record failing its checksums (proxyjax.neural.shards)
+MALFORMED_SYMBOLS = "malformed_symbols"  # a neural record whose symbols are not decodable
 
 # Optional Document key: precomputed symbols of the neural view (ArrayRecord JSON
 # records written by ``python -m proxyjax.compress``; format: proxyjax.neural.shards).
@@ -215,30 +217,33 @@ def _encode_text(text: str) -> bytes:
 
 def _parse_json_record(raw: bytes, text_field: str) -> tuple[bytes, str | None]:
   """Parses one JSON object (raw bytes) and extracts its text."""
-  text, error, _ = _parse_json_record_with_symbols(raw, text_field)
+  text, error, _, _ = _parse_json_record_with_symbols(raw, text_field)
   return text, error
 
 
 def _parse_json_record_with_symbols(
-    raw: bytes, text_field: str) -> tuple[bytes, str | None, Any]:
-  """Like ``_parse_json_record``, plus the decoded record when it is a neural
-  record (``proxyjax.neural.shards``), else None."""
+    raw: bytes, text_field: str) -> tuple[bytes, str | None, str | None, np.ndarray | None]:
+  """Like ``_parse_json_record``, plus, for a neural record
+  (``proxyjax.neural.shards``), its original document key and its symbols.
+
+  Neural records are verified (``shards.verify_record``: the text's CRC32 and
+  the checksum over text and symbols): a failing record gives ``corrupt_record``
+  and one whose symbols cannot be decoded (not base64, a partial symbol) gives
+  ``malformed_symbols``; neither is ever trained on, nor re-encoded.
+  """
   try:
     record = json.loads(raw.decode("utf-8", "surrogateescape"))
   except (ValueError, RecursionError):
-    return b"", MALFORMED_JSON, None
-  text, error = _text_from_record(record, text_field)
-  neural = record if error is None and neural_shards.is_neural_record(record) else None
-  return text, error, neural
-
-
-def _neural_symbols(record: dict) -> np.ndarray | None:
-  """The precomputed symbols of a neural record (the format's one parser:
-  ``proxyjax.neural.shards.record_symbols``); None if malformed."""
+    return b"", MALFORMED_JSON, None, None
+  if not neural_shards.is_neural_record(record):
+    text, error = _text_from_record(record, text_field)
+    return text, error, None, None
+  key = neural_shards.record_key(record)
   try:
-    return neural_shards.record_symbols(record)
-  except ValueError:
-    return None
+    text, symbols = neural_shards.verify_record(record)
+  except neural_shards.CorruptRecordError as e:
+    return b"", e.reason, key, None
+  return text, None, key, symbols
 
 
 # ---------------------------------------------------------------------------
@@ -288,16 +293,90 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 
 
 def _expand_glob(pattern: str, kind: str) -> tuple[str, list[str]]:
-  """Sorted regular files matching ``pattern``, and the glob's static root."""
+  """Sorted regular files matching ``pattern``, and the glob's static root.
+
+  Each file appears once, however many paths (symlinks) lead to it: files are
+  deduplicated by real path, preferring a path without symlinks, then the
+  smallest. A ``**`` pattern walks the tree itself (:func:`_walk_links`):
+  symlinked directories are followed once each and never into a loop (a link
+  to the directory itself or to an ancestor, e.g. ``self -> .`` or ``up -> ..``).
+  """
   pattern = os.path.expanduser(pattern)
-  paths = sorted(p for p in glob.glob(pattern, recursive=True)
-                 if os.path.isfile(p))
-  if not paths:
-    raise ConfigError(FIELD, f"{kind}:{pattern} matched no files")
   root, magic = _split_glob(pattern)
   if not magic:  # a single file named directly
     root = os.path.dirname(pattern) or "."
+  if "**" in magic:
+    keep = _glob_regex(magic).match
+    hidden = magic.startswith(".") or "/." in magic
+    candidates = [p for p in _walk_links(root)
+                  if keep(_relpath(p, root)) and (hidden or not _is_hidden(_relpath(p, root)))]
+  else:
+    candidates = glob.glob(pattern)
+  paths = _dedupe_real(p for p in candidates if os.path.isfile(p))
+  if not paths:
+    raise ConfigError(FIELD, f"{kind}:{pattern} matched no files")
   return root, paths
+
+
+def _is_hidden(relpath: str) -> bool:
+  return any(part.startswith(".") for part in relpath.split("/"))
+
+
+def _dedupe_real(paths: Iterable[str]) -> list[str]:
+  """Sorted paths, one per real file (no symlink in the path first, then the smallest)."""
+  best: dict[str, tuple[bool, str]] = {}
+  for path in paths:
+    real = os.path.realpath(path)
+    candidate = (real != os.path.abspath(path), path)
+    if real not in best or candidate < best[real]:
+      best[real] = candidate
+  return sorted(path for _, path in best.values())
+
+
+def _walk_links(root: str) -> list[str]:
+  """Every file path under ``root``, following symlinked directories except loops.
+
+  Real directories are walked first; then each symlinked directory whose target
+  was not walked yet and is not an ancestor of the link (a loop) is walked the
+  same way, so a directory reachable by several paths is listed once, through
+  its real path when it has one under ``root``.
+  """
+  visited: set[str] = set()
+  files: list[str] = []
+  links: list[str] = []
+
+  def walk(top: str) -> None:
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+      real = os.path.realpath(dirpath)
+      if real in visited:
+        dirnames[:] = []
+        continue
+      visited.add(real)
+      dirnames.sort()
+      kept = []
+      for d in dirnames:
+        path = os.path.join(dirpath, d)
+        if os.path.islink(path):
+          links.append(path)
+        else:
+          kept.append(d)
+      dirnames[:] = kept
+      files.extend(os.path.join(dirpath, f) for f in sorted(filenames))
+
+  walk(root)
+  while links:
+    link = links.pop(0)
+    target = os.path.realpath(link)
+    parent = os.path.realpath(os.path.dirname(link))
+    if target in visited or not os.path.isdir(target) or _is_ancestor(target, parent):
+      continue
+    walk(link)
+  return files
+
+
+def _is_ancestor(directory: str, path: str) -> bool:
+  """Whether real path ``directory`` is ``path`` or one of its ancestors."""
+  return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
 def _relpath(path: str, root: str) -> str:
@@ -574,7 +653,7 @@ class ArrayRecordSource:
     self.record_format = record_format
     self.text_field = text_field
     root, paths = _expand_glob(pattern, "arrayrecord")
-    counts = [_count_records(p, self.name) for p in paths]
+    counts = [_count_records(p, self.name, record_format) for p in paths]
     self._relnames = tuple(_relpath(p, root) for p in paths)
     self._starts = np.cumsum([0] + counts[:-1]).astype(np.int64)
     self._source = _grain_array_record_source(
@@ -583,7 +662,10 @@ class ArrayRecordSource:
     if split != "all":
       kept = []
       for path, rel, start, n in zip(paths, self._relnames, self._starts, counts):
-        doc_keys = neural_shards.record_keys(path) if record_format == "json" else None
+        try:
+          doc_keys = neural_shards.record_keys(path) if record_format == "json" else None
+        except neural_shards.ShardFileError as e:
+          raise ConfigError(FIELD, f"{self.name}: {e}") from e
         if doc_keys is None:  # named file:index
           keep = _keep_mask(rel, np.arange(n), split, validation_fraction)
         else:  # neural records: the original document's key, as its corpus splits it
@@ -608,11 +690,9 @@ class ArrayRecordSource:
       return _error_doc(self.name, key, UNREADABLE)
     if self.record_format == "bytes":
       return _make_doc(bytes(record), self.name, key)
-    text, error, neural = _parse_json_record_with_symbols(bytes(record), self.text_field)
-    if neural is None:
-      return _make_doc(text, self.name, key, error)
-    doc = _make_doc(text, self.name, neural_shards.record_key(neural) or key, error)
-    symbols = _neural_symbols(neural)
+    text, error, neural_key, symbols = _parse_json_record_with_symbols(bytes(record),
+                                                                       self.text_field)
+    doc = _make_doc(text, self.name, neural_key or key, error)
     if symbols is not None:
       doc[NEURAL_FIELD] = symbols
     return doc
@@ -623,18 +703,29 @@ class ArrayRecordSource:
             f"split={self.split!r}, len={len(self)})")
 
 
-def _count_records(path: str, name: str) -> int:
-  """Number of records in an ArrayRecord file (ConfigError if unreadable)."""
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+def _count_records(path: str, name: str, record_format: str = "json") -> int:
+  """Number of records in an ArrayRecord file.
+
+  Raises:
+    ConfigError: naming the file, if it cannot be read (truncated, corrupt) or
+      if it holds neural records of an older format (no per-record checksum).
+  """
   try:
-    reader = array_record_module.ArrayRecordReader(path)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ConfigError(FIELD, f"{name}: cannot open ArrayRecord file {path!r}: "
-                      f"{e}") from e
-  try:
-    return int(reader.num_records())
-  finally:
-    reader.close()
+    with neural_shards.open_shard(path) as reader:
+      n = int(reader.num_records())
+      first = bytes(reader.read([0])[0]) if n and record_format == "json" else b""
+  except neural_shards.ShardFileError as e:
+    raise ConfigError(FIELD, f"{name}: {e}") from e
+  if first:
+    try:
+      record = json.loads(first.decode("utf-8", "surrogateescape"))
+    except (ValueError, RecursionError):
+      record = None
+    if neural_shards.is_neural_record(record) and not neural_shards.has_checksum(record):
+      raise ConfigError(FIELD, f"{name}: {path} holds neural records without a per-record "
+                        f"checksum (format {neural_shards.OLD_FORMATS[-1]!r}); "
+                        f"{neural_shards.RECOMPRESS_HINT}")
+  return n
 
 
 def _grain_array_record_source(shards: list[_Shard]):

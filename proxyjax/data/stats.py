@@ -9,10 +9,16 @@ Counter keys:
   docs_read, docs_used             documents pulled from the sources / emitted
   doc_bytes                        UTF-8 bytes of the used documents (each counted once)
   skipped:<reason>                 empty, too_large, unreadable, binary,
-                                   malformed_json, missing_text
+                                   malformed_json, missing_text, corrupt_record
+                                   (a neural shard record failing its checksums),
+                                   malformed_symbols (its symbols not decodable)
   invalid_utf8_kept                used documents that are not valid UTF-8
   view_fallback_raw                compressed view failed -> raw view instead
   docs_from:<source>               documents read per source
+  unread_at_end:<source>           finite streams, once ended: documents of the
+                                   source past the end of the mixture (0 with
+                                   data.mixture_end='all'; see proxyjax.data.mixture)
+  streams_ended                    finite streams (process x worker) that ended
   views:<kind>, bytes:<kind>, symbols:<kind>   per view kind (raw/compressed):
                                    views emitted, UTF-8 bytes they cover,
                                    symbols (excluding sentinels/BOS/EOS)

@@ -5,9 +5,12 @@ r"""Trains a byte-level BPE tokenizer on the train split of document sources.
 
 Documents are read in source order (the byte budget is shared between the
 sources in proportion to their weights; budget a source leaves unused passes to
-the next one) until ``--max_bytes``. Documents with a read error and empty
-documents are skipped; invalid UTF-8 is decoded with replacement characters for
-training only. The tokenizer is GPT-2-style byte-level BPE without a prefix
+the next one) until ``--max_bytes``. Documents with a read error, empty
+documents and documents longer than ``--max_document_bytes`` (the pipeline's
+``data.max_document_bytes``; counted as ``too_large``) are skipped; invalid
+UTF-8 is decoded with replacement characters for training only. A progress line
+(documents, bytes, skips) is printed every few seconds with ``--progress``
+(and when the pipeline trains one for ``data.view=tokenizer``). The tokenizer is GPT-2-style byte-level BPE without a prefix
 space, so ``decode(encode(text).ids) == text`` for any text.
 """
 
@@ -15,12 +18,19 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 import time
 from typing import Any, Iterator, Sequence
 
 from proxyjax.data import sources as sources_lib
 
 _SAMPLE_BYTES = 1 << 20  # held-out text used for bytes/token and round trips
+DEFAULT_MAX_DOCUMENT_BYTES = 1 << 24  # as data.max_document_bytes
+PROGRESS_S = 5.0  # seconds between progress lines
+
+
+class NoTrainingDocumentsError(ValueError):
+  """Every document of the train split was skipped."""
 
 
 def build_tokenizer():
@@ -37,8 +47,32 @@ def _budgets(weights: Sequence[float], max_bytes: int) -> list[float]:
   return [max_bytes * w / total for w in weights]
 
 
+class _Progress:
+  """Prints a line every ``PROGRESS_S`` seconds (when enabled) and at the end."""
+
+  def __init__(self, enabled: bool, stats: dict[str, Any], max_bytes: int):
+    self.enabled = enabled
+    self.stats = stats
+    self.max_bytes = max_bytes
+    self.start = self.last = time.monotonic()
+
+  def line(self) -> str:
+    s = self.stats
+    skipped = ", ".join(f"{k}={v}" for k, v in sorted(s["skipped"].items())) or "none"
+    return (f"tokenizer: {s['documents']} documents, {s['bytes'] / 1e6:.1f} of "
+            f"{self.max_bytes / 1e6:.1f} MB read in {time.monotonic() - self.start:.0f} s "
+            f"(skipped: {skipped})")
+
+  def tick(self) -> None:
+    if self.enabled and time.monotonic() - self.last >= PROGRESS_S:
+      self.last = time.monotonic()
+      print(self.line(), file=sys.stderr, flush=True)
+
+
 def _iter_texts(weighted: Sequence[tuple[Any, float]], max_bytes: int,
-                stats: dict[str, Any]) -> Iterator[str]:
+                stats: dict[str, Any],
+                max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+                progress: _Progress | None = None) -> Iterator[str]:
   """Yields training texts, updating ``stats`` as it goes."""
   carry = 0.0
   for (source, _), budget in zip(weighted,
@@ -46,6 +80,8 @@ def _iter_texts(weighted: Sequence[tuple[Any, float]], max_bytes: int,
     budget += carry
     used = 0
     for i in range(len(source)):
+      if progress is not None:
+        progress.tick()
       if used >= budget or stats["bytes"] >= max_bytes:
         break
       doc = source[i]
@@ -54,6 +90,9 @@ def _iter_texts(weighted: Sequence[tuple[Any, float]], max_bytes: int,
         continue
       if not doc["text"]:
         stats["skipped"]["empty"] += 1
+        continue
+      if len(doc["text"]) > max_document_bytes:
+        stats["skipped"]["too_large"] += 1
         continue
       text = doc["text"]
       try:
@@ -70,7 +109,8 @@ def _iter_texts(weighted: Sequence[tuple[Any, float]], max_bytes: int,
 
 def _sample_texts(weighted: Sequence[tuple[Any, float]],
                   limit: int = _SAMPLE_BYTES) -> list[str]:
-  """Up to ``limit`` bytes of valid UTF-8, non-empty documents, round robin."""
+  """Up to about ``limit`` bytes of valid UTF-8, non-empty documents of at most
+  ``limit`` bytes each, round robin."""
   texts, total = [], 0
   cursors = [(source, iter(range(len(source)))) for source, _ in weighted]
   while cursors and total < limit:
@@ -81,7 +121,7 @@ def _sample_texts(weighted: Sequence[tuple[Any, float]],
         continue
       live.append((source, it))
       doc = source[i]
-      if doc["error"] is not None or not doc["text"]:
+      if doc["error"] is not None or not doc["text"] or len(doc["text"]) > limit:
         continue
       try:
         texts.append(doc["text"].decode("utf-8"))
@@ -113,8 +153,9 @@ def _evaluate(path: str, texts: Sequence[str]) -> dict[str, Any]:
 def train_tokenizer(sources: str, vocab_size: int, out: str,
                     max_bytes: int = 32 << 20, min_frequency: int = 2,
                     validation_fraction: float = 0.01, *, text_field: str = "",
-                    record_format: str = "json",
-                    tfds_data_dir: str = "") -> dict[str, Any]:
+                    record_format: str = "json", tfds_data_dir: str = "",
+                    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+                    progress: bool = False) -> dict[str, Any]:
   """Trains a byte-level BPE on the sources' train split and saves it to ``out``.
 
   Args:
@@ -128,6 +169,8 @@ def train_tokenizer(sources: str, vocab_size: int, out: str,
     text_field: JSON / TFDS text field (default ``text``, else ``content``).
     record_format: ArrayRecord record format, ``json`` or ``bytes``.
     tfds_data_dir: TFDS data directory.
+    max_document_bytes: longer documents are skipped (``too_large``).
+    progress: print a progress line to stderr every few seconds.
 
   Returns:
     A summary dict (documents, skipped reasons, bytes, seconds, vocab size,
@@ -150,10 +193,15 @@ def train_tokenizer(sources: str, vocab_size: int, out: str,
       vocab_size=vocab_size, min_frequency=min_frequency,
       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[],
       show_progress=False)
-  tokenizer.train_from_iterator(_iter_texts(train, max_bytes, stats),
-                                trainer=trainer)
+  ticker = _Progress(progress, stats, max_bytes)
+  tokenizer.train_from_iterator(
+      _iter_texts(train, max_bytes, stats, max_document_bytes, ticker), trainer=trainer)
+  if progress:
+    print(ticker.line() + "; merging", file=sys.stderr, flush=True)
   if not stats["documents"]:
-    raise ValueError(f"no usable training documents in {sources!r}")
+    skipped = ", ".join(f"{k}={v}" for k, v in sorted(stats["skipped"].items())) or "none"
+    raise NoTrainingDocumentsError(f"no usable training documents in {sources!r} "
+                                   f"(skipped: {skipped})")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   tokenizer.save(out)
   seconds = time.perf_counter() - start
@@ -218,6 +266,9 @@ def _define_flags():
   flags.DEFINE_enum("record_format", "json", ["json", "bytes"],
                     "ArrayRecord record format.")
   flags.DEFINE_string("tfds_data_dir", "", "TFDS data directory.")
+  flags.DEFINE_integer("max_document_bytes", DEFAULT_MAX_DOCUMENT_BYTES,
+                       "Longer documents are skipped (as data.max_document_bytes).")
+  flags.DEFINE_bool("progress", True, "Print a progress line every few seconds.")
   flags.mark_flag_as_required("out")
   return flags.FLAGS
 
@@ -231,7 +282,8 @@ def main(argv: Sequence[str]) -> None:
       f.sources, f.vocab_size, f.out, max_bytes=f.max_bytes,
       min_frequency=f.min_frequency,
       validation_fraction=f.validation_fraction, text_field=f.text_field,
-      record_format=f.record_format, tfds_data_dir=f.tfds_data_dir)
+      record_format=f.record_format, tfds_data_dir=f.tfds_data_dir,
+      max_document_bytes=f.max_document_bytes, progress=f.progress)
   print(format_summary(summary), flush=True)
   if summary["roundtrip_failures"]:
     raise SystemExit("the tokenizer does not round-trip its sample exactly")

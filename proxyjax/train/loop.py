@@ -160,7 +160,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     with _Preemption() as preempt:
       while step < config.num_steps:
         t0 = time.perf_counter()
-        batch = next(data_it)
+        batch = pipeline.next_batch(data_it)  # SIGTERM is acted on while waiting too
         window["data_wait"] += time.perf_counter() - t0
         tokens, pairs = _host_batch_stats(batch, model_cfg.window)
         # Global counts: this process's rows stand for one of `shards` equal data shards.

@@ -58,7 +58,8 @@ class NeuralView(base.View):
       if meta.get("format") != shards_lib.FORMAT:
         raise ValueError(f"neural view: {neural_dir} holds shards of format "
                          f"{meta.get('format')!r}, this proxyjax reads {shards_lib.FORMAT!r} "
-                         "(float64 tables, CRC32): recompress with `python -m proxyjax.compress`")
+                         "(float64 tables, CRC32, a checksum over each record's text and "
+                         f"symbols): {shards_lib.RECOMPRESS_HINT}")
       self.workdir = meta["model"]["workdir"]
       self.config = config or ml_collections.ConfigDict(meta["config"])
       self.settings = Settings(**meta["settings"])

@@ -1,0 +1,125 @@
+"""Neural shards are verified when trained on (issue 10, item 7).
+
+Each record carries ``record_crc32`` over its text and stored symbols: a record
+whose text changed (its ``crc32`` kept) or whose symbols were permuted is
+skipped and counted (``corrupt_record``), a ``neural`` field that is not
+base64 is counted (``malformed_symbols``) and never re-encoded, a truncated
+shard is an error naming the file, and shards of the previous format are
+refused with the command that rewrites them.
+"""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from proxyjax.config import base_config
+from proxyjax.data import pipeline, sources
+from proxyjax.errors import ConfigError
+from proxyjax.neural import shards as shards_lib
+
+ALPHABET = 512
+
+
+def _records(n=6):
+  rng = np.random.default_rng(0)
+  return [shards_lib.make_record(b"def f%d(x):\n    return x * %d\n" % (i, i),
+                                 rng.integers(0, ALPHABET, 40 + i), key=f"pkg/m{i}.py",
+                                 source="files", alphabet_size=ALPHABET)
+          for i in range(n)]
+
+
+def _edit(record: bytes, change) -> bytes:
+  value = json.loads(record)
+  change(value)
+  return json.dumps(value).encode()
+
+
+def _tamper_text(r):
+  r["text"] = r["text"].replace("return", "retURN")  # crc32 and record_crc32 kept
+
+
+def _permute_symbols(r):
+  raw = np.frombuffer(base64.b64decode(r["neural"]), r["neural_dtype"])
+  r["neural"] = base64.b64encode(raw[::-1].tobytes()).decode()
+
+
+def _not_base64(r):
+  r["neural"] = "!!not base64!!"
+
+
+def _drop_checksum(r):
+  del r[shards_lib.CHECKSUM_FIELD]
+
+
+def _shard(tmp_path, records, name="neural-00000-of-00001.array_record") -> str:
+  path = str(tmp_path / name)
+  shards_lib.write_shard(path, records)
+  return path
+
+
+def test_records_carry_a_checksum_over_text_and_symbols(tmp_path):
+  records = _records()
+  path = _shard(tmp_path, records)
+  src = sources.ArrayRecordSource(path)
+  for i, raw in enumerate(records):
+    doc = src[i]
+    parsed = shards_lib.parse_record(raw)
+    assert doc["error"] is None and doc["key"] == parsed.key
+    np.testing.assert_array_equal(doc[sources.NEURAL_FIELD], parsed.symbols)
+    assert doc["text"] == parsed.text
+    assert shards_lib.CHECKSUM_FIELD in json.loads(raw)
+
+
+@pytest.mark.parametrize("change,reason", [(_tamper_text, "corrupt_record"),
+                                           (_permute_symbols, "corrupt_record"),
+                                           (_not_base64, "malformed_symbols"),
+                                           (_drop_checksum, "corrupt_record")])
+def test_a_bad_record_is_skipped_and_counted(tmp_path, change, reason):
+  records = _records()
+  records[2] = _edit(records[2], change)  # (record 0 keeps the file's format current)
+  src = sources.ArrayRecordSource(_shard(tmp_path, records))
+  bad = src[2]
+  assert bad["error"] == reason and bad["text"] == b""
+  assert sources.NEURAL_FIELD not in bad  # never trained on, never re-encoded
+  assert bad["key"] == "pkg/m2.py"
+  assert all(src[i]["error"] is None for i in (0, 1, 3, 4, 5))
+  with pytest.raises(ValueError):
+    shards_lib.parse_record(records[2])
+  # The training pipeline skips it and counts it.
+  c = base_config()
+  c.seq_len, c.batch_size = 64, 2
+  c.data.view, c.data.num_epochs, c.data.schedule.enabled = "raw", 1, False
+  it = pipeline.make_iterator(c, process_index=0, process_count=1, sources=[(src, 1.0)])
+  while True:
+    try:
+      pipeline.next_batch(it)
+    except StopIteration:
+      break
+  stats = pipeline.pipeline_stats(it)
+  assert stats[f"skipped:{reason}"] == 1 and stats["docs_used"] == 5
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99, 0.001])
+def test_a_truncated_shard_is_an_error_naming_the_file(tmp_path, keep):
+  path = _shard(tmp_path, _records(40))
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:max(1, int(len(data) * keep))])
+  for split in ("all", "train"):
+    with pytest.raises(ConfigError) as e:
+      sources.ArrayRecordSource(path, split=split)
+    message = str(e.value)
+    assert path in message and "truncated or corrupt" in message
+    assert "python -m proxyjax.compress" in message
+  with pytest.raises(shards_lib.ShardFileError, match="truncated"):
+    shards_lib.read_shard(path)
+
+
+def test_shards_of_the_previous_format_are_refused(tmp_path):
+  records = [_edit(r, _drop_checksum) for r in _records()]
+  path = _shard(tmp_path, records)
+  with pytest.raises(ConfigError, match=r"re-run `python -m proxyjax.compress`"):
+    sources.ArrayRecordSource(path)
