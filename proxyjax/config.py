@@ -132,6 +132,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000  # Steps between checkpoints (0 = only at the end / on SIGTERM).
   c.keep_checkpoints = 3  # Checkpoints kept (keep-last-K).
   c.async_checkpointing = True  # Save in the background while training continues.
+  c.restore_policy = "strict"  # Resume when the config changed: 'strict' refuses changed model/data-stream fields (the error names the field); 'fresh_data' keeps params, optimizer and step and restarts the data stream (and its mixing schedule). Model-shape changes are always refused.
   c.progress_bar = True  # tqdm progress bar with ETA (compile time excluded).
   return c
 

@@ -1,71 +1,745 @@
 """Orbax checkpoints: model + optimizer + Grain iterator state + metadata in one step directory.
 
-* async saves every N steps, keep-last-K (``CheckpointManager``);
-* restore onto any mesh: the target is the abstract state with the *current*
-  shardings, so Orbax reshards on load;
-* a latest checkpoint that fails to restore (corrupt, partially deleted) is
-  reported with a warning and the previous one is tried; Orbax never lists
-  unfinished (temporary) saves.
+* async saves every N steps, keep-last-K, restore onto any mesh (the target is the
+  abstract state with the *current* shardings, so Orbax reshards on load);
+* **a save commits with a checksum manifest.** Just before Orbax renames
+  ``<step>.orbax-checkpoint-tmp`` to ``<step>`` (after every process has written
+  its part), process 0 writes ``<step>/checksums.json``: size and sha256 of every
+  file of the step (Orbax's own ``_CHECKPOINT_METADATA`` and top-level
+  ``commit_success.txt``, written after, excepted). The manifest is part of the
+  atomic commit;
+* **a failed save never costs an older checkpoint.** Keep-last-K is applied here,
+  only after a save is confirmed committed; a save that fails (no space left, a
+  read-only or vanished directory) raises ``CheckpointSaveError`` naming the step,
+  the directory and the cause, and its partial temporary directory is removed.
+  With async saves the failure is noticed at the next ``poll()`` (every train step);
+* **restore verifies, and never silently starts afresh.** The newest step is
+  checked against its manifest, then read. A step that is *unreadable* (a file
+  missing or changed, or Orbax cannot read it) is moved aside to
+  ``<step>.corrupt-<n>`` -- never deleted; Orbax ignores such names -- with a
+  warning, and the previous step is tried. A step that is readable but does not
+  fit this run (other parameter shapes, a data-iterator state this pipeline cannot
+  take, a changed config field the ``check`` callback refuses) raises
+  ``IncompatibleCheckpointError`` and is left as it is. If checkpoints existed and
+  none is readable, ``NoReadableCheckpointError``. Steps saved before manifests
+  existed restore without verification.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import errno
+import glob
+import hashlib
+import json
 import logging
 import os
-from typing import Any
+import re
+import shutil
+import sys
+import threading
+from typing import Any, Callable
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+from proxyjax import errors as errors_lib
+from proxyjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
 ITEMS = ("state", "data", "meta")
+MANIFEST = "checksums.json"
+_MANIFEST_FORMAT = 1
+# Written by Orbax into the step directory after the manifest (commit timestamp, marker).
+_UNVERIFIED_TOP_LEVEL = ("_CHECKPOINT_METADATA", "commit_success.txt", MANIFEST)
+TMP_MARKER = ".orbax-checkpoint-tmp"  # Orbax's uncommitted-save suffix (never listed as a step)
+_DELETING = ".deleting"  # a step being removed by keep-last-K (never listed as a step)
+_CORRUPT = re.compile(r"^(\d+)\.corrupt-(\d+)$")
+_HASH_THREADS = min(8, os.cpu_count() or 1)
+
+# The command-line entry points print proxyjax.errors.UserError as one line.
+_UserError = getattr(errors_lib, "UserError", Exception)
+
+
+class CheckpointError(RuntimeError, _UserError):
+  """A checkpoint problem whose one-line message says what happened and what to do."""
+
+
+class CheckpointSaveError(CheckpointError):
+  """A save failed; older checkpoints are untouched and the partial save is removed."""
+
+  def __init__(self, step: int, directory: str, message: str):
+    self.step, self.directory = step, directory
+    super().__init__(message)
+
+
+class NoReadableCheckpointError(CheckpointError):
+  """Checkpoints existed but none could be read (they were moved aside, not deleted)."""
+
+
+class IncompatibleCheckpointError(ConfigError):
+  """A readable checkpoint that this run's config cannot continue; left untouched."""
+
+
+# --- one-line causes -------------------------------------------------------------------
+
+_CAUSES = (
+    (errno.ENOSPC, ("No space left", "os_error_code='28'"), "no space left on device"),
+    (errno.EDQUOT, ("Disk quota exceeded",), "disk quota exceeded"),
+    (errno.EROFS, ("Read-only file system",), "read-only file system"),
+    (errno.EACCES, ("Permission denied",), "permission denied"),
+    (errno.EPERM, ("Operation not permitted",), "operation not permitted"),
+    (errno.ENOENT, ("No such file or directory",), "a file or directory vanished"),
+)
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+  out, todo = [], [error]
+  while todo and len(out) < 20:
+    e = todo.pop(0)
+    if e is None or any(e is o for o in out):
+      continue
+    out.append(e)
+    todo += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+  return out
+
+
+def first_line(error: BaseException, limit: int = 240) -> str:
+  text = (str(error).strip().splitlines() or [""])[0]
+  return f"{type(error).__name__}: {text[:limit]}"
+
+
+def describe_error(error: BaseException) -> str:
+  """A short cause: 'no space left on device' etc. when recognisable, else the first line."""
+  chain = _chain(error)
+  for code, texts, words in _CAUSES:
+    for e in chain:
+      if getattr(e, "errno", None) == code or any(t in str(e) for t in texts):
+        return words
+  return first_line(error)
+
+
+def disk_error(error: BaseException) -> str | None:
+  """The cause when ``error`` is about the disk (full, quota, read-only, permissions)."""
+  cause = describe_error(error)
+  return cause if cause in [words for _, _, words in _CAUSES[:5]] else None
+
+
+# --- Orbax's background errors: captured, not printed ----------------------------------
+
+
+class _OrbaxErrorLog(logging.Filter):
+  """Keeps ERROR records that Orbax logs from its background save threads (one
+  traceback per thread and per failed write) off the console: the failure is
+  reported once, as ``CheckpointSaveError``; the records go to DEBUG."""
+
+  def __init__(self):
+    super().__init__()
+    self.lock = threading.Lock()
+    self.errors: list[BaseException] = []
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    path = record.pathname.replace(os.sep, "/")
+    if record.levelno < logging.ERROR or "/orbax/" not in path:
+      return True
+    exc = record.exc_info[1] if record.exc_info else None
+    with self.lock:
+      if exc is not None and len(self.errors) < 16:
+        self.errors.append(exc)
+    log.debug("orbax: %s", record.getMessage(), exc_info=record.exc_info)
+    return False
+
+  def take(self) -> list[BaseException]:
+    with self.lock:
+      out, self.errors = self.errors, []
+    return out
+
+
+_ORBAX_ERRORS = _OrbaxErrorLog()
+
+
+def _is_closed_loop_callback(exc_type, value, tb) -> bool:
+  """After a failed save, tensorstore completes the writes still in flight into
+  Orbax's already closed event loop, and each prints this traceback."""
+  if exc_type is not RuntimeError or str(value) != "Event loop is closed" or tb is None:
+    return False
+  while tb.tb_next is not None:
+    tb = tb.tb_next
+  return tb.tb_frame.f_code.co_filename.replace(os.sep, "/").endswith("asyncio/base_events.py")
+
+
+def _install_error_filter() -> None:
+  absl_logger = logging.getLogger("absl")
+  if _ORBAX_ERRORS not in absl_logger.filters:
+    absl_logger.addFilter(_ORBAX_ERRORS)
+  previous = sys.unraisablehook
+  if getattr(previous, "_proxyjax_checkpoint", False):
+    return
+
+  def hook(unraisable):
+    if _is_closed_loop_callback(unraisable.exc_type, unraisable.exc_value,
+                                unraisable.exc_traceback):
+      log.debug("after a failed checkpoint save: %s", unraisable.exc_value)
+      return
+    previous(unraisable)
+
+  hook._proxyjax_checkpoint = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+
+
+# --- checksum manifests ----------------------------------------------------------------
+
+
+def _step_files(step_dir: str) -> list[str]:
+  """Relative paths of the regular files of a step that the manifest covers."""
+  out = []
+  for root, dirs, files in os.walk(step_dir):
+    dirs.sort()
+    rel_root = os.path.relpath(root, step_dir)
+    for name in sorted(files):
+      rel = name if rel_root == "." else os.path.join(rel_root, name)
+      if rel in _UNVERIFIED_TOP_LEVEL or name.startswith(f".{MANIFEST}"):
+        continue
+      out.append(rel)
+  return out
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    while chunk := f.read(1 << 22):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def _hash_all(step_dir: str, rels: list[str]) -> list[str]:
+  with concurrent.futures.ThreadPoolExecutor(_HASH_THREADS) as pool:  # hashlib drops the GIL
+    return list(pool.map(lambda r: _sha256(os.path.join(step_dir, r)), rels))
+
+
+def write_manifest(step_dir: str) -> None:
+  """``step_dir/checksums.json``: size and sha256 of every file (written atomically)."""
+  rels = _step_files(step_dir)
+  digests = _hash_all(step_dir, rels)
+  files = {r: {"size": os.path.getsize(os.path.join(step_dir, r)), "sha256": d}
+           for r, d in zip(rels, digests)}
+  tmp = os.path.join(step_dir, f".{MANIFEST}.tmp")
+  with open(tmp, "w") as f:
+    json.dump({"format": _MANIFEST_FORMAT, "algorithm": "sha256", "files": files}, f,
+              indent=0, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, os.path.join(step_dir, MANIFEST))
+
+
+def verify_manifest(step_dir: str) -> str | None:
+  """None if every file listed in the manifest is present with its size and checksum
+  (or the step has no manifest: saved before manifests existed), else what is wrong."""
+  path = os.path.join(step_dir, MANIFEST)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      files = json.load(f)["files"]
+    assert isinstance(files, dict)
+  except Exception as e:  # pylint: disable=broad-except
+    return f"its checksum manifest is unreadable ({first_line(e, 120)})"
+  bad = []
+  present = []
+  for rel, want in sorted(files.items()):
+    full = os.path.join(step_dir, rel)
+    if not os.path.isfile(full):
+      bad.append(f"{rel} is missing")
+    elif os.path.getsize(full) != want["size"]:
+      bad.append(f"{rel} has {os.path.getsize(full)} bytes, not {want['size']}")
+    else:
+      present.append(rel)
+  for rel, digest in zip(present, _hash_all(step_dir, present)):
+    if digest != files[rel]["sha256"]:
+      bad.append(f"{rel} fails its sha256 checksum")
+  if not bad:
+    return None
+  more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+  return f"{bad[0]}{more}"
+
+
+# --- multi-process agreement -------------------------------------------------------------
+
+
+def _all_ok(ok: bool) -> bool:
+  """True when every process says ok (one process: ``ok``)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.all(multihost_utils.process_allgather(np.asarray([int(ok)], np.int32))))
+
+
+def _from_process_0(value: int) -> int:
+  """Process 0's ``value`` on every process."""
+  if jax.process_count() == 1:
+    return int(value)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  def name(path):
+    return ".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
+                    for k in path)
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {name(p): tuple(getattr(x, "shape", ())) for p, x in leaves}
 
 
 class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep,
-                                           enable_async_checkpointing=async_save,
-                                           create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+    self.keep = max(int(keep), 1)  # the newest committed step is never deleted
+    self.async_save = async_save
+    self._is_main = jax.process_index() == 0
+    self._saving: int | None = None  # the step whose save is in flight
+    _install_error_filter()
+    # Always Orbax's async checkpointer (the manifest is written by its commit
+    # callback); `async_save=False` waits for each save. Keep-last-K is ours.
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=None, enable_async_checkpointing=True, create=True,
+        async_options=ocp.AsyncOptions(post_finalization_callback=self._before_commit))
+    try:
+      self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+    except OSError as e:
+      raise CheckpointError(f"cannot create the checkpoint directory {self.directory}: "
+                            f"{describe_error(e)}; fix it or choose another --workdir") from e
+
+  # --- listing ----------------------------------------------------------------------
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
+  def _step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def corrupt_dirs(self) -> list[str]:
+    """Names of steps moved aside as unreadable (``<step>.corrupt-<n>``)."""
+    try:
+      names = os.listdir(self.directory)
+    except FileNotFoundError:
+      return []
+    return sorted((n for n in names if _CORRUPT.match(n)),
+                  key=lambda n: tuple(int(g) for g in _CORRUPT.match(n).groups()))
+
+  def remove_partial_saves(self) -> list[str]:
+    """Removes leftovers of interrupted or failed saves (``<step>.orbax-checkpoint-tmp*``,
+    ``<step>.deleting``) -- by process 0, at the start of training only (a concurrent
+    evaluation never removes a save in progress)."""
+    removed = []
+    if self._is_main and os.path.isdir(self.directory):
+      for name in sorted(os.listdir(self.directory)):
+        if TMP_MARKER in name or name.endswith(_DELETING):
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+          removed.append(name)
+      if removed:
+        log.warning("removed %d unfinished checkpoint save(s) in %s: %s", len(removed),
+                    self.directory, ", ".join(removed))
+    _barrier("proxyjax:checkpoint:remove_partial_saves")
+    self.manager.reload()
+    return removed
+
+  def check_writable(self) -> None:
+    """Fails now, not at the first save, when the checkpoint directory is not writable."""
+    if not self._is_main:
+      return
+    probe = os.path.join(self.directory, f".write-test-{os.getpid()}")
+    try:
+      os.makedirs(self.directory, exist_ok=True)
+      with open(probe, "w") as f:
+        f.write("ok")
+      os.remove(probe)
+    except OSError as e:
+      raise CheckpointError(
+          f"the checkpoint directory {self.directory} is not writable: {describe_error(e)}; "
+          "fix it or choose another --workdir") from e
+
+  # --- saving -----------------------------------------------------------------------
+
+  def _before_commit(self) -> None:
+    """Orbax's post-finalization callback (process 0, background thread, all parts
+    written, just before the rename that commits the step): the checksum manifest."""
+    step = self._saving
+    if step is None:
+      return
+    candidates = glob.glob(os.path.join(self.directory, f"{step}{TMP_MARKER}*"))
+    candidates = [c for c in candidates if os.path.isdir(c)]
+    if candidates:
+      step_dir = max(candidates, key=os.path.getmtime)
+    elif os.path.isdir(self._step_dir(step)):  # filesystems committing in place
+      step_dir = self._step_dir(step)
+    else:
+      log.warning("checkpoint at step %d: no directory to write %s into; the step will "
+                  "restore without checksum verification", step, MANIFEST)
+      return
+    write_manifest(step_dir)
+
   def save(self, step: int, state: Any, data_iter: grain.DatasetIterator | None,
            meta: dict, *, force: bool = False) -> bool:
+    """Starts saving ``step`` (waits for it if ``async_save`` is off). Raises
+    ``CheckpointSaveError`` if this save, or the previous one still in flight, fails."""
+    self._finish()
     items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+    _ORBAX_ERRORS.take()
+    self._saving = step
+    try:
+      saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+    except Exception as e:  # pylint: disable=broad-except
+      self._saving = None
+      self._failed(step, e)
+    if not saved:
+      self._saving = None
+      return False
+    if not self.async_save:
+      self._finish()
+    return True
 
-  def restore(self, abstract_state: Any, data_iter: grain.DatasetIterator | None):
-    """Restores the newest readable checkpoint: (step, state, meta) or None."""
-    for step in reversed(self.all_steps()):
-      items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
-      if data_iter is not None:
-        items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-      try:
-        out = self.manager.restore(step, args=ocp.args.Composite(**items))
-      except Exception as e:  # pylint: disable=broad-except
-        log.warning("checkpoint at step %d in %s cannot be restored (%s: %s); "
-                    "falling back to the previous one", step, self.directory,
-                    type(e).__name__, str(e).splitlines()[0][:300])
-        continue
-      return step, out["state"], out["meta"]
-    return None
+  def poll(self) -> None:
+    """Completes a finished background save (cheap when none is): raises
+    ``CheckpointSaveError`` naming its step if it failed, else applies keep-last-K."""
+    if self._saving is not None and not self.manager.is_saving_in_progress():
+      self._finish()
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Waits for the save in flight; raises ``CheckpointSaveError`` if it failed."""
+    self._finish()
+
+  def _finish(self) -> None:
+    step = self._saving
+    if step is None:
+      return
+    error = None
+    try:
+      self.manager.wait_until_finished()
+      self.manager.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      error = e
+    finally:
+      self._saving = None
+    if error is None and not os.path.isdir(self._step_dir(step)):
+      logged = _ORBAX_ERRORS.take()
+      error = logged[0] if logged else RuntimeError("the save never committed")
+    if error is not None:
+      self._failed(step, error)
+    self._prune()
+
+  def _failed(self, step: int, error: BaseException) -> None:
+    """Removes the partial save of ``step`` and raises one clear error."""
+    logged = _ORBAX_ERRORS.take()
+    cause = describe_error(error)
+    if cause == first_line(error) and logged:  # Orbax logged the actual cause
+      cause = describe_error(logged[0])
+    detail = next((e for e in [error, *logged] if "Error writing" in str(e)
+                   or getattr(e, "errno", None)), error)
+    detail = first_line(detail, 10_000)
+    if len(detail) > 240:  # the start (what failed) and the end (the OS error)
+      detail = f"{detail[:150]} ... {detail[-80:]}"
+    if self._is_main:
+      for path in glob.glob(os.path.join(self.directory, f"{step}{TMP_MARKER}*")):
+        shutil.rmtree(path, ignore_errors=True)
+    try:
+      self.manager.reload()
+      kept = self.all_steps()
+    except Exception:  # pylint: disable=broad-except
+      kept = []
+    if kept:
+      kept_text = (f"the checkpoint{'s' if len(kept) > 1 else ''} at step"
+                   f"{'s' if len(kept) > 1 else ''} {', '.join(map(str, kept))} "
+                   f"{'are' if len(kept) > 1 else 'is'} intact; free space or fix the directory "
+                   f"and re-run the same command to resume from step {kept[-1]}")
+    else:
+      kept_text = "there is no earlier checkpoint; free space or fix the directory and re-run"
+    raise CheckpointSaveError(
+        step, self.directory,
+        f"checkpoint at step {step} could not be saved in {self.directory}: {cause}; the "
+        f"partial save was removed and {kept_text} ({detail})") from error
+
+  def _prune(self) -> None:
+    """Keep-last-K over committed steps (process 0). A step is renamed to
+    ``<step>.deleting`` before removal, so a half-deleted step never looks like one."""
+    if not self._is_main:
+      return
+    steps = [s for s in self._disk_steps()]
+    for step in steps[:-self.keep]:
+      doomed = self._step_dir(step) + _DELETING
+      try:
+        os.rename(self._step_dir(step), doomed)
+        shutil.rmtree(doomed)
+      except OSError as e:
+        log.warning("keep-last-%d: could not remove the checkpoint at step %d in %s (%s)",
+                    self.keep, step, self.directory, describe_error(e))
+    self.manager.reload()
+
+  def _disk_steps(self) -> list[int]:
+    try:
+      names = os.listdir(self.directory)
+    except FileNotFoundError:
+      return []
+    return sorted(int(n) for n in names
+                  if n.isdigit() and os.path.isdir(os.path.join(self.directory, n)))
+
+  # --- restoring --------------------------------------------------------------------
+
+  def _move_aside(self, step: int, reason: str) -> str:
+    src = self._step_dir(step)
+    n = 1
+    while os.path.exists(f"{src}.corrupt-{n}"):
+      n += 1
+    dst = f"{src}.corrupt-{n}"
+    if self._is_main:
+      try:
+        os.rename(src, dst)
+      except OSError as e:
+        raise CheckpointError(
+            f"the checkpoint at step {step} in {self.directory} is unreadable ({reason}) "
+            f"and could not be moved aside ({describe_error(e)}); move or remove it, then "
+            "re-run") from e
+      log.warning("checkpoint at step %d in %s is unreadable (%s); moved it aside to %s "
+                  "(not deleted) and trying the previous checkpoint", step, self.directory,
+                  reason, os.path.basename(dst))
+    _barrier(f"proxyjax:checkpoint:move_aside:{step}")
+    self.manager.reload()
+    return os.path.basename(dst)
+
+  def _check_shapes(self, step: int, abstract_state: Any) -> None:
+    """Parameter names and shapes of the checkpoint against this run's model."""
+    handler = ocp.StandardCheckpointHandler()
+    try:
+      saved = handler.metadata(epath.Path(self._step_dir(step)) / "state").tree
+    finally:
+      handler.close()
+    if not isinstance(saved, dict) or "params" not in saved or "params" not in abstract_state:
+      return
+    old, new = _flat_shapes(saved["params"]), _flat_shapes(abstract_state["params"])
+    where = f"the checkpoint at step {step} in {self.directory}"
+    for name in sorted(set(old) | set(new)):
+      if old.get(name) != new.get(name):
+        have = lambda s: "no such parameter" if s is None else f"shape {s}"
+        raise IncompatibleCheckpointError(
+            "model", f"parameter params.{name} has {have(old.get(name))} in {where} but "
+            f"{have(new.get(name))} in this run: the model differs, and parameters cannot be "
+            "restored into another model shape; resume with the model config that wrote it, "
+            "or start a new --workdir")
+
+  def _unreadable(self, step: int, reason: str, verified: bool, moved: list[str]) -> None:
+    if verified:  # intact files that cannot be read: moving them aside would not help
+      raise CheckpointError(
+          f"the checkpoint at step {step} in {self.directory} passes its checksums but cannot "
+          f"be restored into this run ({reason}); it was written by an incompatible version "
+          "or for another model: resume with the version and config that wrote it, or start "
+          "a new --workdir")
+    moved.append(f"{step} ({reason})")
+    self._move_aside(step, reason)
+
+  def restore(self, abstract_state: Any, data_iter: grain.DatasetIterator | None = None, *,
+              check: Callable[[int, dict], bool] | None = None):
+    """Restores the newest readable checkpoint: (step, state, meta), or None if there is none.
+
+    ``check(step, meta)`` sees a readable candidate's metadata before its state is
+    read: it raises (e.g. ``IncompatibleCheckpointError``) to refuse the checkpoint,
+    and returns whether ``data_iter`` is restored (False: the data stream starts
+    afresh). Unreadable steps are moved aside (see the module docstring); if no step
+    is readable, ``NoReadableCheckpointError``.
+    """
+    moved: list[str] = []
+    self.manager.reload()
+    while self.all_steps():
+      step = self.all_steps()[-1]
+      step_dir = self._step_dir(step)
+      reason = None
+      if self._is_main:  # 0: verified, 1: no manifest (older save), 2: corrupt
+        reason = verify_manifest(step_dir)
+        status = 2 if reason else 0 if os.path.exists(os.path.join(step_dir, MANIFEST)) else 1
+      else:
+        status = 0
+      status = _from_process_0(status)
+      if status == 2:
+        self._unreadable(step, reason or "checksum mismatch (see process 0)", False, moved)
+        continue
+      verified = status == 0
+      meta = None
+      try:
+        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        meta = dict(meta["meta"] or {})
+      except Exception as e:  # pylint: disable=broad-except
+        reason = f"metadata unreadable: {first_line(e, 200)}"
+      if not _all_ok(reason is None):
+        self._unreadable(step, reason or "metadata unreadable on another process", verified,
+                         moved)
+        continue
+      restore_data = check(step, meta) if check is not None else True
+      try:
+        self._check_shapes(step, abstract_state)
+      except IncompatibleCheckpointError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        reason = f"parameter metadata unreadable: {first_line(e, 200)}"
+      state = None
+      if reason is None:
+        try:
+          out = self.manager.restore(
+              step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+          state = out["state"]
+        except PermissionError as e:
+          raise CheckpointError(f"the checkpoint at step {step} in {self.directory} cannot "
+                                f"be read: {describe_error(e)}") from e
+        except Exception as e:  # pylint: disable=broad-except
+          reason = f"cannot be restored: {first_line(e, 200)}"
+      if not _all_ok(reason is None):
+        self._unreadable(step, reason or "cannot be restored on another process", verified,
+                         moved)
+        continue
+      if data_iter is not None and restore_data:
+        try:
+          self.manager.restore(
+              step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iter)))
+        except Exception as e:  # pylint: disable=broad-except
+          raise IncompatibleCheckpointError(
+              "data", f"the data-iterator state of the checkpoint at step {step} in "
+              f"{self.directory} does not fit this run's data pipeline ({first_line(e, 160)}); "
+              "did a data.* field change? Resume with the data settings that wrote it, start "
+              "a new --workdir, or pass --config.restore_policy=fresh_data to keep the "
+              "parameters, optimizer and step and restart the data stream") from e
+      if moved:
+        log.warning("resuming from step %d in %s after moving aside unreadable checkpoint(s): "
+                    "%s", step, self.directory, "; ".join(moved))
+      return step, state, meta
+    corrupt = self.corrupt_dirs()
+    if moved or corrupt:
+      what = (f"step(s) {'; '.join(moved)} were unreadable" if moved
+              else "only checkpoints moved aside earlier as unreadable remain")
+      raise NoReadableCheckpointError(
+          f"no readable checkpoint in {self.directory}: {what} ({', '.join(corrupt)}); "
+          "refusing to start from scratch over them: use a new --workdir, or move the "
+          "*.corrupt-* directories elsewhere to start afresh here")
+    return None
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for the save in flight (raising ``CheckpointSaveError`` if it failed)."""
+    try:
+      self._finish()
+    finally:
+      try:
+        self.manager.close()
+      except Exception as e:  # pylint: disable=broad-except
+        log.warning("closing the checkpoint manager for %s: %s", self.directory,
+                    first_line(e))
 
 
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying the target shardings (restore onto the current mesh)."""
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       abstract_state, shardings)
+
+
+# --- resuming a training run ------------------------------------------------------------
+
+RESTORE_POLICIES = ("strict", "fresh_data")
+
+# Fields that define the parameter tree: never changed within a run, under any policy.
+MODEL_FIELDS = ("model.d_model", "model.n_layers", "model.n_heads", "model.n_kv_heads",
+                "model.head_dim", "model.d_ff", "model.num_pred_heads", "model.raw_head",
+                "model.scan_layers")
+# Fields that change the data stream (every data.* field but these, plus seed, seq_len,
+# batch_size): refused by restore_policy='strict', allowed by 'fresh_data'.
+_DATA_FIELDS_TOP = ("seed", "seq_len", "batch_size")
+_DATA_FIELDS_IGNORED = ("data.tfds_data_dir", "data.tokenizer_cache_dir",
+                        "data.worker_buffer_size", "data.read_threads", "data.read_buffer_size")
+
+
+def config_dict(config) -> dict:
+  """A config as the plain JSON dict recorded in checkpoints (tuples become lists)."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in (d or {}).items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def _is_data_field(key: str) -> bool:
+  return (key in _DATA_FIELDS_TOP or key.startswith("data.")) and key not in _DATA_FIELDS_IGNORED
+
+
+def _cli(value: Any) -> str:
+  return json.dumps(value) if not isinstance(value, str) else (value or "''")
+
+
+def resume_check(config, policy: str, directory: str, process_count: int,
+                 recorded_fallback: dict | None = None) -> Callable[[int, dict], bool]:
+  """``check`` for ``Checkpointer.restore`` in a training run.
+
+  Compares the config recorded with the checkpoint (``meta['config']``; for
+  checkpoints written before it was recorded, ``recorded_fallback``, the run's
+  ``config.json``) with this run's: a changed ``MODEL_FIELDS`` field is refused
+  under every policy; a changed data field (or process count) is refused under
+  'strict' and restarts the data stream under 'fresh_data'. Every other field
+  (steps, learning rate, mesh, eval, checkpointing, dtypes, ...) may change.
+  """
+  if policy not in RESTORE_POLICIES:
+    raise ConfigError("restore_policy", f"must be one of {', '.join(RESTORE_POLICIES)}, "
+                      f"got {policy!r}")
+  current = _flatten(config_dict(config))
+
+  def check(step: int, meta: dict) -> bool:
+    recorded = _flatten(meta.get("config") or recorded_fallback or {})
+    where = f"the checkpoint at step {step} in {directory}"
+    diffs = [(k, recorded[k], current[k]) for k in sorted(current)
+             if k in recorded and recorded[k] != current[k]]
+    model = [d for d in diffs if d[0] in MODEL_FIELDS]
+    data = [d for d in diffs if _is_data_field(d[0])]
+    saved_pc = meta.get("process_count")
+
+    def also(rest):
+      rest = [f"{k} {_cli(o)} -> {_cli(n)}" for k, o, n in rest]
+      return f" (also changed: {', '.join(rest[:6])}{', ...' if len(rest) > 6 else ''})" \
+          if rest else ""
+
+    if model:
+      k, old, new = model[0]
+      raise IncompatibleCheckpointError(
+          k, f"this run has {_cli(new)} but {where} was written with {_cli(old)}"
+          f"{also(model[1:] + data)}; parameters cannot be restored into another model "
+          f"shape under any restore_policy: resume with --config.{k}={_cli(old)}, or start a "
+          "new --workdir")
+    if saved_pc is not None and saved_pc != process_count:
+      data = data + [("process count", saved_pc, process_count)]
+    if not data:
+      return True
+    if policy == "strict":
+      k, old, new = data[0]
+      fix = (f"resume with --config.{k}={_cli(old)}" if k != "process count"
+             else f"resume with {old} processes")
+      raise IncompatibleCheckpointError(
+          k, f"this run has {_cli(new)} but {where} was written with {_cli(old)}"
+          f"{also(data[1:])}; the data stream cannot continue exactly: {fix}, start a new "
+          "--workdir, or pass --config.restore_policy=fresh_data to keep the parameters, "
+          "optimizer and step and restart the data stream (restore_policy='strict')")
+    log.warning("restore_policy=fresh_data: restoring parameters, optimizer and step from %s; "
+                "the data stream (and its mixing schedule) starts afresh: %s", where,
+                ", ".join(f"{k} {_cli(o)} -> {_cli(n)}" for k, o, n in data))
+    return False
+
+  return check

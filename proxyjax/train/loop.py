@@ -3,8 +3,15 @@
 Resuming is re-running the same command: the newest readable checkpoint in
 ``WORKDIR/checkpoints`` restores parameters, optimizer, step and the Grain
 iterator (so the data stream and the mixing schedule continue exactly).
+A resume never silently becomes a fresh start: a checkpoint written with another
+model shape or data stream (config recorded in each checkpoint's ``meta``) stops
+the run before training, naming the field (``config.restore_policy``:
+'strict', or 'fresh_data' to keep parameters/optimizer/step and restart the
+data stream); only an *unreadable* checkpoint (checksum manifest, Orbax read) is
+moved aside and the previous one used (see ``proxyjax.train.checkpoint``).
+A failed save (e.g. no space left) stops the run with one line naming the step.
 SIGTERM (preemption) saves a checkpoint and exits cleanly. A non-finite loss
-stops the run with the step number; the last good checkpoint is kept.
+stops the run with the step number; the checkpoints saved so far are kept.
 """
 
 from __future__ import annotations
@@ -92,7 +99,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   ``proxyjax.distributed.StopAgreement``).
   """
   config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ckpt_lib.CheckpointError(f"cannot create the work directory {workdir}: "
+                                   f"{ckpt_lib.describe_error(e)}") from e
   is_main = jax.process_index() == 0
   mesh = parallel.make_mesh(config.mesh.shape, dcn_shape=config.mesh.dcn_shape)
   vocab = pipeline.build_vocab(config)
@@ -108,14 +119,31 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                keep=config.keep_checkpoints,
                                async_save=config.async_checkpointing)
-  target = ckpt_lib.abstract_with_shardings(setup.abstract_state, setup.state_shardings)
-  restored = ckpt.restore(target, data_it)
+  try:
+    ckpt.check_writable()
+    ckpt.remove_partial_saves()
+    target = ckpt_lib.abstract_with_shardings(setup.abstract_state, setup.state_shardings)
+    # Checkpoints from before the config was recorded in `meta`: WORKDIR/config.json.
+    legacy = config_lib.load_run_config(workdir)
+    restored = ckpt.restore(target, data_it, check=ckpt_lib.resume_check(
+        config, config.get("restore_policy", "strict"), ckpt.directory, jax.process_count(),
+        legacy.to_dict() if legacy is not None else None))
+  except BaseException:
+    ckpt.close()
+    if hasattr(data_it, "close"):
+      data_it.close()
+    raise
   if restored is None:
     state = setup.init_fn()
     start = 0
   else:
     start, state, _ = restored
     log.info("resumed from step %d", start)
+  recorded_config = ckpt_lib.config_dict(config)
+
+  def meta(step):
+    return {"step": step, "mesh": list(mesh.shape.values()),
+            "process_count": jax.process_count(), "config": recorded_config}
   n_dense = transformer.count_params(setup.abstract_state["params"]) - (
       model_cfg.vocab_size * model_cfg.d_model)
   peak = metrics_lib.peak_flops(jax.devices()[0])
@@ -124,7 +152,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     print(f"proxyjax: {n_dense / 1e6:.1f}M dense params, vocab {vocab.size}, mesh "
           f"{dict(mesh.shape)}, {jax.device_count()} {jax.devices()[0].platform} devices, "
           f"steps {start}->{config.num_steps}", file=sys.stderr)
-    config_lib.write_run_config(config, workdir)
+    try:
+      config_lib.write_run_config(config, workdir)
+    except OSError as e:
+      raise ckpt_lib.CheckpointError(f"cannot write {workdir}/config.json: "
+                                     f"{ckpt_lib.describe_error(e)}") from e
 
   eval_ctx.step = start
   last: dict[str, Any] = {}
@@ -140,10 +172,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     step, dev_metrics = pending_step
     m = jax.device_get(dev_metrics)
     if not math.isfinite(float(m["loss"])):
+      steps = ckpt.all_steps()
+      resumed = f"; this run resumed from step {start}" if start else ""
       raise NonFiniteLossError(
-          f"non-finite loss {float(m['loss'])} at step {step}; the last good checkpoint "
-          f"({ckpt.all_steps()[-1] if ckpt.all_steps() else 'none'}) is kept in "
-          f"{ckpt.directory}")
+          f"non-finite loss {float(m['loss'])} at step {step}; the checkpoints saved so far "
+          f"are kept in {ckpt.directory} (steps: {', '.join(map(str, steps)) or 'none'})"
+          f"{resumed}")
     for k, v in m.items():  # counters and means are summed; lr/param_norm keep the last value
       acc[k] = float(v) if k in _LAST_VALUE else acc.get(k, 0.0) + float(v)
     acc["steps_read"] = acc.get("steps_read", 0.0) + 1.0
@@ -156,6 +190,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     return step, m
 
   step = start
+  finished = False  # True once the loop ends normally (a failed last save then raises)
   try:
     with _Preemption() as preempt:
       while step < config.num_steps:
@@ -167,6 +202,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         window["tokens"] += tokens * shards
         window["pairs"] += pairs * shards
         state, dev_metrics = setup.train_step(state, parallel.global_batch(batch, mesh, config.batch_size))
+        ckpt.poll()  # a background save that failed stops the run here, naming its step
         step += 1
         window["steps"] += 1
         if pending is not None:  # step n's metrics read after step n+1 was dispatched
@@ -223,31 +259,44 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
           writer.write(step, ev)
           last.update(ev)
         if save_now or stop_now:
-          ckpt.save(step, state, data_it, {"step": step, "mesh": list(mesh.shape.values())},
-                    force=True)
+          ckpt.save(step, state, data_it, meta(step), force=True)
         window["excluded"] += time.perf_counter() - t_side
         if stop_now:
           ckpt.wait()
           print(f"proxyjax: stopping (SIGTERM/preemption); checkpoint saved at step {step}",
                 file=sys.stderr)
           last["step"] = step
+          finished = True
           return last
       if pending is not None:
         read(pending)
       if step not in ckpt.all_steps():
-        ckpt.save(step, state, data_it, {"step": step, "mesh": list(mesh.shape.values())},
-                  force=True)
+        ckpt.save(step, state, data_it, meta(step), force=True)
       if config.eval_every and step % config.eval_every:
         eval_ctx.params, eval_ctx.step = state["params"], step
         ev = evaluate(eval_ctx, config)
         writer.write(step, ev)
         last.update(ev)
+    finished = True
+  except OSError as e:  # metrics on a full or read-only disk: one line, not a traceback
+    cause = ckpt_lib.disk_error(e)
+    if cause is None:
+      raise
+    raise ckpt_lib.CheckpointError(
+        f"cannot write to {workdir} at step {step}: {cause} ({e}); the checkpoints at steps "
+        f"{', '.join(map(str, ckpt.all_steps())) or 'none'} are kept") from e
   finally:
-    ckpt.close()
-    writer.close()
-    if bar is not None:
-      bar.close()
-    if hasattr(data_it, "close"):
-      data_it.close()
+    try:
+      ckpt.close()  # raises CheckpointSaveError if the last save failed
+    except ckpt_lib.CheckpointSaveError as e:
+      if finished:
+        raise
+      log.warning("%s", e)  # the error already propagating comes first
+    finally:
+      writer.close()
+      if bar is not None:
+        bar.close()
+      if hasattr(data_it, "close"):
+        data_it.close()
   last["step"] = step
   return last
