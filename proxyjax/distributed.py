@@ -33,7 +33,7 @@ import re
 import sys
 from typing import Mapping
 
-from proxyjax.errors import ConfigError
+from proxyjax.errors import ConfigError, UserError
 
 MODES = ("auto", "on", "off")
 ENV = {
@@ -245,6 +245,10 @@ def checkpoint_process_count(checkpoint_dir: str) -> tuple[int, int] | None:
   return None
 
 
+class ResumeProcessCountError(UserError, RuntimeError):
+  """The newest checkpoint was written by another number of processes."""
+
+
 def check_resume(checkpoint_dir: str, process_count: int) -> None:
   """Fails clearly when the newest checkpoint was written by another process count.
 
@@ -257,7 +261,7 @@ def check_resume(checkpoint_dir: str, process_count: int) -> None:
   if found is None or found[1] == process_count:
     return
   step, saved = found
-  raise RuntimeError(
+  raise ResumeProcessCountError(
       f"the checkpoint at step {step} in {checkpoint_dir} was written by {saved} "
       f"process(es) but this run has {process_count}: the Grain data-iterator state is "
       f"per process and cannot be remapped. Resume with {saved} processes (any mesh "

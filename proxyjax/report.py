@@ -28,6 +28,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from proxyjax.errors import UserError
+
 
 @dataclasses.dataclass
 class Run:
@@ -65,11 +67,15 @@ def _num(rec: dict[str, Any], key: str) -> float:
   return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
 
 
+class MissingRunError(UserError, FileNotFoundError):
+  """A run directory without metrics.jsonl."""
+
+
 def load_run(path: str, devices: int | None = None) -> Run:
   """Parses ``path/metrics.jsonl`` (required) and ``path/eval/*.json``."""
   metrics = os.path.join(path, "metrics.jsonl")
   if not os.path.exists(metrics):
-    raise FileNotFoundError(f"{metrics} does not exist")
+    raise MissingRunError(f"{metrics} does not exist: is {path} a proxyjax run directory?")
   records = _read_jsonl(metrics)
   by_step: dict[int, dict[str, Any]] = {}
   eval_by_step: dict[int, dict[str, Any]] = {}

@@ -7,7 +7,11 @@ sandbox and benchmark code stay usable without JAX):
 * ``generate``     KV-cache decoding through the raw-byte interface;
 * ``run``          ``--mode=eval`` tasks (bpb, view_bpb, humaneval, humaneval_plus,
                    mbpp, mbpp_plus, recode, compressors), ``WORKDIR/eval/<task>.json``;
-* ``sandbox``      sandboxed execution of generated programs;
+* ``sandbox``      sandboxed execution of generated programs (``isolation``: the
+                   namespace/uid launcher that runs inside the child);
+* ``differential`` verdicts decided outside the candidate's process: record the tests'
+                   calls on the canonical solution, run the candidate on those inputs,
+                   replay the tests on its plain values (``values``: the JSON encoding);
 * ``codegen``      HumanEval / HumanEval+ / MBPP / MBPP+ problems and pass@k;
 * ``passk``        the unbiased pass@k estimator;
 * ``robustness``   ReCode-style prompt perturbations and robust pass@k;

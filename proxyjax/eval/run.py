@@ -261,13 +261,16 @@ def _code_task(name: str) -> Callable[["Context"], dict]:
     t1 = time.perf_counter()
     if jax.process_index() != 0:  # every process generates (SPMD); one executes
       return {"executed_on_process": 0}
+    source = benchmark_path(ctx.config, name)
+    hidden = codegen.default_hidden_paths() + [source]  # the candidates never read the answers
     out = codegen.evaluate(problems, completions, ks=ks, suite=bench.suite,
-                           limits=sandbox_limits(ctx.config), workers=_workers(ctx.config))
+                           limits=sandbox_limits(ctx.config), workers=_workers(ctx.config),
+                           hide_paths=hidden)
     t2 = time.perf_counter()
     if e.save_completions:
       for row, comps in zip(out["per_problem"], completions):
         row["completions"] = comps
-    out.update({"benchmark": name, "source": benchmark_path(ctx.config, name),
+    out.update({"benchmark": name, "source": source,
                 "sampling": _sampling_summary(ctx.config), "generate_s": t1 - t0,
                 "execute_s": t2 - t1})
     return out
