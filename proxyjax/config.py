@@ -187,7 +187,7 @@ def validate_eval(c: ml_collections.ConfigDict) -> None:
   lists), the files the requested tasks need, and every numeric knob."""
   # Imported here: the task registry imports JAX and the model.
   from proxyjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
-  from proxyjax.eval import robustness  # pylint: disable=g-import-not-at-top
+  from proxyjax.eval import recode  # pylint: disable=g-import-not-at-top
   from proxyjax import views  # pylint: disable=g-import-not-at-top
 
   e = c.eval
@@ -215,7 +215,7 @@ def validate_eval(c: ml_collections.ConfigDict) -> None:
   if e.recode_benchmark not in eval_run.RECODE_BENCHMARKS:
     raise ConfigError("eval.recode_benchmark", f"must be one of "
                       f"{', '.join(eval_run.RECODE_BENCHMARKS)}, got {e.recode_benchmark!r}")
-  eval_run.parse_names(e.recode_families, robustness.FAMILIES, "eval.recode_families")
+  eval_run.parse_names(e.recode_families, recode.FAMILIES, "eval.recode_families")
   eval_run.parse_names(e.compressor_views, views.VIEW_NAMES, "eval.compressor_views")
   if e.corpus:
     from proxyjax.data import sources  # pylint: disable=g-import-not-at-top

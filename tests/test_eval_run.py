@@ -14,14 +14,14 @@ from proxyjax import parallel
 from proxyjax.errors import ConfigError
 from proxyjax.eval import codegen
 from proxyjax.eval import generate
-from proxyjax.eval import robustness
+from proxyjax.eval import recode
 from proxyjax.eval import run as eval_run
 from proxyjax.train import loop
 
 from test_train import small_config  # pylint: disable=g-bad-import-order
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAMILIES = set(robustness.FAMILIES)
+FAMILIES = set(recode.FAMILIES)
 
 
 @pytest.fixture(scope="module")
@@ -228,8 +228,8 @@ def test_recode_task_with_known_completions(tmp_path, monkeypatch):
   problems = codegen.load_humaneval()[:2]
   nominal = {p.prompt: p.canonical_solution for p in problems}
   everything = dict(nominal)
-  for family in robustness.FAMILIES:
-    for suite in robustness.perturbed_suite(problems, family, 2):
+  for family in recode.FAMILIES:
+    for suite in recode.perturbed_suite(problems, family, 2):
       everything.update({p.prompt: p.canonical_solution for p in suite})
   calls = []
   monkeypatch.setattr(generate, "generate", _fake_generate(lambda p: everything[p], calls))

@@ -14,6 +14,6 @@ sandbox and benchmark code stay usable without JAX):
                    replay the tests on its plain values (``values``: the JSON encoding);
 * ``codegen``      HumanEval / HumanEval+ / MBPP / MBPP+ problems and pass@k;
 * ``passk``        the unbiased pass@k estimator;
-* ``robustness``   ReCode-style prompt perturbations and robust pass@k;
+* ``recode``       ReCode-style prompt perturbations (a module per family) and robust pass@k;
 * ``compressors``  compressor stability / collision / ratio analysis (CLI).
 """

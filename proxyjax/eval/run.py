@@ -51,7 +51,7 @@ from proxyjax.eval import bpb as bpb_lib
 from proxyjax.eval import codegen
 from proxyjax.eval import compressors
 from proxyjax.eval import generate
-from proxyjax.eval import robustness
+from proxyjax.eval import recode as robustness
 from proxyjax.eval import sandbox
 from proxyjax.errors import ConfigError
 from proxyjax.errors import UserError

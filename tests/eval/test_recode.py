@@ -6,8 +6,9 @@ import re
 import pytest
 
 from proxyjax.eval import codegen
-from proxyjax.eval import robustness
+from proxyjax.eval import recode
 from proxyjax.eval import sandbox
+from proxyjax.eval.recode import engine
 
 FAST = sandbox.Limits(timeout_s=10.0, site_packages=False)
 SEEDS = (0, 1)
@@ -21,8 +22,8 @@ def humaneval():
 @pytest.fixture(scope="module")
 def perturbed(humaneval):
   """{(family, seed): [perturbed problems]} for every problem."""
-  return {(f, s): [robustness.perturb(p, f, s) for p in humaneval]
-          for f in robustness.FAMILIES for s in SEEDS}
+  return {(f, s): [recode.perturb(p, f, s) for p in humaneval]
+          for f in recode.FAMILIES for s in SEEDS}
 
 
 def test_every_perturbed_prompt_parses(humaneval, perturbed):
@@ -38,15 +39,15 @@ def test_every_perturbed_prompt_parses(humaneval, perturbed):
 
 
 def test_perturbations_are_deterministic(humaneval, perturbed):
-  robustness._APPLICABLE_CACHE.clear()  # recompute from scratch
+  engine._APPLICABLE_CACHE.clear()  # recompute from scratch
   for (family, seed), problems in perturbed.items():
-    again = [robustness.perturb(p, family, seed) for p in humaneval]
+    again = [recode.perturb(p, family, seed) for p in humaneval]
     assert again == problems, (family, seed)
 
 
 def test_seeds_give_different_variants(humaneval):
-  for family in robustness.FAMILIES:
-    counts = [len({robustness.perturb(p, family, s).prompt for s in range(5)})
+  for family in recode.FAMILIES:
+    counts = [len({recode.perturb(p, family, s).prompt for s in range(5)})
               for p in humaneval[::4]]
     assert sum(counts) / len(counts) >= (3.0 if family == "syntax" else 4.5), family
     assert min(counts) >= 1
@@ -71,7 +72,7 @@ def test_canonical_solutions_pass_on_all_perturbed_prompts(perturbed):
 
 def _first(problem, family, rewrite):
   for seed in range(20):
-    p = robustness.perturb(problem, family, seed)
+    p = recode.perturb(problem, family, seed)
     if p.variant.split(":")[1] == rewrite:
       return p
   raise AssertionError(f"{problem.task_id}: no {family}:{rewrite} in 20 seeds")
@@ -79,12 +80,12 @@ def _first(problem, family, rewrite):
 
 def test_function_rename_follows_through(humaneval):
   by_id = {p.task_id: p for p in humaneval}
-  fib = robustness.perturb(by_id["HumanEval/55"], "func_name", 0)  # recursive solution
+  fib = recode.perturb(by_id["HumanEval/55"], "func_name", 0)  # recursive solution
   assert fib.entry_point != "fib"
   assert not re.search(r"\bfib\b", fib.prompt + fib.canonical_solution)
   assert fib.canonical_solution.count(fib.entry_point) == 2
   assert f">>> {fib.entry_point}(10)" in fib.prompt
-  third = robustness.perturb(by_id["HumanEval/33"], "func_name", 0)  # the test names it
+  third = recode.perturb(by_id["HumanEval/33"], "func_name", 0)  # the test names it
   assert not re.search(r"\bsort_third\b", third.test) and third.entry_point in third.test
   program = codegen.check_program(third, third.canonical_solution)
   assert program.rstrip().endswith(f"check({third.entry_point})")
@@ -93,7 +94,7 @@ def test_function_rename_follows_through(humaneval):
 def test_docstring_paraphrases_leave_examples_and_identifiers_alone(humaneval):
   for p in humaneval:
     for seed in range(3):
-      q = robustness.perturb(p, "docstring", seed)
+      q = recode.perturb(p, "docstring", seed)
       doc_lines = [ln.strip() for ln in p.prompt.splitlines() if ln.strip().startswith(">>>")]
       new_lines = [ln.strip() for ln in q.prompt.splitlines() if ln.strip().startswith(">>>")]
       assert doc_lines == new_lines, p.task_id
@@ -123,7 +124,7 @@ def test_syntax_rewrites(humaneval):
 def test_format_rewrites_change_only_layout(humaneval):
   for p in humaneval[:40]:
     for seed in range(5):
-      q = robustness.perturb(p, "format", seed)
+      q = recode.perturb(p, "format", seed)
       a, b = ast.parse(p.prompt), ast.parse(q.prompt)
       code = lambda t: [ast.dump(n) for n in t.body if not isinstance(n, ast.FunctionDef)]
       assert code(a) == code(b)
@@ -139,7 +140,7 @@ def test_mbpp_style_problem_rename():
       "task_id": 7, "text": "Write a function to add one to every item of a list.",
       "code": "def add_one_all(xs):\n  return [x + 1 for x in xs]\n",
       "test_list": ["assert add_one_all([1, 2]) == [2, 3]", "assert add_one_all([]) == []"]})
-  q = robustness.perturb(p, "func_name", 0)
+  q = recode.perturb(p, "func_name", 0)
   assert q.entry_point != "add_one_all"
   assert all(q.entry_point in t for t in q.test_list) and q.entry_point in q.prompt
   out = codegen.evaluate_canonical([p, q], limits=FAST)
@@ -149,7 +150,7 @@ def test_mbpp_style_problem_rename():
 def test_robust_metrics_by_hand():
   nominal = [[True], [True], [False]]
   perturbed = [[[True], [False]], [[True], [True]], [[True], [False]]]
-  m = robustness.robust_metrics(nominal, perturbed)
+  m = recode.robust_metrics(nominal, perturbed)
   assert m["nominal_pass@1"] == pytest.approx(2 / 3)
   assert m["robust_pass@1"] == pytest.approx(1 / 3)
   assert m["robust_drop_abs_pass@1"] == pytest.approx(1 / 3)
@@ -157,9 +158,9 @@ def test_robust_metrics_by_hand():
   assert m["robust_relative"] == pytest.approx(2 / 3)
   assert m["attack_success"] == pytest.approx(0.5)
   # Several samples: a sample index is robust only if it passes under every seed.
-  m = robustness.robust_metrics([[True, True, False, False]],
-                                [[[True, False, True, False], [True, True, False, False]]],
-                                ks=(1, 2))
+  m = recode.robust_metrics([[True, True, False, False]],
+                            [[[True, False, True, False], [True, True, False, False]]],
+                            ks=(1, 2))
   assert m["nominal_pass@1"] == pytest.approx(0.5)
   assert m["robust_pass@1"] == pytest.approx(0.25)
   assert m["robust_pass@2"] == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2)
@@ -175,12 +176,12 @@ def test_evaluate_robustness_end_to_end(humaneval):
     return [[p.canonical_solution if not p.variant else "    return None\n"] for p in ps]
 
   kw = dict(families=("func_name", "docstring"), num_seeds=2, limits=FAST)
-  good = robustness.evaluate_robustness(problems, solid, **kw)
+  good = recode.evaluate_robustness(problems, solid, **kw)
   assert good["nominal_pass@1"] == 1.0
   for fam in ("func_name", "docstring"):
     assert good["families"][fam]["robust_pass@1"] == 1.0
     assert good["families"][fam]["robust_drop_pass@1"] == 0.0
-  bad = robustness.evaluate_robustness(problems, brittle, **kw)
+  bad = recode.evaluate_robustness(problems, brittle, **kw)
   assert bad["nominal_pass@1"] == 1.0
   assert bad["families"]["func_name"]["robust_pass@1"] == 0.0
   assert bad["families"]["func_name"]["robust_drop_pass@1"] == 1.0
