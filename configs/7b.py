@@ -1,16 +1,82 @@
-r"""Ladder rung 7b (SPEC §5): tokenizer proxy + raw head, ~2M symbols per step, 50k steps.
+r"""Ladder rung 7b (SPEC §5): 7.25B parameters, tokenizer proxy + raw head,
+~2.1M symbols per step (256 rows of 8192), 50k steps.
 
-Point it at your corpus: --config.data.sources='jsonl:/data/code/*.jsonl'.
+    python -m proxyjax.main --config=configs/7b.py --workdir=RUN \
+        --config.data.sources='jsonl:/data/code/*.jsonl'
 
 Recommended meshes (launch/README.md; `--mode=plan` estimates, not measured):
   8 x H100 80 GB nodes, one process per node, 4 nodes: mesh.shape=(4,8,1), mesh.dcn_shape=(4,1,1)
   TPU v5p-64 (32 chips): mesh.shape=(1,32,1)
 Check another layout with: python -m proxyjax.main --config=configs/7b.py --mode=plan \
     --plan.devices=N --plan.device_memory_gb=80 --config.mesh.shape='(...)'
+
+Every field not set here keeps its default from proxyjax/config.py (``base_config``, where
+each field is documented). The same rung with another view: configs/bytes.py:7b,
+configs/tokens.py:7b. tests/test_configs.py pins this file's config.
 """
 
-from proxyjax.config import ladder_config
+from proxyjax.config import base_config
 
 
 def get_config():
-  return ladder_config("7b")
+  c = base_config()  # shared defaults, documented field by field
+
+  # Model: decoder-only transformer, RoPE, RMSNorm, SwiGLU (7.25B parameters).
+  m = c.model
+  m.d_model = 4096  # Residual width (= n_heads x head_dim).
+  m.n_layers = 32  # Decoder blocks.
+  m.n_heads = 32  # Query heads.
+  m.n_kv_heads = 0  # Key/value heads: 0 = n_heads (no GQA).
+  m.head_dim = 128  # Per-head width.
+  m.d_ff = 12288  # SwiGLU hidden width.
+  m.raw_head = True  # Extra 320-way head on raw-byte targets (the authors' token-proxy recipe).
+  m.dtype = "bfloat16"  # Compute dtype; master weights stay float32 (param_dtype).
+  m.remat = "full"  # Recompute each block in the backward pass (activation memory).
+  m.scan_layers = True  # One compiled block scanned over the layers (fast compiles).
+  m.attention = "auto"  # Best backend for the platform (cuDNN / Pallas / XLA).
+
+  # Vocabulary: 320 specials + raw bytes, then 32768 BPE ids at 320+ (separate_embedding),
+  # padded to a multiple of 128: 33152 ids (proxyjax/vocab.py).
+  d = c.data
+  d.view = "tokenizer"  # Compressed view: BPE token ids (the tokenizer proxy).
+  d.tokenizer_vocab_size = 32768  # Trained on the train split and cached, unless tokenizer_path.
+  d.tokenizer_path = ""  # A tokenizer.json to use instead of training one.
+  d.separate_embedding = True  # Token ids get their own embedding rows (320+s).
+
+  # Data: the paper's mixing schedule, warm-up on translation pairs then 90% compressed.
+  d.sources = "stdlib"  # Your corpus: 'jsonl:/data/code/*.jsonl' (see data.sources in config.py).
+  d.validation_fraction = 0.01  # Documents held out (by hash) for validation BPB.
+  d.schedule.enabled = True  # Rate/mode follow the step.
+  d.schedule.warmup_steps = 10_000  # Compressed rate 0.4 -> 0.9 over the first 10k steps...
+  d.schedule.initial_rate = 0.4
+  d.schedule.peak_rate = 0.9
+  d.schedule.initial_mode = "translation_random"  # ...as raw/token translation pairs,
+  d.schedule.steady_mode = "sentinel"  # then sentinel-wrapped views.
+  d.packing = "concat"  # Concatenate documents and split into rows (no padding).
+  d.doc_mask = True  # Attention stays within a document.
+  d.num_workers = 4  # Grain worker processes per host (keep fixed across resumes).
+
+  # Batch: 256 rows of 8192 ids = ~2.1M symbols per step, 50k steps (~105B symbols).
+  c.seq_len = 8192  # Ids per row.
+  c.batch_size = 256  # Global rows per step (split over processes).
+  c.num_steps = 50_000  # Training steps.
+
+  # Optimiser: AdamW; linear warm-up, then cosine to 10% of the peak at num_steps.
+  o = c.opt
+  o.peak_lr = 5e-4  # Peak learning rate of the 7b rung.
+  o.warmup_steps = 500  # Linear warm-up steps.
+  o.min_lr_ratio = 0.1  # Final LR = 0.1 x peak.
+  o.b1, o.b2, o.eps = 0.9, 0.95, 1e-15  # Adam moments.
+  o.weight_decay = 0.1  # Decoupled weight decay on all parameters.
+  o.clip = 1.0  # Global-norm gradient clipping.
+
+  # Mesh: FSDP over every device by default; for multi-node layouts see the docstring.
+  c.mesh.shape = (1, -1, 1)  # (data, fsdp, tensor); -1 = all remaining devices.
+  c.mesh.dcn_shape = (1, 1, 1)  # Part of the mesh across hosts (set for multi-node).
+  c.mesh.rules = "fsdp"  # Parameters and optimiser state sharded over fsdp.
+
+  # Loop: validate raw BPB and checkpoint every 1000 steps, keep the last 3.
+  c.eval_every = 1000  # Steps between raw-BPB validations.
+  c.checkpoint_every = 1000  # Steps between checkpoints.
+  c.keep_checkpoints = 3  # Checkpoints kept.
+  return c

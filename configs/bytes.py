@@ -1,13 +1,27 @@
-"""Baseline: raw bytes only (no compressed view). Size via --config=configs/bytes.py:SIZE
-(tiny, 0.5b, 1.5b, 4b, 7b, 14b; default tiny)."""
+"""Baseline: raw bytes only (no compressed view).
 
-from proxyjax.config import ladder_config
+    python -m proxyjax.main --config=configs/bytes.py:SIZE --workdir=RUN
+
+SIZE is tiny (the default), 0.5b, 1.5b, 4b, 7b or 14b: the model, batch, optimiser, mesh and
+data sources are those of configs/<SIZE>.py (open it to see them); this file changes only
+the data's view, below. tests/test_configs.py pins the result for every SIZE.
+"""
+
+import os
+
+from proxyjax.config import SIZES, load_config
+from proxyjax.errors import ConfigError
 
 
 def get_config(size="tiny"):
-  c = ladder_config(size or "tiny")
-  c.data.view = "raw"
-  c.data.schedule.enabled = False
-  c.data.rate = 0.0
-  c.model.raw_head = False
+  size = size or "tiny"
+  if size not in SIZES:
+    raise ConfigError("size", f"unknown size {size!r}; known: {', '.join(SIZES)}")
+  c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{size}.py"))
+
+  # Data: every document is [BOS, <raw>, bytes..., </raw>, EOS]; vocabulary 320 ids.
+  c.data.view = "raw"  # No compressed view.
+  c.data.schedule.enabled = False  # No mixing schedule...
+  c.data.rate = 0.0  # ...and never a compressed view.
+  c.model.raw_head = False  # Every target is raw already: no extra raw head.
   return c

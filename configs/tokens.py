@@ -1,15 +1,30 @@
-"""Baseline: tokenizer ids only, no sentinels ([BOS, ids..., EOS]); a byte-level BPE is
-trained on the train split unless data.tokenizer_path is set. Size via
---config=configs/tokens.py:SIZE (tiny, 0.5b, ..., 14b; default tiny)."""
+"""Baseline: tokenizer ids only, no sentinels ([BOS, ids..., EOS]).
 
-from proxyjax.config import ladder_config
+    python -m proxyjax.main --config=configs/tokens.py:SIZE --workdir=RUN
+
+SIZE is tiny (the default), 0.5b, 1.5b, 4b, 7b or 14b: the model, batch, optimiser, mesh and
+data sources are those of configs/<SIZE>.py (open it to see them); this file changes only
+the data's view, below. A byte-level BPE of data.tokenizer_vocab_size ids (4096 for tiny,
+32768 for the ladder) is trained on the train split unless data.tokenizer_path is set.
+tests/test_configs.py pins the result for every SIZE.
+"""
+
+import os
+
+from proxyjax.config import SIZES, load_config
+from proxyjax.errors import ConfigError
 
 
 def get_config(size="tiny"):
-  c = ladder_config(size or "tiny")
-  c.data.view = "tokenizer"
-  c.data.schedule.enabled = False
-  c.data.rate = 1.0
-  c.data.mode = "vanilla"
-  c.model.raw_head = False
+  size = size or "tiny"
+  if size not in SIZES:
+    raise ConfigError("size", f"unknown size {size!r}; known: {', '.join(SIZES)}")
+  c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{size}.py"))
+
+  # Data: every document is [BOS, token ids..., EOS] (tokens at 320+, see proxyjax/vocab.py).
+  c.data.view = "tokenizer"  # BPE token ids.
+  c.data.schedule.enabled = False  # No mixing schedule...
+  c.data.rate = 1.0  # ...every document is tokenized...
+  c.data.mode = "vanilla"  # ...with no <comp> sentinels around it.
+  c.model.raw_head = False  # No raw targets to train a raw head on.
   return c
