@@ -11,6 +11,10 @@ class UserError(Exception):
 class ConfigError(UserError, ValueError):
   """A configuration value is invalid. The message names the offending field."""
 
-  def __init__(self, field: str, message: str):
+  def __init__(self, field: str, message: str | None = None):
+    if message is None:  # re-raised with one argument (ml_collections' config loader does)
+      self.field = None
+      super().__init__(field)
+      return
     self.field = field
     super().__init__(f"config field '{field}': {message}")

@@ -38,12 +38,14 @@ CASES = [
     (["--config=configs/tiny.py", "--mode=plan", "--plan.devices=0"], "'plan.devices'"),
     (["--config=configs/tiny.py", "--config.data.validation_fraction=0",
       "--config.eval_every=5", "--config.num_steps=10"], "'data.validation_fraction'"),
+    # a ConfigError raised inside a config file is re-raised by ml_collections with one argument
+    (["--config=configs/bytes.py:3b"], "unknown size '3b'"),
 ]
 
 
 @pytest.mark.parametrize("args,expected", CASES, ids=[
     "unknown_field", "missing_config_file", "bad_dtype", "keep_checkpoints_0", "eval_empty_workdir",
-    "plan_devices_0", "empty_validation_split"])
+    "plan_devices_0", "empty_validation_split", "config_file_raises_config_error"])
 def test_one_line_error(tmp_path, args, expected):
   workdir = tmp_path / "run"
   code, lines = _main(*args, workdir=None if "--mode=plan" in args else workdir)
