@@ -78,10 +78,8 @@ class _Documents:
   """The input's documents in order, across its sources (weights ignored)."""
 
   def __init__(self, config: ml_collections.ConfigDict, opts: Options):
-    d = config.data
     self.sources = [s for s, _ in sources_lib.make_sources(
-        opts.input, split=opts.split, validation_fraction=d.validation_fraction,
-        text_field=d.text_field, record_format=d.record_format, tfds_data_dir=d.tfds_data_dir)]
+        opts.input, split=opts.split, options=sources_lib.SourceOptions.from_config(config))]
     self.starts = [0]
     for s in self.sources:
       self.starts.append(self.starts[-1] + len(s))

@@ -277,7 +277,7 @@ def test_jsonl_explicit_text_field_and_raw_bytes(tmp_path):
 
 
 def test_jsonl_chunk_boundaries(tmp_path, monkeypatch):
-  monkeypatch.setattr(sources, "_INDEX_CHUNK_BYTES", 7)
+  monkeypatch.setattr(sources.jsonl, "_INDEX_CHUNK_BYTES", 7)  # the JSONL backend module
   texts = [f"doc {i}" * (i % 4) for i in range(40)]
   body = "".join(json.dumps({"text": t}) + ("\n  \n" if i % 3 else "\n")
                  for i, t in enumerate(texts))

@@ -116,10 +116,8 @@ def resolve_tokenizer(config: ml_collections.ConfigDict) -> str:
           f"{d.sources!r} (cached as {path})", file=sys.stderr, flush=True)
     try:
       summary = train_tokenizer.train_tokenizer(
-          d.sources, d.tokenizer_vocab_size, tmp, validation_fraction=d.validation_fraction,
-          text_field=d.text_field, record_format=d.record_format,
-          tfds_data_dir=d.tfds_data_dir, max_document_bytes=d.max_document_bytes,
-          progress=True)
+          d.sources, d.tokenizer_vocab_size, tmp, max_document_bytes=d.max_document_bytes,
+          progress=True, options=sources_lib.SourceOptions.from_config(config))
     except train_tokenizer.NoTrainingDocumentsError as e:
       raise ConfigError("data.sources", f"cannot train the tokenizer: {e}") from e
     summary["out"] = path
@@ -171,10 +169,9 @@ def plan_documents(config: ml_collections.ConfigDict, split: str,
   d = config.data
   if sources is None:
     specs = sources_lib.parse_sources(d.sources)
-    sources = [(sources_lib.make_source(
-        spec, split=split, validation_fraction=d.validation_fraction,
-        text_field=d.text_field, record_format=d.record_format,
-        tfds_data_dir=d.tfds_data_dir), spec.weight) for spec in specs]
+    options = sources_lib.SourceOptions.from_config(config)
+    sources = [(sources_lib.make_source(spec, split=split, options=options), spec.weight)
+               for spec in specs]
   end = d.get("mixture_end", "all")
   if end not in mixture_lib.END_RULES:
     raise ConfigError("data.mixture_end", f"must be one of {', '.join(mixture_lib.END_RULES)}, "

@@ -67,11 +67,8 @@ def eval_documents(config: ml_collections.ConfigDict, corpus: str = "") -> list[
   spec = corpus or d.sources
   split = "all" if corpus else "validation"
   docs = []
-  for source, _ in sources_lib.make_sources(spec, split=split,
-                                            validation_fraction=d.validation_fraction,
-                                            text_field=d.text_field,
-                                            record_format=d.record_format,
-                                            tfds_data_dir=d.tfds_data_dir):
+  options = sources_lib.SourceOptions.from_config(config)
+  for source, _ in sources_lib.make_sources(spec, split=split, options=options):
     for i in range(len(source)):
       doc = source[i]
       if doc["error"] is None and doc["text"]:
@@ -326,8 +323,7 @@ def task_compressors(ctx: "Context") -> dict:
   cfg = compressors.AnalysisConfig(
       views=names, num_docs=e.compressor_docs, seed=ctx.config.seed,
       tokenizer_path=tokenizer_path, sources=d.sources, split="all",
-      validation_fraction=d.validation_fraction, text_field=d.text_field,
-      record_format=d.record_format, tfds_data_dir=d.tfds_data_dir,
+      **sources_lib.SourceOptions.from_config(ctx.config).kwargs(),
       neural_dir=d.get("neural_dir", ""))
   summary = compressors.analyze(cfg)
   if ctx.out_dir and jax.process_index() == 0:

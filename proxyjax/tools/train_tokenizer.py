@@ -155,7 +155,8 @@ def train_tokenizer(sources: str, vocab_size: int, out: str,
                     validation_fraction: float = 0.01, *, text_field: str = "",
                     record_format: str = "json", tfds_data_dir: str = "",
                     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
-                    progress: bool = False) -> dict[str, Any]:
+                    progress: bool = False,
+                    options: sources_lib.SourceOptions | None = None) -> dict[str, Any]:
   """Trains a byte-level BPE on the sources' train split and saves it to ``out``.
 
   Args:
@@ -171,6 +172,9 @@ def train_tokenizer(sources: str, vocab_size: int, out: str,
     tfds_data_dir: TFDS data directory.
     max_document_bytes: longer documents are skipped (``too_large``).
     progress: print a progress line to stderr every few seconds.
+    options: how to read the sources; when given, it replaces
+      ``validation_fraction``, ``text_field``, ``record_format`` and
+      ``tfds_data_dir``.
 
   Returns:
     A summary dict (documents, skipped reasons, bytes, seconds, vocab size,
@@ -183,9 +187,11 @@ def train_tokenizer(sources: str, vocab_size: int, out: str,
   if max_bytes <= 0:
     raise ValueError(f"max_bytes must be positive, got {max_bytes}")
   start = time.perf_counter()
-  kw = dict(validation_fraction=validation_fraction, text_field=text_field,
-            record_format=record_format, tfds_data_dir=tfds_data_dir)
-  train = sources_lib.make_sources(sources, split="train", **kw)
+  if options is None:
+    options = sources_lib.SourceOptions(
+        validation_fraction=validation_fraction, text_field=text_field,
+        record_format=record_format, tfds_data_dir=tfds_data_dir)
+  train = sources_lib.make_sources(sources, split="train", options=options)
   stats = {"documents": 0, "bytes": 0, "invalid_utf8": 0,
            "skipped": collections.Counter()}
   tokenizer = build_tokenizer()
@@ -205,7 +211,7 @@ def train_tokenizer(sources: str, vocab_size: int, out: str,
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   tokenizer.save(out)
   seconds = time.perf_counter() - start
-  held_out = _held_out(sources, kw, validation_fraction) or train
+  held_out = _held_out(sources, options) or train
   summary = {
       "sources": sources,
       "out": out,
@@ -221,12 +227,12 @@ def train_tokenizer(sources: str, vocab_size: int, out: str,
   return summary
 
 
-def _held_out(sources: str, kw: dict[str, Any], validation_fraction: float):
+def _held_out(sources: str, options: sources_lib.SourceOptions):
   """The validation sources, or None when there are no validation documents."""
-  if validation_fraction <= 0:
+  if options.validation_fraction <= 0:
     return None
   try:
-    held_out = sources_lib.make_sources(sources, split="validation", **kw)
+    held_out = sources_lib.make_sources(sources, split="validation", options=options)
   except Exception:  # pylint: disable=broad-except  (e.g. tfds without split)
     return None
   return held_out if any(len(s) for s, _ in held_out) else None
@@ -280,10 +286,10 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   summary = train_tokenizer(
       f.sources, f.vocab_size, f.out, max_bytes=f.max_bytes,
-      min_frequency=f.min_frequency,
-      validation_fraction=f.validation_fraction, text_field=f.text_field,
-      record_format=f.record_format, tfds_data_dir=f.tfds_data_dir,
-      max_document_bytes=f.max_document_bytes, progress=f.progress)
+      min_frequency=f.min_frequency, max_document_bytes=f.max_document_bytes,
+      progress=f.progress, options=sources_lib.SourceOptions(
+          validation_fraction=f.validation_fraction, text_field=f.text_field,
+          record_format=f.record_format, tfds_data_dir=f.tfds_data_dir))
   print(format_summary(summary), flush=True)
   if summary["roundtrip_failures"]:
     raise SystemExit("the tokenizer does not round-trip its sample exactly")
