@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from proxyjax import views
-from proxyjax.eval import compressors
+from proxyjax.eval import compressor_analysis as compressors
+from proxyjax.views import deflate_inspect
 
 SMALL = compressors.AnalysisConfig(num_docs=6, max_doc_bytes=4096, window_chars=400)
 
@@ -64,7 +65,7 @@ def test_delete_characters_is_seeded_and_exact():
 def test_inflate_codes_reproduces_the_stream(data):
   c = zlib.compressobj(9, zlib.DEFLATED, -15)
   stream = c.compress(data) + c.flush()
-  out, codes = compressors.inflate_codes(stream)
+  out, codes = deflate_inspect.inflate_codes(stream)
   assert out == data
   if len(data):
     # Codes are in stream order, non-overlapping, and their outputs tile the document.
@@ -221,7 +222,7 @@ def test_run_writes_json_and_png(tmp_path):
 
 def test_cli(tmp_path):
   out = tmp_path / "cli"
-  r = subprocess.run([sys.executable, "-m", "proxyjax.eval.compressors", "--views=raw,gzip",
+  r = subprocess.run([sys.executable, "-m", "proxyjax.eval.compressor_analysis", "--views=raw,gzip",
                       "--num_docs=2", "--max_doc_bytes=2048", "--window_chars=200",
                       f"--out={out}"], capture_output=True, text=True, timeout=120, check=False)
   assert r.returncode == 0, r.stderr
@@ -239,3 +240,18 @@ def test_source_options_reach_the_sources(tmp_path):
   assert compressors.sample_documents(compressors.AnalysisConfig(**base)) == []  # 'text' is empty
   got = compressors.sample_documents(compressors.AnalysisConfig(text_field="body", **base))
   assert sorted(got) == sorted(d.encode() for d in docs)
+
+
+def test_deprecated_module_forwards(tmp_path):
+  """``proxyjax.eval.compressors`` (old name) forwards its names and its CLI with a warning."""
+  from proxyjax.eval import compressors as old  # pylint: disable=g-import-not-at-top
+  with pytest.warns(DeprecationWarning, match="compressor_analysis"):
+    assert old.analyze is compressors.analyze
+  with pytest.warns(DeprecationWarning):
+    assert old.inflate_codes is deflate_inspect.inflate_codes
+  out = tmp_path / "old_cli"
+  r = subprocess.run([sys.executable, "-m", "proxyjax.eval.compressors", "--views=raw",
+                      "--num_docs=1", "--max_doc_bytes=512", "--window_chars=100",
+                      f"--out={out}"], capture_output=True, text=True, timeout=120, check=False)
+  assert r.returncode == 0, r.stderr
+  assert "deprecated" in r.stderr and (out / "compressors.json").exists()

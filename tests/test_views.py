@@ -107,3 +107,33 @@ def test_unknown_view_and_neural_placeholder():
     views.make_view("lzma")
   with pytest.raises(NotImplementedError, match="proxyjax.compress"):
     views.make_view("neural")
+
+
+def test_registry_names_classes_and_from_config(tokenizer_path):
+  """Each name maps to a class that names itself and builds itself from the config."""
+  assert views.VIEW_NAMES == ("raw", "deflate", "gzip", "tokenizer", "token_bytes", "halfbyte",
+                              "doublebit", "bit", "doublebyte", "neural")
+  assert views.NEEDS_TOKENIZER == ("tokenizer", "token_bytes")
+  opts = views.ViewOptions(tokenizer_path=tokenizer_path)
+  for name in views.VIEW_NAMES[:-1]:
+    cls = views.view_class(name)
+    assert cls.name == name
+    view = cls.from_config(opts)
+    assert type(view) is cls and view.name == name  # pylint: disable=unidiomatic-typecheck
+  gray = views.ViewOptions.from_config({"tokenizer_path": tokenizer_path, "gray_code": True})
+  assert views.build("token_bytes", gray).name == "token_bytes_gray"
+  with pytest.raises(NotImplementedError, match="neural_dir"):
+    views.build("neural")
+  with pytest.raises(ValueError, match="known views: raw, deflate"):
+    views.view_class("nope")
+
+
+def test_symbol_spans_contract(tokenizer_path):
+  """Every view's spans: one per symbol, symbols == encode, inside ``span_bytes``."""
+  data = "def f(x):\n    return {'a': x}  # café → 😀\n".encode() * 3 + b"!"
+  for view in _all_views(tokenizer_path):
+    syms, starts, ends = view.symbol_spans(data)
+    base = view.span_bytes(data)
+    np.testing.assert_array_equal(np.asarray(syms), view.encode(data).astype(np.asarray(syms).dtype))
+    assert len(syms) == len(starts) == len(ends), view
+    assert np.all(starts >= 0) and np.all(ends <= len(base)) and np.all(starts <= ends), view

@@ -76,8 +76,8 @@ def build_view(config: ml_collections.ConfigDict) -> views_lib.View | None:
     if not os.path.isdir(neural_dir):
       raise ConfigError("data.neural_dir", f"no such directory: {neural_dir}")
   try:
-    return views_lib.make_view(d.view, tokenizer_path=path, gray_code=d.gray_code,
-                               neural_dir=neural_dir)
+    return views_lib.build(d.view, views_lib.ViewOptions.from_config(
+        d, tokenizer_path=path, neural_dir=neural_dir))
   except (NotImplementedError, ValueError, OSError) as e:
     field = "data.neural_dir" if d.view == "neural" else "data.view"
     raise ConfigError(field, str(e)) from e

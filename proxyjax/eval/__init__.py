@@ -15,5 +15,7 @@ sandbox and benchmark code stay usable without JAX):
 * ``codegen``      HumanEval / HumanEval+ / MBPP / MBPP+ problems and pass@k;
 * ``passk``        the unbiased pass@k estimator;
 * ``recode``       ReCode-style prompt perturbations (a module per family) and robust pass@k;
-* ``compressors``  compressor stability / collision / ratio analysis (CLI).
+* ``compressor_analysis``  the ``compressors`` task: stability / collision / ratio per
+                   view (CLI; ``compressor_plot`` draws it; ``compressors`` is a
+                   deprecated alias).
 """

@@ -49,7 +49,8 @@ from proxyjax.data import sources as sources_lib
 from proxyjax import views as views_lib
 from proxyjax.eval import bpb as bpb_lib
 from proxyjax.eval import codegen
-from proxyjax.eval import compressors
+from proxyjax.eval import compressor_analysis
+from proxyjax.eval import compressor_plot
 from proxyjax.eval import generate
 from proxyjax.eval import recode as robustness
 from proxyjax.eval import sandbox
@@ -320,15 +321,15 @@ def task_compressors(ctx: "Context") -> dict:
   tokenizer_path = ""
   if any(n in views_lib.NEEDS_TOKENIZER for n in names):
     tokenizer_path = pipeline.resolve_tokenizer(ctx.config)
-  cfg = compressors.AnalysisConfig(
+  cfg = compressor_analysis.AnalysisConfig(
       views=names, num_docs=e.compressor_docs, seed=ctx.config.seed,
       tokenizer_path=tokenizer_path, sources=d.sources, split="all",
       **sources_lib.SourceOptions.from_config(ctx.config).kwargs(),
       neural_dir=d.get("neural_dir", ""))
-  summary = compressors.analyze(cfg)
+  summary = compressor_analysis.analyze(cfg)
   if ctx.out_dir and jax.process_index() == 0:
     os.makedirs(ctx.out_dir, exist_ok=True)
-    compressors.plot(summary, os.path.join(ctx.out_dir, "compressors.png"))
+    compressor_plot.plot(summary, os.path.join(ctx.out_dir, "compressors.png"))
     summary["figure"] = "compressors.png"
   return summary
 

@@ -44,6 +44,17 @@ class NeuralView(base.View):
   literal_bytes = True
   lossless = True
 
+  @classmethod
+  def from_config(cls, options: base.ViewOptions) -> "NeuralView":
+    if not options.neural_dir:
+      raise NotImplementedError(
+          "the 'neural' view needs a trained compressor: train one with "
+          "configs/compressor.py, write shards with `python -m proxyjax.compress "
+          "--config=configs/compressor.py --workdir=RUN --input=SOURCES --output=SHARDS`, "
+          "then train with data.view='neural', data.neural_dir=SHARDS (or the compressor "
+          "run directory) and data.sources='arrayrecord:SHARDS/*.array_record'")
+    return cls(options.neural_dir)
+
   def __init__(self, neural_dir: str = "", config: ml_collections.ConfigDict | None = None,
                *, compressor=None):
     self.neural_dir = neural_dir

@@ -22,6 +22,11 @@ class RawView(base.View):
   def decode(self, symbols: np.ndarray) -> bytes:
     return base.symbols_to_byte_string(symbols)
 
+  def symbol_spans(self, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each symbol is its byte (never a collision)."""
+    s = np.arange(len(data), dtype=np.int64)
+    return self.encode(data), s, s + 1
+
 
 class SubByteView(base.View):
   """Each byte becomes ``8 // bits`` symbols of ``bits`` bits, high part first."""
@@ -49,6 +54,38 @@ class SubByteView(base.View):
     s = s.astype(np.uint16).reshape(-1, self.per_byte)
     out = (s << self._shifts[None, :].astype(np.uint16)).sum(axis=1)
     return out.astype(np.uint8).tobytes()
+
+  def symbol_spans(self, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each symbol covers the byte it is part of."""
+    s = np.repeat(np.arange(len(data), dtype=np.int64), self.per_byte)
+    return self.encode(data), s, s + 1
+
+
+class HalfByteView(SubByteView):
+  """Nibbles: two 4-bit symbols per byte."""
+
+  name = "halfbyte"
+
+  def __init__(self):
+    super().__init__("halfbyte", 4)
+
+
+class DoubleBitView(SubByteView):
+  """Four 2-bit symbols per byte."""
+
+  name = "doublebit"
+
+  def __init__(self):
+    super().__init__("doublebit", 2)
+
+
+class BitView(SubByteView):
+  """Eight 1-bit symbols per byte."""
+
+  name = "bit"
+
+  def __init__(self):
+    super().__init__("bit", 1)
 
 
 class DoubleByteView(base.View):
@@ -80,3 +117,12 @@ class DoubleByteView(base.View):
     if data.endswith(b"\x00"):
       data = data[:-1]
     return data
+
+  def symbol_spans(self, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each symbol covers its two bytes of the padded document (``span_bytes``)."""
+    s = np.arange(0, len(self.span_bytes(data)), 2, dtype=np.int64)
+    return self.encode(data), s, s + 2
+
+  def span_bytes(self, data: bytes) -> bytes:
+    """The document padded to even length with 0x00, as ``encode`` pads it."""
+    return data + b"\x00" * (len(data) % 2)

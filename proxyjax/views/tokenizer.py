@@ -41,6 +41,11 @@ class TokenizerView(base.View):
   """BPE token ids as symbols; alphabet = the tokenizer's vocabulary (with added tokens)."""
 
   name = "tokenizer"
+  needs_tokenizer = True
+
+  @classmethod
+  def from_config(cls, options: base.ViewOptions) -> "TokenizerView":
+    return cls(options.tokenizer_path)
 
   def __init__(self, path: str):
     if not path:
@@ -94,6 +99,37 @@ class TokenizerView(base.View):
   def decode(self, symbols: np.ndarray) -> bytes:
     return self.decode_ids(symbols)
 
+  def symbol_spans(self, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each token's bytes, aligned exactly when the tokens' bytes concatenate to the
+    document (byte-level BPE: a token always stands for the same bytes); otherwise
+    the characters the tokenizer's offsets say it covers (a normalising tokenizer
+    can map different text to one token). The symbols are the ids (int64)."""
+    text = data.decode("utf-8")
+    enc = self.tokenizer.encode(text, add_special_tokens=False)
+    ids = np.asarray(enc.ids, dtype=np.int64)
+    if not np.array_equal(ids, self.encode(data)):
+      raise base.NotAligned("tokenizer offsets do not match the view's encoding")
+    cache: dict[int, bytes] = {}
+    pieces = []
+    for i in ids.tolist():
+      if i not in cache:
+        cache[i] = self.token_bytes(i)
+      pieces.append(cache[i])
+    if b"".join(pieces) == data:  # byte-level BPE: exact byte spans
+      lengths = np.asarray([len(p) for p in pieces], dtype=np.int64)
+      ends = np.cumsum(lengths)
+      return ids, ends - lengths, ends
+    offs = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+    char_bytes = _char_byte_offsets(text)
+    return ids, char_bytes[offs[:, 0]], char_bytes[offs[:, 1]]
+
+
+def _char_byte_offsets(text: str) -> np.ndarray:
+  """Byte offset of every character boundary (len(text) + 1 entries)."""
+  cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+  widths = 1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000)
+  return np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+
 
 @functools.lru_cache(maxsize=1)
 def _byte_level_table() -> dict[str, int]:
@@ -133,6 +169,11 @@ class TokenBytesView(base.View):
 
   name = "token_bytes"
   alphabet_size = 256
+  needs_tokenizer = True
+
+  @classmethod
+  def from_config(cls, options: base.ViewOptions) -> "TokenBytesView":
+    return cls(options.tokenizer_path, gray_code=options.gray_code)
 
   def __init__(self, path: str, gray_code: bool = False):
     self.inner = TokenizerView(path)
@@ -167,3 +208,8 @@ class TokenBytesView(base.View):
     codes = (s.reshape(-1, self.width) << shifts[None, :]).sum(axis=1)
     ids = self._rank_to_id[inverse_gray(codes)] if self.gray_code else codes
     return self.inner.decode_ids(ids)
+
+  def symbol_spans(self, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each of a token's ``width`` bytes covers the token's span."""
+    _, starts, ends = self.inner.symbol_spans(data)
+    return self.encode(data), np.repeat(starts, self.width), np.repeat(ends, self.width)
