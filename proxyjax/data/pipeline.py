@@ -96,6 +96,32 @@ def build_vocab(config: ml_collections.ConfigDict,
   return vocab_lib.Vocab(view.alphabet_size, config.data.separate_embedding, view.literal_bytes)
 
 
+def cached_tokenizer_path(config: ml_collections.ConfigDict) -> str:
+  """Where the tokenizer auto-trained for ``config`` is cached (it may not exist yet)."""
+  d = config.data
+  key = hashlib.sha256(json.dumps(
+      [d.sources, d.tokenizer_vocab_size, d.validation_fraction, d.text_field,
+       d.record_format]).encode()).hexdigest()[:16]
+  cache = os.path.expanduser(d.tokenizer_cache_dir)
+  return os.path.join(cache, f"bpe{d.tokenizer_vocab_size}-{key}.json")
+
+
+def vocab_without_training(config: ml_collections.ConfigDict) -> vocab_lib.Vocab:
+  """The configured vocabulary, never training a tokenizer: a tokenizer view reads
+  ``data.tokenizer_path`` or the cached auto-trained tokenizer, else fails naming the field."""
+  d = config.data
+  if d.view in views_lib.NEEDS_TOKENIZER and not d.tokenizer_path:
+    path = cached_tokenizer_path(config)
+    if not os.path.exists(path):
+      raise ConfigError("data.tokenizer_path", f"the vocabulary of view {d.view!r} is not "
+                        "recorded in the checkpoint and its auto-trained tokenizer is not "
+                        f"cached ({path}): set --config.data.tokenizer_path to the run's "
+                        "tokenizer.json")
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.data.tokenizer_path = path
+  return build_vocab(config)
+
+
 def resolve_tokenizer(config: ml_collections.ConfigDict) -> str:
   """``data.tokenizer_path``, or a byte-level BPE trained on the train split and cached."""
   d = config.data
@@ -104,11 +130,8 @@ def resolve_tokenizer(config: ml_collections.ConfigDict) -> str:
       raise ConfigError("data.tokenizer_path", f"no such file: {d.tokenizer_path}")
     return d.tokenizer_path
   from proxyjax.tools import train_tokenizer  # pylint: disable=g-import-not-at-top
-  key = hashlib.sha256(json.dumps(
-      [d.sources, d.tokenizer_vocab_size, d.validation_fraction, d.text_field,
-       d.record_format]).encode()).hexdigest()[:16]
-  cache = os.path.expanduser(d.tokenizer_cache_dir)
-  path = os.path.join(cache, f"bpe{d.tokenizer_vocab_size}-{key}.json")
+  path = cached_tokenizer_path(config)
+  cache = os.path.dirname(path)
   if not os.path.exists(path):
     os.makedirs(cache, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"

@@ -44,6 +44,7 @@ import numpy as np
 
 from proxyjax import config as config_lib
 from proxyjax import parallel
+from proxyjax import rundir
 from proxyjax.data import pipeline
 from proxyjax.data import sources as sources_lib
 from proxyjax import views as views_lib
@@ -55,10 +56,7 @@ from proxyjax.eval import generate
 from proxyjax.eval import recode as robustness
 from proxyjax.eval import sandbox
 from proxyjax.errors import ConfigError
-from proxyjax.errors import UserError
-from proxyjax.model import transformer
-from proxyjax.train import checkpoint as ckpt_lib
-from proxyjax.train import step as step_lib
+from proxyjax.train import load as load_lib
 
 
 def eval_documents(config: ml_collections.ConfigDict, corpus: str = "") -> list[bytes]:
@@ -424,7 +422,7 @@ def run_tasks(ctx: Context, tasks: list[str], out_dir: str | None) -> dict[str, 
   return results
 
 
-class NoCheckpointError(UserError, FileNotFoundError):
+class NoCheckpointError(rundir.NoCheckpointError):
   """``--mode=eval`` on a workdir without a checkpoint (one line on the command line)."""
 
   def __init__(self, workdir: str):
@@ -439,22 +437,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if not os.path.isdir(directory) or not os.listdir(directory):
     raise NoCheckpointError(workdir)  # early, before building the model
   tasks = parse_tasks(config.eval.tasks)
-  mesh = parallel.make_mesh(config.mesh.shape, dcn_shape=config.mesh.dcn_shape)
-  vocab = pipeline.build_vocab(config)
-  model_cfg = transformer.ModelConfig.from_config(config, vocab)
-  setup = step_lib.build(config, model_cfg, mesh)
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
-    restored = ckpt.restore(ckpt_lib.abstract_with_shardings(setup.abstract_state,
-                                                             setup.state_shardings), None)
-  finally:
-    ckpt.close()
-  if restored is None:
-    raise NoCheckpointError(workdir)
-  step, state, _ = restored
+    loaded = load_lib.load_params(workdir, config=config)
+  except rundir.NoCheckpointError as e:
+    raise NoCheckpointError(workdir) from e
+  step = loaded.step
   out_dir = os.path.join(workdir, "eval")
-  ctx = Context(config, setup.graphdef, state["params"], step, out_dir=out_dir,
-                mesh=setup.mesh, rules=setup.rules)
+  ctx = Context(config, loaded.graphdef, loaded.params, step, out_dir=out_dir,
+                mesh=loaded.mesh, rules=loaded.rules)
   results = run_tasks(ctx, tasks, out_dir)
   for name, res in results.items():
     print(f"eval {name} @ step {step}: " + json.dumps(

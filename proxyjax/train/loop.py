@@ -30,6 +30,7 @@ import numpy as np
 
 from proxyjax import config as config_lib
 from proxyjax import parallel
+from proxyjax import rundir
 from proxyjax.data import pipeline
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
@@ -124,7 +125,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     ckpt.remove_partial_saves()
     target = ckpt_lib.abstract_with_shardings(setup.abstract_state, setup.state_shardings)
     # Checkpoints from before the config was recorded in `meta`: WORKDIR/config.json.
-    legacy = config_lib.load_run_config(workdir)
+    legacy = rundir.load_run_config(workdir)
     restored = ckpt.restore(target, data_it, check=ckpt_lib.resume_check(
         config, config.get("restore_policy", "strict"), ckpt.directory, jax.process_count(),
         legacy.to_dict() if legacy is not None else None))
@@ -143,7 +144,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
 
   def meta(step):
     return {"step": step, "mesh": list(mesh.shape.values()),
-            "process_count": jax.process_count(), "config": recorded_config}
+            "process_count": jax.process_count(), "config": recorded_config,
+            rundir.VOCAB_KEY: rundir.vocab_record(vocab)}
   n_dense = transformer.count_params(setup.abstract_state["params"]) - (
       model_cfg.vocab_size * model_cfg.d_model)
   peak = metrics_lib.peak_flops(jax.devices()[0])
@@ -153,7 +155,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
           f"{dict(mesh.shape)}, {jax.device_count()} {jax.devices()[0].platform} devices, "
           f"steps {start}->{config.num_steps}", file=sys.stderr)
     try:
-      config_lib.write_run_config(config, workdir)
+      rundir.write_run_config(config, workdir)
     except OSError as e:
       raise ckpt_lib.CheckpointError(f"cannot write {workdir}/config.json: "
                                      f"{ckpt_lib.describe_error(e)}") from e
