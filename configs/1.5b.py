@@ -10,7 +10,7 @@ Recommended meshes (launch/README.md; `--mode=plan` estimates, not measured):
 Check another layout with: python -m proxyjax.main --config=configs/1.5b.py --mode=plan \
     --plan.devices=N --plan.device_memory_gb=80 --config.mesh.shape='(...)'
 
-Every field not set here keeps its default from proxyjax/config.py (``base_config``, where
+Every field not set here keeps its default from proxyjax/config/schema.py (``base_config``, where
 each field is documented). The same rung with another view: configs/bytes.py:1.5b,
 configs/tokens.py:1.5b. tests/test_configs.py pins this file's config.
 """

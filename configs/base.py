@@ -1,4 +1,4 @@
-"""The base config (fields documented in proxyjax/config.py)."""
+"""The base config (fields documented in proxyjax/config/schema.py)."""
 
 from proxyjax.config import base_config
 

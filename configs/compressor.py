@@ -11,7 +11,7 @@
 ``configs/compressor.py:gpu`` (~20M parameters, rows of 1024 bytes, 20k steps; the
 compressor still codes in float64). The ``compressor`` section sets the coder (T, N,
 segmentation, context); its fields are documented in ``proxyjax.neural.settings.Settings``.
-Every other field not set here keeps its default from proxyjax/config.py (``base_config``).
+Every other field not set here keeps its default from proxyjax/config/schema.py (``base_config``).
 ``proxyjax.neural.settings.compressor_config(size)`` (the neural view's fallback) is the same
 config; tests/test_configs.py pins both.
 """

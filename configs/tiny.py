@@ -2,7 +2,7 @@
 
     python -m proxyjax.main --config=configs/tiny.py --workdir=/tmp/proxyjax-tiny
 
-Every field not set here keeps its default from proxyjax/config.py (``base_config``, where
+Every field not set here keeps its default from proxyjax/config/schema.py (``base_config``, where
 each field is documented). ``proxyjax.config.tiny_config()`` (used by tests and the neural
 compressor's config) is the same config; tests/test_configs.py pins both.
 """

@@ -88,9 +88,9 @@ def _run(config, mode: str, workdir: str | None) -> None:
         platform=_PLAN_PLATFORM.value, compile=_PLAN_COMPILE.value,
         topology=_PLAN_TOPOLOGY.value, local_device_count=_LOCAL_DEVICE_COUNT.value))
     return
-  from proxyjax import config as config_lib  # pylint: disable=g-import-not-at-top
   from proxyjax import distributed  # pylint: disable=g-import-not-at-top
-  config_lib.validate(config)  # bad config: one line, before connecting to other processes
+  from proxyjax.config import validation  # pylint: disable=g-import-not-at-top
+  validation.validate(config)  # bad config: one line, before connecting to other processes
   distributed.initialize(_distributed_options())  # before anything touches devices
   if mode == "train":
     import jax  # pylint: disable=g-import-not-at-top

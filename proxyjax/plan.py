@@ -108,12 +108,12 @@ def make_plan(config, opts: Options) -> dict[str, Any]:
   """The report: sizes in bytes per device, the sources, and the verdict."""
   import jax  # pylint: disable=g-import-not-at-top
   from jax.sharding import AbstractMesh, AxisType  # pylint: disable=g-import-not-at-top
-  from proxyjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax.config import validation  # pylint: disable=g-import-not-at-top
   from proxyjax import parallel  # pylint: disable=g-import-not-at-top
   from proxyjax.model import transformer  # pylint: disable=g-import-not-at-top
   from proxyjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
-  config_lib.validate(config)
+  validation.validate(config)
   validate_options(opts)
   if opts.compile not in ("auto", "always", "never"):
     raise ConfigError("plan.compile", f"must be auto, always or never, got {opts.compile!r}")

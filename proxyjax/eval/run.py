@@ -8,7 +8,7 @@ are written as ``null``). The same task functions run during training
 (``config.eval.train_tasks`` every ``config.eval_every`` steps; their top-level
 numbers are logged as ``eval/...``).
 
-Tasks (``TASKS``; the ``eval.*`` fields they read are in ``proxyjax/config.py``):
+Tasks (``TASKS``; the ``eval.*`` fields they read are in ``proxyjax/config/schema.py``):
 
 * ``bpb`` -- raw bits per byte on the validation split of ``data.sources``
   (``raw_bpb``, ``bytes``, ``documents``); with ``eval.corpus`` set, also on
