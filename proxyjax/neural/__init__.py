@@ -9,4 +9,6 @@
     compressor  batched encoding / lockstep decoding of many documents
     shards      the ArrayRecord shards written by ``python -m proxyjax.compress`` and
                 the one parser of their records (numpy-only)
+    shard_writer  the driver of ``python -m proxyjax.compress``: documents -> model ->
+                coder -> shards, resumable, in input order
 """
