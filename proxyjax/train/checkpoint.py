@@ -38,6 +38,7 @@ import re
 import shutil
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 import grain
@@ -66,6 +67,24 @@ _UserError = getattr(errors_lib, "UserError", Exception)
 
 class CheckpointError(RuntimeError, _UserError):
   """A checkpoint problem whose one-line message says what happened and what to do."""
+
+
+def _remove_partial_save(directory: str, step: int, attempts: int = 20) -> None:
+  """Removes ``<step>.orbax-checkpoint-tmp*``. Writer threads of a failed save can still
+  create files in it for a moment after the error surfaced (seen under heavy CPU load),
+  so removal is retried until the directory stays gone (bounded: ~2 s)."""
+  pattern = os.path.join(directory, f"{step}{TMP_MARKER}*")
+  for _ in range(attempts):
+    paths = glob.glob(pattern)
+    if not paths:
+      return
+    for path in paths:
+      shutil.rmtree(path, ignore_errors=True)
+    time.sleep(0.1)
+  left = glob.glob(pattern)
+  if left:
+    log.warning("could not remove the partial save %s (it is ignored, and removed at the next "
+                "start)", ", ".join(left))
 
 
 class CheckpointSaveError(CheckpointError):
@@ -451,8 +470,7 @@ class Checkpointer:
     if len(detail) > 240:  # the start (what failed) and the end (the OS error)
       detail = f"{detail[:150]} ... {detail[-80:]}"
     if self._is_main:
-      for path in glob.glob(os.path.join(self.directory, f"{step}{TMP_MARKER}*")):
-        shutil.rmtree(path, ignore_errors=True)
+      _remove_partial_save(self.directory, step)
     try:
       self.manager.reload()
       kept = self.all_steps()
