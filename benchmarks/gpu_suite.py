@@ -627,7 +627,7 @@ def _train_docs(config, max_bytes: int) -> list[bytes]:
 def section_neural(rec: Recorder, args) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   from proxyjax.neural import compressor as compressor_lib  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural import model as model_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax.neural import byte_lm  # pylint: disable=g-import-not-at-top
   from proxyjax.neural.settings import compressor_config  # pylint: disable=g-import-not-at-top
   bench = _load_bench("neural_compressor")
   rec.mark("imports")
@@ -669,7 +669,7 @@ def section_neural(rec: Recorder, args) -> None:
     if isinstance(last, dict):
       info["last_metrics"] = {k: last.get(k) for k in ("loss", "raw_bpb", "step_time", "mfu")}
     rec.mark("compressor trained")
-    model = model_lib.ByteModel.restore(config, workdir)
+    model = byte_lm.ByteModel.restore(config, workdir)
     info["trained_steps"] = model.step
     rec.mark("compressor restored")
   except Exception as e:  # pylint: disable=broad-except
@@ -678,7 +678,7 @@ def section_neural(rec: Recorder, args) -> None:
     info["train_error"] = _short(e)
     rec.note(f"compressor not trained ({_short(e)}); measuring a randomly initialised "
              "model (coder figures then reflect near-uniform tables)")
-    model = model_lib.ByteModel.init(config)
+    model = byte_lm.ByteModel.init(config)
     info["trained_steps"] = 0
   rec.set("compressor", info)
 

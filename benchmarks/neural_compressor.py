@@ -127,7 +127,7 @@ def measure(config, model, *, max_docs: int = 32, max_mb: float = 1.0, decode_do
   import jax  # pylint: disable=g-import-not-at-top
   from proxyjax.neural import coder  # pylint: disable=g-import-not-at-top
   from proxyjax.neural import compressor as compressor_lib  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural import model as model_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax.neural import byte_lm  # pylint: disable=g-import-not-at-top
 
   st = model.settings
   comp = compressor_lib.NeuralCompressor(model)
@@ -154,7 +154,7 @@ def measure(config, model, *, max_docs: int = 32, max_mb: float = 1.0, decode_do
   workers = coder_workers
   piped, t_piped = _pipelined(comp, docs, workers)
   assert all(np.array_equal(a, b) for a, b in zip(piped, streams))
-  ids = np.stack([model_lib.row_ids(docs[0], j % max(model_lib.num_rows(len(docs[0]), st), 1),
+  ids = np.stack([byte_lm.row_ids(docs[0], j % max(byte_lm.num_rows(len(docs[0]), st), 1),
                                     st) for j in range(st.batch_rows)])
   host_only = compressor_lib.NeuralCompressor(_InstantModel(model, ids))
   _, t_host = _pipelined(host_only, docs, workers)
@@ -204,10 +204,10 @@ def main(argv):
   del argv
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
-  from proxyjax.neural import model as model_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax.neural import byte_lm  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
-  model = model_lib.ByteModel.restore(config, _WORKDIR.value)
+  model = byte_lm.ByteModel.restore(config, _WORKDIR.value)
   results = measure(config, model, max_docs=_MAX_DOCS.value, max_mb=_MAX_MB.value,
                     decode_docs=_DECODE_DOCS.value, decode_bytes=_DECODE_BYTES.value,
                     views=_VIEWS.value, coder_workers=_CODER_WORKERS.value)

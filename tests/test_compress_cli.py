@@ -20,7 +20,7 @@ from proxyjax.data import pipeline
 from proxyjax.data import sources
 from proxyjax.errors import ConfigError
 from proxyjax.neural import compressor as compressor_lib
-from proxyjax.neural import model as model_lib
+from proxyjax.neural import byte_lm
 from proxyjax.neural import shards as shards_lib
 from proxyjax.views.neural import NeuralView
 
@@ -33,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def setup(neural_compressor_run, tmp_path_factory):
   config, workdir = neural_compressor_run
-  model = model_lib.ByteModel.restore(config, workdir)
+  model = byte_lm.ByteModel.restore(config, workdir)
   inputs = tmp_path_factory.mktemp("compress_inputs")
   docs = {}
   for i, name in enumerate(FILES[:7]):
@@ -61,7 +61,7 @@ def _read_all(output):
 
 
 def _with_batch_rows(model, rows):
-  return model_lib.ByteModel(model.model_cfg, model.host_params,
+  return byte_lm.ByteModel(model.model_cfg, model.host_params,
                              dataclasses.replace(model.settings, batch_rows=rows))
 
 

@@ -9,6 +9,7 @@ from flax import nnx
 from proxyjax import vocab as V
 from proxyjax.eval import codegen
 from proxyjax.eval import generate as gen
+from proxyjax.model import decode
 from proxyjax.model import transformer
 
 
@@ -32,10 +33,10 @@ def test_cached_decoding_matches_full_forward(window):
   valid = np.zeros((2, width), bool)
   for j, p in enumerate(prompts):
     tokens[j, width - len(p):], valid[j, width - len(p):] = p, True
-  h, cache = gen.prefill(model, jnp.asarray(tokens), jnp.asarray(valid), width + 5)
+  h, cache = decode.prefill(model, jnp.asarray(tokens), jnp.asarray(valid), width + 5)
   cached = [gen.raw_logits(model, h)]
   for s in range(4):
-    h, cache = gen.decode_step(model, cache, jnp.asarray(cont[:, s]))
+    h, cache = decode.decode_step(model, cache, jnp.asarray(cont[:, s]))
     cached.append(gen.raw_logits(model, h))
   for j, p in enumerate(prompts):
     full_ids = np.concatenate([p, cont[j, :4]])[None]
@@ -124,7 +125,7 @@ def test_sharded_generation_matches_and_shards_the_cache():
   @jax.jit
   def cache_of(tokens):
     with parallel.sharding_context(mesh, rules):
-      return gen.prefill(model, tokens, jnp.ones(tokens.shape, bool), 16)[1]["k"]
+      return decode.prefill(model, tokens, jnp.ones(tokens.shape, bool), 16)[1]["k"]
 
   k = cache_of(tokens)
   assert k.shape[1] == 8 and k.sharding.spec[1] == "fsdp"  # data has size 1

@@ -16,7 +16,7 @@ from proxyjax import vocab as V
 from proxyjax import views
 from proxyjax.neural import coder
 from proxyjax.neural import compressor as compressor_lib
-from proxyjax.neural import model as model_lib
+from proxyjax.neural import byte_lm
 from proxyjax.neural import quantize
 from proxyjax.neural.settings import Settings, compressor_config
 from proxyjax.views.neural import NeuralView
@@ -29,7 +29,7 @@ FILES = ["json/__init__.py", "textwrap.py", "functools.py", "email/utils.py", "d
 @pytest.fixture(scope="module")
 def trained(neural_compressor_run):
   config, workdir = neural_compressor_run
-  model = model_lib.ByteModel.restore(config, workdir)
+  model = byte_lm.ByteModel.restore(config, workdir)
   return config, workdir, compressor_lib.NeuralCompressor(model)
 
 
@@ -41,13 +41,13 @@ def wide_model(tiny_compressor_config):
   m = c.model
   m.d_model, m.n_layers, m.n_heads, m.head_dim, m.d_ff, m.init_std = 128, 2, 4, 32, 256, 0.1
   c.compressor.context = 64
-  return model_lib.ByteModel.init(c, seed=3)
+  return byte_lm.ByteModel.init(c, seed=3)
 
 
-def _with_batch_rows(model: model_lib.ByteModel, rows: int) -> compressor_lib.NeuralCompressor:
+def _with_batch_rows(model: byte_lm.ByteModel, rows: int) -> compressor_lib.NeuralCompressor:
   st = dataclasses.replace(model.settings, batch_rows=rows)
   return compressor_lib.NeuralCompressor(
-      model_lib.ByteModel(model.model_cfg, model.host_params, st, step=model.step))
+      byte_lm.ByteModel(model.model_cfg, model.host_params, st, step=model.step))
 
 
 def _docs():
@@ -128,7 +128,7 @@ def test_device_tables_equal_the_numpy_reference():
   logits = rng.normal(size=(40, 256)) * rng.uniform(0.1, 12, (40, 1))
   logits = np.concatenate([logits, _boundary_logits(7.5 - 1e-8), _boundary_logits(7.5 + 1e-8),
                            np.zeros((1, 256))])
-  with model_lib.x64():
+  with byte_lm.x64():
     dev_f, dev_fragile = jax.jit(lambda l: quantize.device_tables(l, 16))(
         jnp.asarray(logits, jnp.float64))
     dev_f, dev_fragile = np.asarray(dev_f), np.asarray(dev_fragile)
@@ -310,12 +310,12 @@ def test_settings_validation():
 def test_row_layout_covers_every_position_once():
   st = Settings(context=12, stride=4)  # W = 10 bytes per row
   served = []
-  for j in range(model_lib.num_rows(40, st)):
-    a, e = model_lib.row_span(j, st)
-    start = model_lib.row_start(j, st)
+  for j in range(byte_lm.num_rows(40, st)):
+    a, e = byte_lm.row_span(j, st)
+    start = byte_lm.row_start(j, st)
     assert 0 <= a - start and e - 1 - start <= st.row_bytes  # inside the row, with context
     served.extend(range(a, min(e, 40)))
-    assert all(model_lib.row_of(i, st) == j for i in range(a, min(e, 40)))
+    assert all(byte_lm.row_of(i, st) == j for i in range(a, min(e, 40)))
   assert served == list(range(40))
 
 
@@ -338,12 +338,12 @@ def test_round_trips_with_model(trained):
 
 
 def test_float64_forward_matches_the_training_forward(wide_model):
-  # _logits64 re-expresses proxyjax.model.transformer in float64: pin it to the real one.
+  # _logits64 is proxyjax.model.transformer run in float64: close to the float32 forward.
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from proxyjax.model import transformer  # pylint: disable=g-import-not-at-top
   m = wide_model
   st = m.settings
-  rows = np.stack([model_lib.row_ids(d, 0, st) for d in (_real_code() * 2)[:st.batch_rows]])
+  rows = np.stack([byte_lm.row_ids(d, 0, st) for d in (_real_code() * 2)[:st.batch_rows]])
   graphdef, _ = transformer.abstract_model(m.model_cfg)
   model = nnx.merge(graphdef, m.host_params)
   c = st.context
@@ -389,7 +389,7 @@ def test_decode_with_other_batch_rows(wide_model):
   # Everything coded (no literal spans), so nearly every table is read. Fails with
   # the float32 forward (the decode does not reproduce the CRC32).
   st = dataclasses.replace(wide_model.settings, literal_threshold=float("inf"))
-  model = model_lib.ByteModel(wide_model.model_cfg, wide_model.host_params, st)
+  model = byte_lm.ByteModel(wide_model.model_cfg, wide_model.host_params, st)
   docs = [d[:300] for d in _real_code()]
   streams = _with_batch_rows(model, 64).encode(docs)
   assert sum(int(np.sum(s >= 256)) for s in streams) > 200
@@ -404,7 +404,7 @@ def test_decode_with_other_batch_rows_and_crc(trained):
   streams = _with_batch_rows(comp.model, 4).encode(docs)
   assert _with_batch_rows(comp.model, 16).decode(streams, crc32s=crcs) == docs
   # A decoder that does not reproduce the bytes raises instead of returning them.
-  other = compressor_lib.NeuralCompressor(model_lib.ByteModel.init(
+  other = compressor_lib.NeuralCompressor(byte_lm.ByteModel.init(
       trained[0], seed=7, settings=comp.settings))
   with pytest.raises(coder.DecodeMismatchError, match="CRC32"):
     other.decode(streams[:1], crc32s=crcs[:1])
@@ -466,8 +466,8 @@ def test_gpu_sized_compressor_config():
     get_config("huge")
   # Its architecture through the float64 path, shrunk in depth and context for CPU time.
   c.model.n_layers, c.compressor.context, c.compressor.batch_rows = 2, 32, 2
-  m = model_lib.ByteModel.init(c, seed=0)
-  rows = np.stack([model_lib.row_ids(b"def f(x):\n    return x\n", 0, m.settings)] * 2)
+  m = byte_lm.ByteModel.init(c, seed=0)
+  rows = np.stack([byte_lm.row_ids(b"def f(x):\n    return x\n", 0, m.settings)] * 2)
   logits = m.logits(rows)
   assert logits.dtype == np.float64 and logits.shape == (2, 32, 256)
   assert np.all(np.isfinite(logits))

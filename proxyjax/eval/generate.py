@@ -1,9 +1,9 @@
 """Incremental decoding with a KV cache, through the raw-byte interface (SPEC §7).
 
 Prompts are ``[BOS, <raw>, prompt bytes...]`` (no ``</raw>``), left-padded to a
-common length (pad = segment 0, invisible). Prefill runs the prompt through the
-same block math as training (``transformer.qkv``/``finish``) and fills the
-cache; each decode step appends one token. Decoding is restricted to ids < 320
+common length (pad = segment 0, invisible). Prefill and the decode steps are
+the model's (``proxyjax.model.decode``: the training blocks with a KV cache);
+this module holds the raw-byte prompt interface, sampling and stop handling. Decoding is restricted to ids < 320
 (raw bytes and specials); ``</raw>``, EOS or a completed stop string ends a
 sample inside the decode loop (a batch stops when all its rows have ended), and
 the host truncates at stop strings (``codegen.truncate_completion``: the
@@ -24,6 +24,7 @@ import numpy as np
 from proxyjax import parallel
 from proxyjax import vocab as vocab_lib
 from proxyjax.eval import codegen  # stop-string truncation (one implementation, JAX-free)
+from proxyjax.model import decode as decode_lib
 from proxyjax.model import transformer as tf
 
 NEG = -1e30
@@ -37,88 +38,6 @@ class SamplingConfig:
   n: int = 1  # samples per prompt
   seed: int = 0
   stop_strings: tuple[str, ...] = ()
-
-
-def _attend(cfg, q_BxQxHxE, k_cache, v_cache, key_ok_BxQxS):
-  """Dense attention of a few queries over the cache (fp32 softmax, safe)."""
-  h = q_BxQxHxE.shape[2]
-  rep = h // k_cache.shape[2]
-  k = jnp.repeat(k_cache, rep, axis=2) if rep > 1 else k_cache
-  v = jnp.repeat(v_cache, rep, axis=2) if rep > 1 else v_cache
-  logits = jnp.einsum("bqhe,bshe->bhqs", q_BxQxHxE, k,
-                      preferred_element_type=jnp.float32) * cfg.head_dim ** -0.5
-  logits = jnp.where(key_ok_BxQxS[:, None], logits, NEG)
-  p = jax.nn.softmax(logits, axis=-1)
-  p = jnp.where(key_ok_BxQxS[:, None], p, 0.0)
-  return jnp.einsum("bhqs,bshe->bqhe", p.astype(v.dtype), v).astype(q_BxQxHxE.dtype)
-
-
-def _window_ok(cfg, q_idx, k_idx):
-  ok = k_idx <= q_idx
-  if cfg.window:
-    ok &= q_idx - k_idx < cfg.window
-  return ok
-
-
-# The cache [layers, batch, length, kv heads, head_dim] is sharded like the
-# training activations (batch over data x fsdp, heads over tensor where the
-# rules say so); a no-op outside a sharding context.
-CACHE_AXES = ("layers", "batch", "length", "heads", "kv")
-
-
-def _constrain_cache(c_LxBxSxKxE):
-  return parallel.constrain(c_LxBxSxKxE, CACHE_AXES)
-
-
-def prefill(model: tf.Transformer, tokens_BxT, valid_BxT, max_len: int):
-  """Runs left-padded prompts; returns (last hidden [B, D], cache)."""
-  cfg = model.cfg
-  b, t = tokens_BxT.shape
-  positions = jnp.maximum(jnp.cumsum(valid_BxT, axis=1) - 1, 0).astype(jnp.int32)
-  cos, sin = tf.rope_tables(positions, cfg.head_dim, cfg.rope_theta)
-  idx = jnp.arange(t)
-  key_ok = valid_BxT[:, None, :] & valid_BxT[:, :, None] & _window_ok(cfg, idx[:, None],
-                                                                      idx[None, :])[None]
-  x = model.embed_tokens(tokens_BxT)
-
-  def body(x, p):
-    q, k, v = tf.qkv(cfg, p, x, cos, sin)
-    o = _attend(cfg, q, k, v, key_ok)
-    pad = [(0, 0), (0, max_len - t), (0, 0), (0, 0)]
-    return tf.finish(cfg, p, x, o), (jnp.pad(k, pad), jnp.pad(v, pad))
-
-  x, (k_cache, v_cache) = jax.lax.scan(body, x, model.stacked_blocks())
-  k_cache, v_cache = _constrain_cache(k_cache), _constrain_cache(v_cache)
-  valid_cache = jnp.pad(valid_BxT, [(0, 0), (0, max_len - t)])
-  cache = {"k": k_cache, "v": v_cache, "valid": valid_cache, "index": jnp.int32(t),
-           "position": positions[:, -1] + 1}
-  return model.final_hidden(x)[:, -1], cache
-
-
-def decode_step(model: tf.Transformer, cache, tokens_B):
-  """Appends one token per row; returns (hidden [B, D], cache)."""
-  cfg = model.cfg
-  i = cache["index"]
-  pos = cache["position"][:, None]
-  cos, sin = tf.rope_tables(pos, cfg.head_dim, cfg.rope_theta)
-  valid = cache["valid"].at[:, i].set(True)
-  s = valid.shape[1]
-  key_ok = (valid & _window_ok(cfg, i, jnp.arange(s))[None])[:, None, :]
-  x = model.embed_tokens(tokens_B[:, None])
-
-  def body(x, layer):
-    p, k_cache, v_cache = layer
-    q, k, v = tf.qkv(cfg, p, x, cos, sin)
-    k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k, i, axis=1)
-    v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v, i, axis=1)
-    o = _attend(cfg, q, k_cache, v_cache, key_ok)
-    return tf.finish(cfg, p, x, o), (k_cache, v_cache)
-
-  x, (k_cache, v_cache) = jax.lax.scan(body, x, (model.stacked_blocks(), cache["k"], cache["v"]))
-  k_cache, v_cache = _constrain_cache(k_cache), _constrain_cache(v_cache)
-  cache = {"k": k_cache, "v": v_cache, "valid": valid, "index": i + 1,
-           "position": cache["position"] + 1}
-  return model.final_hidden(x)[:, 0], cache
 
 
 def raw_logits(model: tf.Transformer, h_BxD):
@@ -165,7 +84,7 @@ def _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, s
   from flax import nnx  # pylint: disable=g-import-not-at-top
   model = nnx.merge(graphdef, params)
   b, t = tokens.shape
-  h, cache = prefill(model, tokens, valid, t + max_new)
+  h, cache = decode_lib.prefill(model, tokens, valid, t + max_new)
   out = jnp.zeros((b, max_new), jnp.int32)
   done = jnp.zeros((b,), bool)
 
@@ -182,7 +101,7 @@ def _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, s
     done = done | (tok == vocab_lib.EOS) | (tok == vocab_lib.RAW_CLOSE)
     for stop in stops:  # a stop string just completed: that sample is finished
       done = done | _ends_with(out, step, stop)
-    h, cache = decode_step(model, cache, tok)
+    h, cache = decode_lib.decode_step(model, cache, tok)
     return step + 1, h, cache, out, done, key
 
   carry = (jnp.int32(0), h, cache, out, done, key)

@@ -41,6 +41,17 @@ Backend = Literal["auto", "xla", "pallas_gpu", "pallas_tpu", "cudnn"]
 BACKENDS = ("auto", "xla", "pallas_gpu", "pallas_tpu", "cudnn")
 
 
+def index_mask(q_idx, k_idx, *, causal: bool = True, window: int | None = None):
+  """Whether query index ``q_idx`` may see key index ``k_idx`` (causal, local window);
+  broadcasts. Shared by the training mask and the KV-cache decoder."""
+  ok = jnp.ones(jnp.broadcast_shapes(jnp.shape(q_idx), jnp.shape(k_idx)), bool)
+  if causal:
+    ok &= k_idx <= q_idx
+  if window is not None:
+    ok &= q_idx - k_idx < window
+  return ok
+
+
 def make_mask(segment_ids: jax.Array, *, causal: bool = True,
               window: int | None = None) -> jax.Array:
   """Dense boolean mask ``[B, 1, T, T]`` (query, key) of the semantics above."""
@@ -48,12 +59,8 @@ def make_mask(segment_ids: jax.Array, *, causal: bool = True,
   seg_k = segment_ids[:, None, :]
   mask = (seg_q == seg_k) & (seg_q != 0)
   t = segment_ids.shape[1]
-  q_idx = jnp.arange(t)[:, None]
-  k_idx = jnp.arange(t)[None, :]
-  if causal:
-    mask &= (k_idx <= q_idx)[None]
-  if window is not None:
-    mask &= (q_idx - k_idx < window)[None]
+  mask &= index_mask(jnp.arange(t)[:, None], jnp.arange(t)[None, :], causal=causal,
+                     window=window)[None]
   return mask[:, None]
 
 
@@ -62,14 +69,22 @@ def _repeat_kv(x: jax.Array, num_heads: int) -> jax.Array:
   return x if reps == 1 else jnp.repeat(x, reps, axis=2)
 
 
-def xla_attention(q, k, v, segment_ids, *, causal=True, window=None, sm_scale=None):
-  """The reference: fp32 logits and softmax, safe for fully-masked rows."""
-  b, t, h, d = q.shape
+def xla_attention(q, k, v, segment_ids, *, causal=True, window=None, sm_scale=None,
+                  accum_dtype=jnp.float32):
+  """The reference: logits and softmax in ``accum_dtype`` (fp32), safe for fully-masked rows."""
+  mask = make_mask(segment_ids, causal=causal, window=window)
+  return dense_attention(q, k, v, mask, sm_scale=sm_scale, accum_dtype=accum_dtype)
+
+
+def dense_attention(q, k, v, mask, *, sm_scale=None, accum_dtype=jnp.float32):
+  """Attention of queries ``q [B, Q, H, D]`` over keys ``k, v [B, S, KV, D]`` with an
+  explicit boolean ``mask`` broadcastable to ``[B, H, Q, S]`` (training: the dense
+  segment mask; decoding: the filled cache slots). Rows that see nothing give zeros."""
+  h, d = q.shape[2], q.shape[3]
   sm_scale = d ** -0.5 if sm_scale is None else sm_scale
   k = _repeat_kv(k, h)
   v = _repeat_kv(v, h)
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * sm_scale
-  mask = make_mask(segment_ids, causal=causal, window=window)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=accum_dtype) * sm_scale
   logits = jnp.where(mask, logits, -jnp.inf)
   row_max = jnp.max(logits, axis=-1, keepdims=True)
   row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
@@ -77,8 +92,7 @@ def xla_attention(q, k, v, segment_ids, *, causal=True, window=None, sm_scale=No
   denom = jnp.sum(p, axis=-1, keepdims=True)
   p = p / jnp.where(denom == 0.0, 1.0, denom)
   out = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v,
-                   preferred_element_type=jnp.float32)
-  del b
+                   preferred_element_type=accum_dtype)
   return out.astype(q.dtype)
 
 
@@ -144,12 +158,15 @@ def default_backend() -> str:
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array,
               positions: jax.Array | None = None, *, causal: bool = True,
               window: int | None = None, backend: Backend = "auto",
-              sm_scale: float | None = None, interpret: bool = False) -> jax.Array:
+              sm_scale: float | None = None, interpret: bool = False,
+              accum_dtype=jnp.float32) -> jax.Array:
   """Segment-masked (and optionally causal / local) multi-head attention.
 
   ``positions`` is accepted for API uniformity (RoPE is applied by the caller);
   the mask depends only on ``segment_ids`` and token indices.
   ``interpret=True`` runs Pallas backends in interpret mode (CPU tests).
+  ``accum_dtype`` is the logits/softmax dtype of the ``xla`` backend (the fused
+  kernels accumulate in fp32).
   """
   del positions
   if q.shape[2] % k.shape[2]:
@@ -157,7 +174,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array,
   if backend == "auto":
     backend = default_backend()
   if backend == "xla":
-    return xla_attention(q, k, v, segment_ids, causal=causal, window=window, sm_scale=sm_scale)
+    return xla_attention(q, k, v, segment_ids, causal=causal, window=window, sm_scale=sm_scale,
+                         accum_dtype=accum_dtype)
   if backend == "cudnn":
     impl = "cudnn" if jax.devices()[0].platform == "gpu" else None
     return cudnn_attention(q, k, v, segment_ids, causal=causal, window=window,

@@ -4,7 +4,12 @@ Pre-RMSNorm blocks (weight applied as 1 + w), RoPE (theta 1e5) at the packed
 (reset) positions, SwiGLU MLP, no biases, untied embedding and heads, optional
 GQA and local window, ``num_pred_heads`` heads (head h predicts t+1+h) and an
 optional 320-way raw head. Parameters are fp32 (``param_dtype``) and cast to
-the compute dtype (bf16 by default) where used. Block parameters are stacked
+the compute dtype (bf16 by default) where used; norms, RoPE, attention logits
+and softmax, and the head logits accumulate in ``accum_dtype`` (fp32 by
+default; float64 with 64-bit types enabled, as the neural compressor's tables
+use). The same block functions serve training (``Transformer``), KV-cache
+decoding (``proxyjax.model.decode``) and the compressor's float64 forward
+(``proxyjax.neural.byte_lm``). Block parameters are stacked
 along a leading ``layers`` axis and applied with ``lax.scan`` (one compiled
 block, fast compiles at depth) under ``jax.checkpoint``.
 
@@ -50,6 +55,7 @@ class ModelConfig:
   raw_head: bool = False
   dtype: Any = jnp.bfloat16
   param_dtype: Any = jnp.float32
+  accum_dtype: Any = jnp.float32  # norms, RoPE, attention softmax, logits
   attention: str = "auto"
   remat: str = "full"
   scan_layers: bool = True
@@ -117,7 +123,7 @@ class Transformer(nnx.Module):
     cfg = self.cfg
     x_BxTxD = self.embed_tokens(inputs_BxT)
     x_BxTxD = parallel.constrain(x_BxTxD, ("batch", "length", "embed"))
-    cos, sin = rope_tables(positions_BxT, cfg.head_dim, cfg.rope_theta)
+    cos, sin = rope_tables(positions_BxT, cfg.head_dim, cfg.rope_theta, cfg.accum_dtype)
     stacked = self.stacked_blocks()
 
     def body(x, p):
@@ -141,39 +147,54 @@ class Transformer(nnx.Module):
     return jnp.take(self.embed[...], inputs_BxT, axis=0).astype(self.cfg.dtype)
 
   def final_hidden(self, x_BxTxD: jax.Array) -> jax.Array:
-    return rms_norm(x_BxTxD, self.final_norm[...], self.cfg.norm_eps)
+    return rms_norm(x_BxTxD, self.final_norm[...], self.cfg.norm_eps, self.cfg.accum_dtype)
 
   def logits(self, h_BxTxD: jax.Array) -> jax.Array:
-    """Main-head logits ``[B, T, P, V]`` in fp32, padded ids masked to -inf."""
+    """Main-head logits ``[B, T, P, V]`` in ``accum_dtype``, padded ids masked to -inf."""
     cfg = self.cfg
     w = self.lm_head[...].astype(cfg.dtype)
-    logits = jnp.einsum("btd,dv->btv", h_BxTxD, w, preferred_element_type=jnp.float32)
+    logits = jnp.einsum("btd,dv->btv", h_BxTxD, w, preferred_element_type=cfg.accum_dtype)
     logits = logits.reshape(*logits.shape[:2], cfg.num_pred_heads, cfg.vocab_size)
     if cfg.num_ids < cfg.vocab_size:
       logits = jnp.where(jnp.arange(cfg.vocab_size) < cfg.num_ids, logits, -jnp.inf)
     return logits
 
+  def head_logits(self, h_BxTxD: jax.Array, start: int, stop: int) -> jax.Array:
+    """Logits ``[B, T, stop - start]`` of ids ``[start, stop)`` of head 0 only (the
+    compressor's byte logits), in ``accum_dtype``."""
+    w = self.lm_head[...][:, start:stop].astype(self.cfg.dtype)
+    return jnp.einsum("btd,dv->btv", h_BxTxD, w, preferred_element_type=self.cfg.accum_dtype)
+
   def raw_logits(self, h_BxTxD: jax.Array) -> jax.Array:
     w = self.raw_head[...].astype(self.cfg.dtype)
-    return jnp.einsum("btd,dv->btv", h_BxTxD, w, preferred_element_type=jnp.float32)
+    return jnp.einsum("btd,dv->btv", h_BxTxD, w, preferred_element_type=self.cfg.accum_dtype)
 
 
-def rms_norm(x, w, eps):
-  xf = x.astype(jnp.float32)
+def rms_norm(x, w, eps, accum_dtype=jnp.float32):
+  xf = x.astype(accum_dtype)
   xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
-  return (xf * (1.0 + w.astype(jnp.float32))).astype(x.dtype)
+  return (xf * (1.0 + w.astype(accum_dtype))).astype(x.dtype)
 
 
-def rope_tables(positions_BxT, head_dim, theta):
-  """cos/sin ``[B, T, E/2]`` gathered at the packed positions."""
-  inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
-  angles = positions_BxT.astype(jnp.float32)[..., None] * inv
+def rope_tables(positions_BxT, head_dim, theta, accum_dtype=jnp.float32):
+  """cos/sin ``[B, T, E/2]`` gathered at the packed positions.
+
+  Host positions (a numpy array, e.g. the compressor's fixed rows) give host
+  tables (numpy cos/sin, constants of the compiled program); traced positions
+  give traced tables.
+  """
+  dtype = np.dtype(accum_dtype)
+  inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=dtype) / head_dim))
+  if isinstance(positions_BxT, np.ndarray):
+    angles = positions_BxT.astype(dtype)[..., None] * inv
+    return np.cos(angles), np.sin(angles)
+  angles = positions_BxT.astype(dtype)[..., None] * inv
   return jnp.cos(angles), jnp.sin(angles)
 
 
 def apply_rope(x_BxTxNxE, cos, sin):
-  """Rotate-half RoPE (non-interleaved), computed in fp32."""
-  x = x_BxTxNxE.astype(jnp.float32)
+  """Rotate-half RoPE (non-interleaved), computed in the tables' dtype (``accum_dtype``)."""
+  x = x_BxTxNxE.astype(cos.dtype)
   x1, x2 = jnp.split(x, 2, axis=-1)
   c, s = cos[:, :, None, :], sin[:, :, None, :]
   return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(x_BxTxNxE.dtype)
@@ -182,7 +203,7 @@ def apply_rope(x_BxTxNxE, cos, sin):
 def qkv(cfg: ModelConfig, p: dict[str, jax.Array], x_BxTxD, cos, sin):
   """Pre-norm and the rotated query/key/value projections of one block."""
   dt = cfg.dtype
-  h = rms_norm(x_BxTxD, p["attn_norm"], cfg.norm_eps)
+  h = rms_norm(x_BxTxD, p["attn_norm"], cfg.norm_eps, cfg.accum_dtype)
   q = jnp.einsum("btd,dhe->bthe", h, p["wq"].astype(dt))
   k = jnp.einsum("btd,dke->btke", h, p["wk"].astype(dt))
   v = jnp.einsum("btd,dke->btke", h, p["wv"].astype(dt))
@@ -197,7 +218,7 @@ def finish(cfg: ModelConfig, p: dict[str, jax.Array], x_BxTxD, o_BxTxHxE):
   dt = cfg.dtype
   x_BxTxD = x_BxTxD + jnp.einsum("bthe,hed->btd", o_BxTxHxE, p["wo"].astype(dt))
   x_BxTxD = parallel.constrain(x_BxTxD, ("batch", "length", "embed"))
-  h = rms_norm(x_BxTxD, p["mlp_norm"], cfg.norm_eps)
+  h = rms_norm(x_BxTxD, p["mlp_norm"], cfg.norm_eps, cfg.accum_dtype)
   g = jnp.einsum("btd,df->btf", h, p["w_gate"].astype(dt))
   u = jnp.einsum("btd,df->btf", h, p["w_up"].astype(dt))
   a = parallel.constrain(jax.nn.silu(g) * u, ("batch", "length", "mlp"))
@@ -208,7 +229,8 @@ def finish(cfg: ModelConfig, p: dict[str, jax.Array], x_BxTxD, o_BxTxHxE):
 def block(cfg: ModelConfig, p: dict[str, jax.Array], x_BxTxD, segment_ids, positions, cos, sin):
   q, k, v = qkv(cfg, p, x_BxTxD, cos, sin)
   o = attention_lib.attention(q, k, v, segment_ids, positions, causal=True, window=cfg.window,
-                              backend=cfg.attention, interpret=cfg.attention_interpret)
+                              backend=cfg.attention, interpret=cfg.attention_interpret,
+                              accum_dtype=cfg.accum_dtype)
   return finish(cfg, p, x_BxTxD, o)
 
 

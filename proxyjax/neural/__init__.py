@@ -5,7 +5,7 @@
     quantize    float64 logits -> integer frequency tables, bit-exact everywhere
                 except at flagged (fragile) positions, which stay literal
     coder       segmentation, equal-information windows, N-bit packing; decoder
-    model       the compressor LM: checkpoint loading, row layout, float64 fixed-shape calls
+    byte_lm     the compressor LM: checkpoint loading, row layout, float64 fixed-shape calls
     compressor  batched encoding / lockstep decoding of many documents
     shards      the ArrayRecord shards written by ``python -m proxyjax.compress`` and
                 the one parser of their records (numpy-only)

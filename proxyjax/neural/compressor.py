@@ -8,7 +8,7 @@ copies the positions each row serves into the document's ``[n + 1, 256]``
 table. ``encode`` codes each document as soon as its tables are complete;
 ``decode`` advances many documents in lockstep, one model row per document
 per call. Symbols do not depend on ``batch_rows`` or on which documents share
-a call (``proxyjax.neural.model``: float64 forward; ``quantize``: fragility).
+a call (``proxyjax.neural.byte_lm``: float64 forward; ``quantize``: fragility).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from proxyjax.neural import coder
-from proxyjax.neural import model as model_lib
+from proxyjax.neural import byte_lm
 
 
 class NeuralCompressor:
   """bytes <-> neural symbols with one model and one set of settings."""
 
-  def __init__(self, model: model_lib.ByteModel):
+  def __init__(self, model: byte_lm.ByteModel):
     self.model = model
     self.settings = model.settings
 
@@ -49,9 +49,9 @@ class NeuralCompressor:
       tables, fragile = np.asarray(dev_tables), np.asarray(dev_fragile)
       for slot, (d, j) in enumerate(rows):
         entry = pending_docs[d]
-        a, e = model_lib.row_span(j, st)
+        a, e = byte_lm.row_span(j, st)
         e = min(e, len(entry[0]) + 1)
-        start = model_lib.row_start(j, st)
+        start = byte_lm.row_start(j, st)
         entry[1][a:e] = tables[slot, a - start:e - start]  # only the served positions
         entry[2][a:e] = fragile[slot, a - start:e - start]
         entry[3] -= 1
@@ -66,7 +66,7 @@ class NeuralCompressor:
     def dispatch(rows):
       ids = np.zeros((r, st.context), np.int32)
       for slot, (d, j) in enumerate(rows):
-        ids[slot] = model_lib.row_ids(pending_docs[d][0], j, st)
+        ids[slot] = byte_lm.row_ids(pending_docs[d][0], j, st)
       return (*self.model.tables_async(ids), rows)
 
     def submit(rows):  # dispatch call b + 1, then read call b
@@ -78,7 +78,7 @@ class NeuralCompressor:
 
     for index, doc in enumerate(docs):
       doc = bytes(doc)
-      rows = model_lib.num_rows(len(doc) + 1, st)
+      rows = byte_lm.num_rows(len(doc) + 1, st)
       pending_docs[index] = [doc, allocate(len(doc)), np.zeros(len(doc) + 1, bool), rows]
       for j in range(rows):
         batch.append((index, j))
@@ -142,9 +142,9 @@ class NeuralCompressor:
         reads = []
         for slot, (_, (_, prefix)) in enumerate(chunk):
           pos = len(prefix)
-          j = model_lib.row_of(pos, st)
-          ids[slot] = model_lib.row_ids(bytes(prefix), j, st, end=pos)
-          reads.append(pos - model_lib.row_start(j, st))
+          j = byte_lm.row_of(pos, st)
+          ids[slot] = byte_lm.row_ids(bytes(prefix), j, st, end=pos)
+          reads.append(pos - byte_lm.row_start(j, st))
         dev_tables, _ = self.model.tables_async(ids)
         tables = np.asarray(dev_tables)[np.arange(len(chunk)), np.asarray(reads)]
         for slot, (i, (steps, _)) in enumerate(chunk):

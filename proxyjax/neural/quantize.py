@@ -1,7 +1,7 @@
 """Model logits -> integer frequency tables, identical on every machine (or flagged).
 
 The coder needs the encoder and the decoder to agree on every frequency to the
-last bit. The model's logits are computed in float64 (``proxyjax.neural.model``),
+last bit. The model's logits are computed in float64 (``proxyjax.neural.byte_lm``),
 so two runs differ by accumulated rounding only (~1e-13 relative); everything
 after the logits is either an exactly rounded IEEE operation or integer
 arithmetic:

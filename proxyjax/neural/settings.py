@@ -124,7 +124,7 @@ def compressor_config(size: str = "tiny") -> ml_collections.ConfigDict:
   ``tiny``: ~1.4M params, a few CPU minutes (demos, tests). ``gpu``: ~19M params
   (d 512, 6 layers, SwiGLU 1536), rows of 1024 bytes, 20k steps of 64 rows
   (~1.3B bytes), bf16 training with the default accelerator attention; the
-  compressor still codes in float64 (``proxyjax.neural.model``).
+  compressor still codes in float64 (``proxyjax.neural.byte_lm``).
   Raw bytes only (``data.view = 'raw'``, no schedule, rate 0), so every
   document is ``[BOS, <raw>, bytes..., </raw>, EOS]``, the layout the coder
   feeds it.

@@ -91,9 +91,9 @@ class NeuralView(base.View):
     if self._compressor is None:
       # pylint: disable=g-import-not-at-top
       from proxyjax.neural import compressor as compressor_lib
-      from proxyjax.neural import model as model_lib
+      from proxyjax.neural import byte_lm
       # pylint: enable=g-import-not-at-top
-      model = model_lib.ByteModel.restore(self.config, self.workdir, self.settings)
+      model = byte_lm.ByteModel.restore(self.config, self.workdir, self.settings)
       if self._fingerprint is not None and model.fingerprint != self._fingerprint:
         raise ValueError(f"the compressor in {self.workdir} (step {model.step}) is not the one "
                          f"that wrote the shards in {self.neural_dir}")

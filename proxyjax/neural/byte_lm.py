@@ -10,9 +10,9 @@ Context rule (the same for the encoder and the decoder): the table for byte
 and position ``n`` (after the last byte) is served like a byte.
 
 **Precision.** The compressor is trained in float32/bfloat16 like any model,
-but coding runs its forward in **float64** (``_logits64``: the same
-architecture as ``proxyjax.model.transformer``, re-expressed with every
-operation in float64; a test pins it to the training forward) with the
+but coding runs its forward in **float64** (``_logits64``: the training
+``proxyjax.model.transformer`` itself with ``accum_dtype`` and the compute
+dtype set to float64, ``float64_config``; a test pins it to the float32 forward) with the
 parameters cast to float64 on the chosen device, 64-bit types enabled only
 inside these calls (``x64()``, thread-local), never for the training process.
 Quantisation (``quantize.device_tables``) runs in the same call, so only
@@ -30,6 +30,7 @@ TPUs emulate it (slow).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -38,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from proxyjax import parallel
 from proxyjax import vocab as vocab_lib
@@ -218,55 +220,31 @@ class ByteModel:
                                       cfg=self.model_cfg))
 
 
-def _rms_norm64(x, w, eps):
-  return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps) * (1.0 + w)
+def float64_config(cfg: transformer.ModelConfig) -> transformer.ModelConfig:
+  """The compressor's model config for coding: the training transformer computing and
+  accumulating in float64, dense XLA attention, layers unrolled, no remat."""
+  return dataclasses.replace(cfg, dtype=jnp.float64, param_dtype=jnp.float64,
+                             accum_dtype=jnp.float64, attention="xla", remat="none",
+                             scan_layers=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _graphdef(cfg: transformer.ModelConfig):
+  return transformer.abstract_model(cfg)[0]
 
 
 def _logits64(params, ids, cfg: transformer.ModelConfig):
   """float64 byte logits ``[B, T, 256]`` of ``transformer.Transformer`` (one
-  segment per row, positions 0..T-1), every operation in float64."""
-  _, t = ids.shape
-  h_heads, k_heads, e = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-  # RoPE tables and the causal (local) mask are host constants.
-  inv = 1.0 / (cfg.rope_theta ** (np.arange(0, e, 2, dtype=np.float64) / e))
-  angles = np.arange(t, dtype=np.float64)[:, None] * inv
-  cos = jnp.asarray(np.cos(angles))[None, :, None, :]
-  sin = jnp.asarray(np.sin(angles))[None, :, None, :]
-  q_idx, k_idx = np.arange(t)[:, None], np.arange(t)[None, :]
-  mask = k_idx <= q_idx
-  if cfg.window:
-    mask &= q_idx - k_idx < cfg.window
-  mask = jnp.asarray(mask)
-
-  def rope(x):
-    x1, x2 = jnp.split(x, 2, axis=-1)
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-
-  x = jnp.take(params["embed"], ids, axis=0)
-  blocks = params["blocks"]
-  for layer in range(cfg.n_layers):
-    p = {name: blocks[name][layer] for name in transformer.BLOCK_PARAMS}
-    h = _rms_norm64(x, p["attn_norm"], cfg.norm_eps)
-    q = rope(jnp.einsum("btd,dhe->bthe", h, p["wq"]))
-    k = rope(jnp.einsum("btd,dke->btke", h, p["wk"]))
-    v = jnp.einsum("btd,dke->btke", h, p["wv"])
-    if h_heads != k_heads:
-      k = jnp.repeat(k, h_heads // k_heads, axis=2)
-      v = jnp.repeat(v, h_heads // k_heads, axis=2)
-    s = jnp.einsum("bqhe,bkhe->bhqk", q, k) * (e ** -0.5)
-    s = jnp.where(mask, s, -jnp.inf)
-    a = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
-    a = a / jnp.sum(a, axis=-1, keepdims=True)
-    o = jnp.einsum("bhqk,bkhe->bqhe", a, v)
-    x = x + jnp.einsum("bthe,hed->btd", o, p["wo"])
-    h = _rms_norm64(x, p["mlp_norm"], cfg.norm_eps)
-    g = jnp.einsum("btd,df->btf", h, p["w_gate"])
-    u = jnp.einsum("btd,df->btf", h, p["w_up"])
-    x = x + jnp.einsum("btf,fd->btd", jax.nn.silu(g) * u, p["w_down"])
-  h = _rms_norm64(x, params["final_norm"], cfg.norm_eps)
+  segment per row, positions 0..T-1) under ``float64_config`` (call with 64-bit
+  types enabled and float64 parameters)."""
+  cfg64 = float64_config(cfg)
+  model = nnx.merge(_graphdef(cfg64), params)
+  b, t = ids.shape
+  # Host positions: the RoPE tables are host (numpy) constants.
+  positions = np.broadcast_to(np.arange(t, dtype=np.int32), (b, t))
+  h = model(ids, jnp.ones((b, t), jnp.int32), positions)
   # Head 0 occupies the first vocab_size columns; bytes are ids 64..319.
-  head = params["lm_head"][:, vocab_lib.BYTE_OFFSET:vocab_lib.RAW_VOCAB_SIZE]
-  return jnp.einsum("btd,dv->btv", h, head)
+  return model.head_logits(h, vocab_lib.BYTE_OFFSET, vocab_lib.RAW_VOCAB_SIZE)
 
 
 _logits64_jit = jax.jit(_logits64, static_argnames=("cfg",))
