@@ -148,8 +148,7 @@ class ByteModel:
               settings: Settings | None = None,
               device: jax.Device | None = None) -> "ByteModel":
     """The newest checkpoint of a compressor run (``WORKDIR/checkpoints``)."""
-    from proxyjax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-    from proxyjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+    from proxyjax.train import load as load_lib  # pylint: disable=g-import-not-at-top
     check_compressor_config(config)
     settings = settings or Settings.from_config(config)
     directory = os.path.join(workdir, "checkpoints")
@@ -158,18 +157,8 @@ class ByteModel:
                               "`python -m proxyjax.main --config=configs/compressor.py "
                               f"--workdir={workdir}`")
     mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
-    model_cfg = transformer.ModelConfig.from_config(config, vocab_lib.Vocab(0))
-    setup = step_lib.build(config, model_cfg, mesh)
-    ckpt = ckpt_lib.Checkpointer(directory, keep=config.keep_checkpoints, async_save=False)
-    try:
-      restored = ckpt.restore(ckpt_lib.abstract_with_shardings(
-          setup.abstract_state, setup.state_shardings), None)
-    finally:
-      ckpt.close()
-    if restored is None:
-      raise FileNotFoundError(f"no readable compressor checkpoint in {directory}")
-    step, state, _ = restored
-    return cls(model_cfg, state["params"], settings, step=int(step), device=device)
+    loaded = load_lib.load_params(workdir, mesh=mesh, config=config)
+    return cls(loaded.model_cfg, loaded.params, settings, step=loaded.step, device=device)
 
   @classmethod
   def init(cls, config: ml_collections.ConfigDict, seed: int = 0,
