@@ -12,6 +12,12 @@ moved aside and the previous one used (see ``proxyjax.train.checkpoint``).
 A failed save (e.g. no space left) stops the run with one line naming the step.
 SIGTERM (preemption) saves a checkpoint and exits cleanly. A non-finite loss
 stops the run with the step number; the checkpoints saved so far are kept.
+
+Parts: ``_Run`` (one call of ``train``: builds the run, advances it step by step,
+closes it), ``_Window`` (one log window: counts, summed device metrics, the metric
+line), ``_Validation`` (validation at ``eval_every`` and after the last step),
+``_Checkpoints`` (restore, and saves with the recorded ``meta``), ``_ProgressBar``
+and ``_Preemption`` (SIGTERM -> a flag).
 """
 
 from __future__ import annotations
@@ -89,6 +95,301 @@ def evaluate(ctx, config: ml_collections.ConfigDict) -> dict:
   return out
 
 
+class _Validation:
+  """Validation during training (``config.eval.train_tasks``), written to the metrics.
+
+  Built before the data iterator, so an empty validation split fails before training.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, setup: step_lib.Setup):
+    from proxyjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
+    self.config = config
+    self.ctx = eval_run.Context(config, setup.graphdef, None, 0, mesh=setup.mesh,
+                                rules=setup.rules)
+    if config.eval_every:  # an empty validation split fails now, not at the first eval
+      eval_run.check_train_inputs(self.ctx, config.eval.train_tasks)
+
+  def due(self, step: int) -> bool:
+    return bool(self.config.eval_every) and step % self.config.eval_every == 0
+
+  def due_at_end(self, step: int) -> bool:
+    """The last step, when the loop's schedule did not validate it."""
+    return bool(self.config.eval_every) and step % self.config.eval_every != 0
+
+  def __call__(self, state, step: int, writer: metrics_lib.MetricWriter) -> dict:
+    self.ctx.params, self.ctx.step = state["params"], step
+    scalars = evaluate(self.ctx, self.config)
+    writer.write(step, scalars)
+    return scalars
+
+
+class _Checkpoints:
+  """The run's Checkpointer with what every save records: data iterator and ``meta``."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, mesh, vocab, data_it):
+    self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                      keep=config.keep_checkpoints,
+                                      async_save=config.async_checkpointing)
+    self.every = config.checkpoint_every
+    self._data_it = data_it
+    self._mesh_shape = list(mesh.shape.values())
+    self._vocab = vocab
+    self._config = ckpt_lib.config_dict(config)
+
+  def due(self, step: int) -> bool:
+    return bool(self.every) and step % self.every == 0
+
+  def restore(self, config: ml_collections.ConfigDict, workdir: str, setup: step_lib.Setup):
+    """(start step, state) from the newest readable checkpoint, or a fresh one."""
+    ckpt = self.ckpt
+    ckpt.check_writable()
+    ckpt.remove_partial_saves()
+    target = ckpt_lib.abstract_with_shardings(setup.abstract_state, setup.state_shardings)
+    # Checkpoints from before the config was recorded in `meta`: WORKDIR/config.json.
+    legacy = rundir.load_run_config(workdir)
+    restored = ckpt.restore(target, self._data_it, check=ckpt_lib.resume_check(
+        config, config.get("restore_policy", "strict"), ckpt.directory, jax.process_count(),
+        legacy.to_dict() if legacy is not None else None))
+    if restored is None:
+      return 0, setup.init_fn()
+    start, state, _ = restored
+    log.info("resumed from step %d", start)
+    return start, state
+
+  def save(self, step: int, state) -> None:
+    meta = {"step": step, "mesh": self._mesh_shape, "process_count": jax.process_count(),
+            "config": self._config, rundir.VOCAB_KEY: rundir.vocab_record(self._vocab)}
+    self.ckpt.save(step, state, self._data_it, meta, force=True)
+
+  def kept(self) -> str:
+    return ", ".join(map(str, self.ckpt.all_steps())) or "none"
+
+
+class _Window:
+  """One log window: host counts of its batches and the sums of its device metrics.
+
+  ``excluded``: eval and checkpoint time (not part of step time).
+  """
+
+  def __init__(self):
+    self.start = time.perf_counter()
+    self.steps = self.tokens = self.pairs = 0
+    self.data_wait = self.excluded = 0.0
+    self.sums: dict[str, float] = {}
+    self.reads = 0.0
+
+  def add(self, metrics: dict) -> None:
+    for k, v in metrics.items():  # counters and means are summed; lr/param_norm keep the last
+      self.sums[k] = float(v) if k in _LAST_VALUE else self.sums.get(k, 0.0) + float(v)
+    self.reads += 1.0
+
+  def elapsed(self) -> float:
+    return time.perf_counter() - self.start - self.excluded
+
+  def scalars(self, elapsed: float, model_cfg, n_dense: int, peak: float | None,
+              stats: dict) -> dict:
+    """The metric line of this window (None values left out)."""
+    flops = metrics_lib.step_flops(model_cfg, n_dense, self.tokens, self.pairs)
+    per_device = flops / elapsed / jax.device_count()
+    for k in _WINDOW_MEAN:
+      self.sums[k] /= self.reads
+    fin = loss_lib.finalize_metrics(self.sums)
+    line = {
+        "loss": fin["loss"], "raw_loss": fin.get("raw_loss"),
+        "comp_loss": fin.get("comp_loss"), "raw_bpb": fin.get("raw_bpb"),
+        "grad_norm": fin["grad_norm"], "param_norm": fin["param_norm"], "lr": fin["lr"],
+        "step_time": elapsed / self.steps,
+        "symbols_per_s": self.tokens / elapsed,
+        # Documents arrive in bursts; bytes/id over the whole stream is smooth.
+        "utf8_bytes_per_s": (self.tokens / elapsed * stats.get("doc_bytes", 0)
+                             / max(stats.get("ids", 0), 1)),
+        "tflops_per_device": per_device / 1e12,
+        "devices": jax.device_count(),
+        "mfu": per_device / peak if peak else None,
+        "data_wait_fraction": self.data_wait / elapsed,
+        "compressed_fraction": stats.get("compressed_view_fraction"),
+        "compression_ratio": stats.get("compression_ratio:compressed"),
+        "docs_skipped": stats.get("docs_skipped", 0),
+    }
+    return {k: v for k, v in line.items() if v is not None}
+
+
+class _ProgressBar:
+  """tqdm over the steps, started after the first (compiling) step: ETA excludes it."""
+
+  def __init__(self, enabled: bool, total: int):
+    self.enabled, self.total, self.bar = enabled, total, None
+
+  def step_read(self, step: int) -> None:
+    if self.bar is None and self.enabled:
+      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+      self.bar = tqdm(total=self.total, initial=step, unit="step", dynamic_ncols=True,
+                      file=sys.stderr)
+    elif self.bar is not None:
+      self.bar.update(1)
+
+  def show(self, line: dict) -> None:
+    if self.bar is not None:
+      self.bar.set_postfix(metrics_lib.progress_postfix(line))
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+
+
+class _Run:
+  """One call of ``train``: the parts it built and the state it advances."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    try:
+      os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+      raise ckpt_lib.CheckpointError(f"cannot create the work directory {workdir}: "
+                                     f"{ckpt_lib.describe_error(e)}") from e
+    self.config, self.workdir = config, workdir
+    self.is_main = jax.process_index() == 0
+    self.mesh = parallel.make_mesh(config.mesh.shape, dcn_shape=config.mesh.dcn_shape)
+    self.vocab = pipeline.build_vocab(config)
+    self.model_cfg = transformer.ModelConfig.from_config(config, self.vocab)
+    self.setup = step_lib.build(config, self.model_cfg, self.mesh)
+    self.validation = _Validation(config, self.setup)
+    shard, self.shards = parallel.data_shard(self.mesh, config.batch_size)
+    self.data_it = pipeline.make_iterator(config, "train", process_index=shard,
+                                          process_count=self.shards)
+    self.checkpoints = _Checkpoints(config, workdir, self.mesh, self.vocab, self.data_it)
+    try:
+      self.start, self.state = self.checkpoints.restore(config, workdir, self.setup)
+    except BaseException:
+      self.checkpoints.ckpt.close()
+      self._close_data()
+      raise
+    self.step = self.start
+    self.n_dense = transformer.count_params(self.setup.abstract_state["params"]) - (
+        self.model_cfg.vocab_size * self.model_cfg.d_model)
+    self.peak = metrics_lib.peak_flops(jax.devices()[0])
+    self.writer = metrics_lib.MetricWriter(workdir, enabled=self.is_main)
+    if self.is_main:
+      self._announce()
+    self.validation.ctx.step = self.start
+    self.window = _Window()
+    self.progress = _ProgressBar(self.is_main and config.progress_bar, config.num_steps)
+    self.pending = None  # (step, device metrics) of the step whose metrics are not read yet
+    self.last: dict[str, Any] = {}
+
+  def _announce(self) -> None:
+    mesh, config = self.mesh, self.config
+    print(f"proxyjax: {self.n_dense / 1e6:.1f}M dense params, vocab {self.vocab.size}, mesh "
+          f"{dict(mesh.shape)}, {jax.device_count()} {jax.devices()[0].platform} devices, "
+          f"steps {self.start}->{config.num_steps}", file=sys.stderr)
+    try:
+      rundir.write_run_config(config, self.workdir)
+    except OSError as e:
+      raise ckpt_lib.CheckpointError(f"cannot write {self.workdir}/config.json: "
+                                     f"{ckpt_lib.describe_error(e)}") from e
+
+  def _close_data(self) -> None:
+    if hasattr(self.data_it, "close"):
+      self.data_it.close()
+
+  def read_pending(self) -> None:
+    """Reads the metrics of the pending step into the window (a NaN loss stops the run)."""
+    step, dev_metrics = self.pending
+    self.pending = None
+    m = jax.device_get(dev_metrics)
+    if not math.isfinite(float(m["loss"])):
+      resumed = f"; this run resumed from step {self.start}" if self.start else ""
+      raise NonFiniteLossError(
+          f"non-finite loss {float(m['loss'])} at step {step}; the checkpoints saved so far "
+          f"are kept in {self.checkpoints.ckpt.directory} (steps: {self.checkpoints.kept()})"
+          f"{resumed}")
+    self.window.add(m)
+    self.progress.step_read(step)
+
+  def advance(self) -> None:
+    """One batch through the sharded step; the previous step's metrics are read after it
+    is dispatched."""
+    config, window = self.config, self.window
+    t0 = time.perf_counter()
+    batch = pipeline.next_batch(self.data_it)  # SIGTERM is acted on while waiting too
+    window.data_wait += time.perf_counter() - t0
+    tokens, pairs = _host_batch_stats(batch, self.model_cfg.window)
+    # Global counts: this process's rows stand for one of `shards` equal data shards.
+    window.tokens += tokens * self.shards
+    window.pairs += pairs * self.shards
+    self.state, dev_metrics = self.setup.train_step(
+        self.state, parallel.global_batch(batch, self.mesh, config.batch_size))
+    self.checkpoints.ckpt.poll()  # a background save that failed stops the run here
+    self.step += 1
+    window.steps += 1
+    if self.pending is not None:  # step n's metrics read after step n+1 was dispatched
+      self.read_pending()
+    self.pending = (self.step, dev_metrics)
+
+  def log(self) -> None:
+    """Writes the window's metric line and starts the next window."""
+    jax.block_until_ready(self.state["step"])
+    elapsed = self.window.elapsed()
+    self.last = self.window.scalars(elapsed, self.model_cfg, self.n_dense, self.peak,
+                                    pipeline.pipeline_stats(self.data_it))
+    self.writer.write(self.step, self.last)
+    self.progress.show(self.last)
+    self.window = _Window()
+
+  def validate(self) -> None:
+    self.last.update(self.validation(self.state, self.step, self.writer))
+
+  def loop(self, stop_at_step: int | None, stop: Callable[[int, bool], bool] | None) -> bool:
+    """Trains to ``num_steps``; True if stopped early (preemption), checkpoint saved."""
+    config = self.config
+    with _Preemption() as preempt:
+      while self.step < config.num_steps:
+        self.advance()
+        step = self.step
+        log_now = step % config.log_every == 0 or step == config.num_steps
+        save_now = self.checkpoints.due(step)
+        eval_now = self.validation.due(step)
+        if stop_at_step is not None and step >= stop_at_step:
+          preempt.requested = True
+        # Read once per step: a signal arriving later is acted on at the next step.
+        stop_now = preempt.requested if stop is None else stop(step, preempt.requested)
+        if log_now or save_now or eval_now or stop_now:
+          self.read_pending()
+        if log_now:
+          self.log()
+        t_side = time.perf_counter()
+        if eval_now:
+          self.validate()
+        if save_now or stop_now:
+          self.checkpoints.save(step, self.state)
+        self.window.excluded += time.perf_counter() - t_side
+        if stop_now:
+          self.checkpoints.ckpt.wait()
+          print(f"proxyjax: stopping (SIGTERM/preemption); checkpoint saved at step {step}",
+                file=sys.stderr)
+          return True
+      if self.pending is not None:
+        self.read_pending()
+      if self.step not in self.checkpoints.ckpt.all_steps():
+        self.checkpoints.save(self.step, self.state)
+      if self.validation.due_at_end(self.step):
+        self.validate()
+    return False
+
+  def close(self, finished: bool) -> None:
+    """Closes the checkpointer (a failed last save raises if the run finished), metrics,
+    progress bar and data iterator."""
+    try:
+      self.checkpoints.ckpt.close()  # raises CheckpointSaveError if the last save failed
+    except ckpt_lib.CheckpointSaveError as e:
+      if finished:
+        raise
+      log.warning("%s", e)  # the error already propagating comes first
+    finally:
+      self.writer.close()
+      self.progress.close()
+      self._close_data()
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, *,
           stop_at_step: int | None = None,
           stop: Callable[[int, bool], bool] | None = None) -> dict[str, Any]:
@@ -100,205 +401,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   ``proxyjax.distributed.StopAgreement``).
   """
   config_lib.validate(config)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise ckpt_lib.CheckpointError(f"cannot create the work directory {workdir}: "
-                                   f"{ckpt_lib.describe_error(e)}") from e
-  is_main = jax.process_index() == 0
-  mesh = parallel.make_mesh(config.mesh.shape, dcn_shape=config.mesh.dcn_shape)
-  vocab = pipeline.build_vocab(config)
-  model_cfg = transformer.ModelConfig.from_config(config, vocab)
-  setup = step_lib.build(config, model_cfg, mesh)
-  from proxyjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
-  eval_ctx = eval_run.Context(config, setup.graphdef, None, 0, mesh=setup.mesh,
-                              rules=setup.rules)
-  if config.eval_every:  # an empty validation split fails now, not at the first eval
-    eval_run.check_train_inputs(eval_ctx, config.eval.train_tasks)
-  shard, shards = parallel.data_shard(mesh, config.batch_size)
-  data_it = pipeline.make_iterator(config, "train", process_index=shard, process_count=shards)
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                               keep=config.keep_checkpoints,
-                               async_save=config.async_checkpointing)
-  try:
-    ckpt.check_writable()
-    ckpt.remove_partial_saves()
-    target = ckpt_lib.abstract_with_shardings(setup.abstract_state, setup.state_shardings)
-    # Checkpoints from before the config was recorded in `meta`: WORKDIR/config.json.
-    legacy = rundir.load_run_config(workdir)
-    restored = ckpt.restore(target, data_it, check=ckpt_lib.resume_check(
-        config, config.get("restore_policy", "strict"), ckpt.directory, jax.process_count(),
-        legacy.to_dict() if legacy is not None else None))
-  except BaseException:
-    ckpt.close()
-    if hasattr(data_it, "close"):
-      data_it.close()
-    raise
-  if restored is None:
-    state = setup.init_fn()
-    start = 0
-  else:
-    start, state, _ = restored
-    log.info("resumed from step %d", start)
-  recorded_config = ckpt_lib.config_dict(config)
-
-  def meta(step):
-    return {"step": step, "mesh": list(mesh.shape.values()),
-            "process_count": jax.process_count(), "config": recorded_config,
-            rundir.VOCAB_KEY: rundir.vocab_record(vocab)}
-  n_dense = transformer.count_params(setup.abstract_state["params"]) - (
-      model_cfg.vocab_size * model_cfg.d_model)
-  peak = metrics_lib.peak_flops(jax.devices()[0])
-  writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
-  if is_main:
-    print(f"proxyjax: {n_dense / 1e6:.1f}M dense params, vocab {vocab.size}, mesh "
-          f"{dict(mesh.shape)}, {jax.device_count()} {jax.devices()[0].platform} devices, "
-          f"steps {start}->{config.num_steps}", file=sys.stderr)
-    try:
-      rundir.write_run_config(config, workdir)
-    except OSError as e:
-      raise ckpt_lib.CheckpointError(f"cannot write {workdir}/config.json: "
-                                     f"{ckpt_lib.describe_error(e)}") from e
-
-  eval_ctx.step = start
-  last: dict[str, Any] = {}
-  bar = None
-  pending = None  # (step, device metrics) of the step whose metrics are not read yet
-  window_start = time.perf_counter()
-  # Per log window; "excluded" = eval and checkpoint time (not part of step time).
-  window = {"steps": 0, "tokens": 0, "pairs": 0, "data_wait": 0.0, "excluded": 0.0}
-  acc: dict[str, float] = {}
-
-  def read(pending_step):
-    nonlocal bar
-    step, dev_metrics = pending_step
-    m = jax.device_get(dev_metrics)
-    if not math.isfinite(float(m["loss"])):
-      steps = ckpt.all_steps()
-      resumed = f"; this run resumed from step {start}" if start else ""
-      raise NonFiniteLossError(
-          f"non-finite loss {float(m['loss'])} at step {step}; the checkpoints saved so far "
-          f"are kept in {ckpt.directory} (steps: {', '.join(map(str, steps)) or 'none'})"
-          f"{resumed}")
-    for k, v in m.items():  # counters and means are summed; lr/param_norm keep the last value
-      acc[k] = float(v) if k in _LAST_VALUE else acc.get(k, 0.0) + float(v)
-    acc["steps_read"] = acc.get("steps_read", 0.0) + 1.0
-    if bar is None and is_main and config.progress_bar:
-      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-      bar = tqdm(total=config.num_steps, initial=step, unit="step", dynamic_ncols=True,
-                 file=sys.stderr)  # created after the first (compiling) step: ETA excludes it
-    elif bar is not None:
-      bar.update(1)
-    return step, m
-
-  step = start
+  run = _Run(config, workdir)
   finished = False  # True once the loop ends normally (a failed last save then raises)
   try:
-    with _Preemption() as preempt:
-      while step < config.num_steps:
-        t0 = time.perf_counter()
-        batch = pipeline.next_batch(data_it)  # SIGTERM is acted on while waiting too
-        window["data_wait"] += time.perf_counter() - t0
-        tokens, pairs = _host_batch_stats(batch, model_cfg.window)
-        # Global counts: this process's rows stand for one of `shards` equal data shards.
-        window["tokens"] += tokens * shards
-        window["pairs"] += pairs * shards
-        state, dev_metrics = setup.train_step(state, parallel.global_batch(batch, mesh, config.batch_size))
-        ckpt.poll()  # a background save that failed stops the run here, naming its step
-        step += 1
-        window["steps"] += 1
-        if pending is not None:  # step n's metrics read after step n+1 was dispatched
-          read(pending)
-        pending = (step, dev_metrics)
-        log_now = step % config.log_every == 0 or step == config.num_steps
-        save_now = config.checkpoint_every and step % config.checkpoint_every == 0
-        eval_now = config.eval_every and step % config.eval_every == 0
-        if stop_at_step is not None and step >= stop_at_step:
-          preempt.requested = True
-        # Read once per step: a signal arriving later is acted on at the next step.
-        stop_now = preempt.requested if stop is None else stop(step, preempt.requested)
-        if log_now or save_now or eval_now or stop_now:
-          _, m = read(pending)
-          pending = None
-        if log_now:
-          jax.block_until_ready(state["step"])
-          elapsed = time.perf_counter() - window_start - window["excluded"]
-          stats = pipeline.pipeline_stats(data_it)
-          flops = metrics_lib.step_flops(model_cfg, n_dense, window["tokens"], window["pairs"])
-          per_device = flops / elapsed / jax.device_count()
-          n_read = acc.pop("steps_read")
-          for k in _WINDOW_MEAN:
-            acc[k] /= n_read
-          fin = loss_lib.finalize_metrics(acc)
-          last = {
-              "loss": fin["loss"], "raw_loss": fin.get("raw_loss"),
-              "comp_loss": fin.get("comp_loss"), "raw_bpb": fin.get("raw_bpb"),
-              "grad_norm": fin["grad_norm"], "param_norm": fin["param_norm"], "lr": fin["lr"],
-              "step_time": elapsed / window["steps"],
-              "symbols_per_s": window["tokens"] / elapsed,
-              # Documents arrive in bursts; bytes/id over the whole stream is smooth.
-              "utf8_bytes_per_s": (window["tokens"] / elapsed * stats.get("doc_bytes", 0)
-                                   / max(stats.get("ids", 0), 1)),
-              "tflops_per_device": per_device / 1e12,
-              "devices": jax.device_count(),
-              "mfu": per_device / peak if peak else None,
-              "data_wait_fraction": window["data_wait"] / elapsed,
-              "compressed_fraction": stats.get("compressed_view_fraction"),
-              "compression_ratio": stats.get("compression_ratio:compressed"),
-              "docs_skipped": stats.get("docs_skipped", 0),
-          }
-          last = {k: v for k, v in last.items() if v is not None}
-          writer.write(step, last)
-          if bar is not None:
-            bar.set_postfix(metrics_lib.progress_postfix(last))
-          acc.clear()
-          window = {"steps": 0, "tokens": 0, "pairs": 0, "data_wait": 0.0, "excluded": 0.0}
-          window_start = time.perf_counter()
-        t_side = time.perf_counter()
-        if eval_now:
-          eval_ctx.params, eval_ctx.step = state["params"], step
-          ev = evaluate(eval_ctx, config)
-          writer.write(step, ev)
-          last.update(ev)
-        if save_now or stop_now:
-          ckpt.save(step, state, data_it, meta(step), force=True)
-        window["excluded"] += time.perf_counter() - t_side
-        if stop_now:
-          ckpt.wait()
-          print(f"proxyjax: stopping (SIGTERM/preemption); checkpoint saved at step {step}",
-                file=sys.stderr)
-          last["step"] = step
-          finished = True
-          return last
-      if pending is not None:
-        read(pending)
-      if step not in ckpt.all_steps():
-        ckpt.save(step, state, data_it, meta(step), force=True)
-      if config.eval_every and step % config.eval_every:
-        eval_ctx.params, eval_ctx.step = state["params"], step
-        ev = evaluate(eval_ctx, config)
-        writer.write(step, ev)
-        last.update(ev)
+    run.loop(stop_at_step, stop)
     finished = True
   except OSError as e:  # metrics on a full or read-only disk: one line, not a traceback
     cause = ckpt_lib.disk_error(e)
     if cause is None:
       raise
     raise ckpt_lib.CheckpointError(
-        f"cannot write to {workdir} at step {step}: {cause} ({e}); the checkpoints at steps "
-        f"{', '.join(map(str, ckpt.all_steps())) or 'none'} are kept") from e
+        f"cannot write to {workdir} at step {run.step}: {cause} ({e}); the checkpoints at "
+        f"steps {run.checkpoints.kept()} are kept") from e
   finally:
-    try:
-      ckpt.close()  # raises CheckpointSaveError if the last save failed
-    except ckpt_lib.CheckpointSaveError as e:
-      if finished:
-        raise
-      log.warning("%s", e)  # the error already propagating comes first
-    finally:
-      writer.close()
-      if bar is not None:
-        bar.close()
-      if hasattr(data_it, "close"):
-        data_it.close()
-  last["step"] = step
-  return last
+    run.close(finished)
+  run.last["step"] = run.step
+  return run.last
