@@ -408,7 +408,7 @@ def _summary(plan: _ShardPlan, settings: Settings, this_run: dict, wrote: bool) 
 
 def _restore_model(config: ml_collections.ConfigDict, workdir: str, opts: Options):
   import jax  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural import model as model_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax.neural import byte_lm as model_lib  # pylint: disable=g-import-not-at-top
   device = (model_lib.default_device(opts.process_index) if opts.device < 0
             else jax.local_devices()[opts.device])
   return model_lib.ByteModel.restore(config, workdir, Settings.from_config(config),
