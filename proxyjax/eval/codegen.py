@@ -54,10 +54,8 @@ import dataclasses
 import gzip
 import importlib.util
 import json
-import logging
 import os
 import re
-import threading
 import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -450,16 +448,6 @@ def default_hidden_paths() -> list[str]:
   return out
 
 
-_warned: set[str] = set()
-_warn_lock = threading.Lock()
-
-
-def _warn_once(message: str) -> None:
-  with _warn_lock:
-    if message in _warned:
-      return
-    _warned.add(message)
-  logging.getLogger(__name__).warning(message)
   warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
@@ -498,7 +486,7 @@ def execute(problems: Sequence[Problem], completions, *, suite: str = "base",
                "no canonical solution to record the tests' calls with") for i in rest}
     first = rest[0]
     mode = "judged in-process (forgeable)" if in_process_fallback else "not judged (errors)"
-    _warn_once(f"{len(rest)} of {len(problems)} problems cannot be judged outside the "
+    sandbox._warn_once(f"{len(rest)} of {len(problems)} problems cannot be judged outside the "
                f"candidate's process and are {mode}; e.g. {problems[first].task_id}: "
                f"{why[first]}")
     if in_process_fallback:
