@@ -3,6 +3,7 @@
 import gzip
 import json
 import math
+import textwrap
 
 import pytest
 
@@ -273,6 +274,22 @@ def test_early_exit_completions_do_not_pass(humaneval):
 # Forged verdicts (issue 10, item 6): wrong solutions that passed on the landed
 # code (d397e5f), where the tests ran in the candidate's own process.
 
+
+def _call_done_in(scopes: str, indent: int) -> str:
+  """Forged lines (indented by ``indent``): for each scope of ``scopes``, call whatever in it
+  proves the program ran to its end, then leave at once."""
+  return textwrap.indent(f"""\
+for scope in {scopes}:
+    for name in ("_proxyjax_done", "done"):
+        if callable(scope.get(name)):
+            try:
+                scope[name]()
+            except Exception:
+                pass
+            os._exit(0)
+""", " " * indent)
+
+
 _FORGERIES = {
     # An answer that equals everything: `candidate(...) == True` and `== False` both hold.
     "eq_override": """\
@@ -291,14 +308,7 @@ _FORGERIES = {
     import os, sys
     frame = sys._getframe().f_back
     while frame is not None:
-        for scope in (frame.f_locals, frame.f_globals):
-            for name in ("_proxyjax_done", "done"):
-                if callable(scope.get(name)):
-                    try:
-                        scope[name]()
-                    except Exception:
-                        pass
-                    os._exit(0)
+""" + _call_done_in("(frame.f_locals, frame.f_globals)", indent=8) + """\
         frame = frame.f_back
     return False
 """,
@@ -307,14 +317,7 @@ _FORGERIES = {
     import os, sys
     def hook(kind, value, tb):
         while tb is not None:
-            for scope in (tb.tb_frame.f_locals, tb.tb_frame.f_globals):
-                for name in ("_proxyjax_done", "done"):
-                    if callable(scope.get(name)):
-                        try:
-                            scope[name]()
-                        except Exception:
-                            pass
-                        os._exit(0)
+""" + _call_done_in("(tb.tb_frame.f_locals, tb.tb_frame.f_globals)", indent=12) + """\
             tb = tb.tb_next
         os._exit(0)
     sys.excepthook = hook

@@ -251,6 +251,40 @@ def _asserts_code(problem: Problem) -> str:
   return problem.test_setup + "\n\n" + "\n".join(problem.test_list) + "\n"
 
 
+# Text both differential programs share: the float-tolerant helpers ``is_floats`` and
+# ``close`` (defined inside the generated function) ...
+_FLOAT_HELPERS = '''
+  def is_floats(x):
+    if isinstance(x, float):
+      return True
+    if isinstance(x, (list, tuple)) and x:
+      return all(isinstance(i, float) for i in x)
+    return False
+
+  def close(out, exp, tol):
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+      if not isinstance(out, (int, float)) or isinstance(out, bool):
+        return False
+      if math.isnan(exp) or math.isnan(out):
+        return math.isnan(exp) and math.isnan(out)
+      return math.isclose(out, exp, rel_tol=1e-7, abs_tol=tol)
+    if isinstance(exp, (list, tuple)) and isinstance(out, (list, tuple)):
+      return len(out) == len(exp) and all(close(o, e, tol) for o, e in zip(out, exp))
+    return out == exp
+'''
+
+# ... and the comparison of one output ``out`` with the expected ``exp`` (the ``else``
+# branch after the ``find_zero`` special case), which asserts it.
+_COMPARE = '''      try:
+        good = bool(out == exp)
+      except Exception:
+        good = False
+      tol = 1e-6 if atol == 0 and is_floats(exp) else atol
+      if not good and tol:
+        good = close(out, exp, tol)
+    assert good, f"input #{i}: expected {exp!r:.200}, got {out!r:.200}"'''
+
+
 _DIFFERENTIAL = '''
 # ---- differential test against the reference solution (generated) ----
 def _pj_differential():
@@ -266,25 +300,7 @@ def _pj_differential():
       expected.append((True, reference(*copy.deepcopy(args))))
     except Exception:  # an input the reference rejects (e.g. a contract): skipped
       expected.append((False, None))
-
-  def is_floats(x):
-    if isinstance(x, float):
-      return True
-    if isinstance(x, (list, tuple)) and x:
-      return all(isinstance(i, float) for i in x)
-    return False
-
-  def close(out, exp, tol):
-    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
-      if not isinstance(out, (int, float)) or isinstance(out, bool):
-        return False
-      if math.isnan(exp) or math.isnan(out):
-        return math.isnan(exp) and math.isnan(out)
-      return math.isclose(out, exp, rel_tol=1e-7, abs_tol=tol)
-    if isinstance(exp, (list, tuple)) and isinstance(out, (list, tuple)):
-      return len(out) == len(exp) and all(close(o, e, tol) for o, e in zip(out, exp))
-    return out == exp
-
+{float_helpers}
   candidate = globals()[{entry!r}]
   skipped = 0
   for i, (args, (ok, exp)) in enumerate(zip(inputs, expected)):
@@ -295,14 +311,7 @@ def _pj_differential():
     if {entry!r} == "find_zero" and "poly" in ref_ns:
       good = abs(ref_ns["poly"](args[0], out)) <= max(atol, 1e-6)
     else:
-      try:
-        good = bool(out == exp)
-      except Exception:
-        good = False
-      tol = 1e-6 if atol == 0 and is_floats(exp) else atol
-      if not good and tol:
-        good = close(out, exp, tol)
-    assert good, f"input #{{i}}: expected {{exp!r:.200}}, got {{out!r:.200}}"
+{compare}
   print(f"differential: {{len(inputs) - skipped}} inputs checked, {{skipped}} skipped")
 
 _pj_differential()
@@ -315,25 +324,7 @@ def check(candidate):
   reference = _pj_reference  # the canonical entry point (trusted, in the judging process)
   inputs = json.loads({inputs!r})
   atol = {atol!r}
-
-  def is_floats(x):
-    if isinstance(x, float):
-      return True
-    if isinstance(x, (list, tuple)) and x:
-      return all(isinstance(i, float) for i in x)
-    return False
-
-  def close(out, exp, tol):
-    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
-      if not isinstance(out, (int, float)) or isinstance(out, bool):
-        return False
-      if math.isnan(exp) or math.isnan(out):
-        return math.isnan(exp) and math.isnan(out)
-      return math.isclose(out, exp, rel_tol=1e-7, abs_tol=tol)
-    if isinstance(exp, (list, tuple)) and isinstance(out, (list, tuple)):
-      return len(out) == len(exp) and all(close(o, e, tol) for o, e in zip(out, exp))
-    return out == exp
-
+{float_helpers}
   for i, args in enumerate(inputs):
     try:
       exp = reference(*copy.deepcopy(args))
@@ -343,14 +334,7 @@ def check(candidate):
     if {entry!r} == "find_zero" and "poly" in globals():
       good = abs(poly(args[0], out)) <= max(atol, 1e-6)
     else:
-      try:
-        good = bool(out == exp)
-      except Exception:
-        good = False
-      tol = 1e-6 if atol == 0 and is_floats(exp) else atol
-      if not good and tol:
-        good = close(out, exp, tol)
-    assert good, f"input #{{i}}: expected {{exp!r:.200}}, got {{out!r:.200}}"
+{compare}
 '''
 
 
@@ -359,7 +343,8 @@ def _differential_code(problem: Problem, inputs: Sequence[Any]) -> str:
     raise ValueError(f"{problem.task_id}: differential tests need a canonical solution")
   return _DIFFERENTIAL.format(reference=problem.prompt + problem.canonical_solution,
                               entry=problem.entry_point, inputs=json.dumps(list(inputs)),
-                              atol=float(problem.atol))
+                              atol=float(problem.atol), float_helpers=_FLOAT_HELPERS,
+                              compare=_COMPARE)
 
 
 def _test_choice(problem: Problem, suite: str) -> tuple[str, list[Any]]:
@@ -405,7 +390,8 @@ def replay_task(problem: Problem, suite: str = "base",
            else "module")
   else:
     test = _DIFFERENTIAL_CHECK.format(inputs=json.dumps(list(inputs)),
-                                      entry=problem.entry_point, atol=float(problem.atol))
+                                      entry=problem.entry_point, atol=float(problem.atol),
+                                      float_helpers=_FLOAT_HELPERS, compare=_COMPARE)
     how = "check"
   return differential.Task(solution=problem.prompt + problem.canonical_solution, test=test,
                            entry=problem.entry_point, kind=how, prompt=problem.prompt,

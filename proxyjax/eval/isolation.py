@@ -198,35 +198,37 @@ def _minimal(paths):
   return out
 
 
-def _blocked_dirs(paths, uid):
-  """The first directory on the way to each path that ``uid`` may not enter."""
-  out = set()
-  for p in paths:
-    cur = ""
-    for part in p.strip("/").split("/"):
-      cur += "/" + part
-      try:
-        st = os.stat(cur)
-      except OSError:
-        break
-      if stat.S_ISDIR(st.st_mode) and st.st_uid != uid and not st.st_mode & 0o001:
-        out.add(cur)
-        break
-  return out
+def _walk_stop(path, uid):
+  """Where walking down to ``path`` stops for ``uid`` (no groups, no capabilities).
 
-
-def _reachable(path, uid):
-  """True if ``uid`` (no groups, no capabilities) can enter every directory down to ``path``."""
+  ``(dir, True)`` at the first directory ``uid`` may not enter, ``(prefix, False)`` at the
+  first prefix that cannot be stat'ed, ``None`` if the walk reaches ``path``.
+  """
   cur = ""
   for part in path.strip("/").split("/"):
     cur += "/" + part
     try:
       st = os.stat(cur)
     except OSError:
-      return False
+      return cur, False
     if stat.S_ISDIR(st.st_mode) and st.st_uid != uid and not st.st_mode & 0o001:
-      return False
-  return True
+      return cur, True
+  return None
+
+
+def _blocked_dirs(paths, uid):
+  """The first directory on the way to each path that ``uid`` may not enter."""
+  out = set()
+  for p in paths:
+    stop = _walk_stop(p, uid)
+    if stop is not None and stop[1]:
+      out.add(stop[0])
+  return out
+
+
+def _reachable(path, uid):
+  """True if ``uid`` (no groups, no capabilities) can enter every directory down to ``path``."""
+  return _walk_stop(path, uid) is None
 
 
 def _unescape_mountinfo(field):

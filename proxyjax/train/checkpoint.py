@@ -46,6 +46,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from proxyjax import errors as errors_lib
 from proxyjax.errors import ConfigError
@@ -292,7 +293,6 @@ def _all_ok(ok: bool) -> bool:
   """True when every process says ok (one process: ``ok``)."""
   if jax.process_count() == 1:
     return ok
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return bool(np.all(multihost_utils.process_allgather(np.asarray([int(ok)], np.int32))))
 
 
@@ -300,13 +300,11 @@ def _from_process_0(value: int) -> int:
   """Process 0's ``value`` on every process."""
   if jax.process_count() == 1:
     return int(value)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def _barrier(name: str) -> None:
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
 
 
@@ -576,6 +574,14 @@ class Checkpointer:
     is readable, ``NoReadableCheckpointError``.
     """
     moved: list[str] = []
+
+    def read_everywhere(step, reason, verified, failure):
+      """Whether every process read ``step``; if not, it is moved aside (``_unreadable``)."""
+      if _all_ok(reason is None):
+        return True
+      self._unreadable(step, reason or f"{failure} on another process", verified, moved)
+      return False
+
     self.manager.reload()
     while self.all_steps():
       step = self.all_steps()[-1]
@@ -597,9 +603,7 @@ class Checkpointer:
         meta = dict(meta["meta"] or {})
       except Exception as e:  # pylint: disable=broad-except
         reason = f"metadata unreadable: {first_line(e, 200)}"
-      if not _all_ok(reason is None):
-        self._unreadable(step, reason or "metadata unreadable on another process", verified,
-                         moved)
+      if not read_everywhere(step, reason, verified, "metadata unreadable"):
         continue
       restore_data = check(step, meta) if check is not None else True
       try:
@@ -619,9 +623,7 @@ class Checkpointer:
                                 f"be read: {describe_error(e)}") from e
         except Exception as e:  # pylint: disable=broad-except
           reason = f"cannot be restored: {first_line(e, 200)}"
-      if not _all_ok(reason is None):
-        self._unreadable(step, reason or "cannot be restored on another process", verified,
-                         moved)
+      if not read_everywhere(step, reason, verified, "cannot be restored"):
         continue
       if data_iter is not None and restore_data:
         try:

@@ -123,47 +123,54 @@ def _rename_all(p, parsed, rng):
 # Annotations and literals.
 
 
-def _strip_annotations(p, parsed, rng):
-  del rng
+def _edit_prompt(p, parsed, find_edits):
+  """``p`` with the prompt spans ``find_edits(fn, pos)`` lists replaced (None: no edit)."""
   fn = parsed.fn
   if fn is None:
     return None
   prompt = p.prompt
-  pos = source.Offsets(prompt)
-  edits = []
-  for arg in source.all_args(fn):
-    if arg.annotation is not None:
-      edits.append((pos.start(arg) + len(arg.arg), pos.end(arg.annotation), ""))
-  if fn.returns is not None:
-    ret_end = pos.end(fn.returns)
-    arrow = prompt.rfind("->", parsed.def_start, ret_end)
-    close = prompt.rfind(")", parsed.def_start, arrow)
-    if arrow < 0 or close < 0:
-      return None
-    edits.append((close + 1, ret_end, ""))
+  edits = find_edits(fn, source.Offsets(prompt))
   if not edits:
     return None
   return dataclasses.replace(p, prompt=source.replace_spans(prompt, edits))
+
+
+def _strip_annotations(p, parsed, rng):
+  del rng
+  prompt = p.prompt
+
+  def find_edits(fn, pos):
+    edits = []
+    for arg in source.all_args(fn):
+      if arg.annotation is not None:
+        edits.append((pos.start(arg) + len(arg.arg), pos.end(arg.annotation), ""))
+    if fn.returns is not None:
+      ret_end = pos.end(fn.returns)
+      arrow = prompt.rfind("->", parsed.def_start, ret_end)
+      close = prompt.rfind(")", parsed.def_start, arrow)
+      if arrow < 0 or close < 0:
+        return None
+      edits.append((close + 1, ret_end, ""))
+    return edits
+
+  return _edit_prompt(p, parsed, find_edits)
 
 
 def _builtin_generics(p, parsed, rng):
   del rng
-  fn = parsed.fn
-  if fn is None:
-    return None
-  prompt = p.prompt
-  pos = source.Offsets(prompt)
-  body_start = parsed.doc[0] if parsed.doc else pos.start(fn.body[0])
-  edits = []
-  for node in ast.walk(fn):
-    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-        and node.value.id in _GENERICS):
-      at = pos.start(node.value)
-      if at < body_start:
-        edits.append((at, at + len(node.value.id), _GENERICS[node.value.id]))
-  if not edits:
-    return None
-  return dataclasses.replace(p, prompt=source.replace_spans(prompt, edits))
+
+  def find_edits(fn, pos):
+    body_start = parsed.doc[0] if parsed.doc else pos.start(fn.body[0])
+    edits = []
+    for node in ast.walk(fn):
+      if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+          and node.value.id in _GENERICS):
+        at = pos.start(node.value)
+        if at < body_start:
+          edits.append((at, at + len(node.value.id), _GENERICS[node.value.id]))
+    return edits
+
+  return _edit_prompt(p, parsed, find_edits)
 
 
 def _swap_quotes(m: re.Match) -> str:
