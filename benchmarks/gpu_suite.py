@@ -626,9 +626,9 @@ def _train_docs(config, max_bytes: int) -> list[bytes]:
 
 def section_neural(rec: Recorder, args) -> None:
   import jax  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural import compressor as compressor_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax.neural import codec  # pylint: disable=g-import-not-at-top
   from proxyjax.neural import byte_lm  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural.settings import compressor_config  # pylint: disable=g-import-not-at-top
+  from proxyjax.views.neural.settings import compressor_config  # pylint: disable=g-import-not-at-top
   bench = _load_bench("neural_compressor")
   rec.mark("imports")
 
@@ -662,8 +662,8 @@ def section_neural(rec: Recorder, args) -> None:
   try:
     if steps <= 0:
       raise RuntimeError("no training asked for (--neural_train_steps=0)")
-    from proxyjax.train import loop  # pylint: disable=g-import-not-at-top
-    last = loop.train(config, workdir,
+    from proxyjax import trainer  # pylint: disable=g-import-not-at-top
+    last = trainer.train(config, workdir,
                       stop=lambda step, requested: requested or time.time() > train_deadline)
     info["train_s"] = time.perf_counter() - t0
     if isinstance(last, dict):
@@ -691,7 +691,7 @@ def section_neural(rec: Recorder, args) -> None:
                     "device": str(model.device.device_kind), "cpus": os.cpu_count(),
                     "coder_workers": workers})
   # The model forward alone first (the number that matters most on a GPU).
-  comp = compressor_lib.NeuralCompressor(model)
+  comp = codec.NeuralCompressor(model)
   t = time.perf_counter()
   comp.encode([docs[0][:64]])
   compile_s = time.perf_counter() - t

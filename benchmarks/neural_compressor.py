@@ -81,7 +81,7 @@ def _pipelined(comp, docs, workers: int) -> tuple[list, float]:
   """Encodes as ``proxyjax.compress`` does: model calls overlap the coder (a thread,
   or worker processes reading the tables from shared memory), results in order."""
   from proxyjax import compress  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural import coder  # pylint: disable=g-import-not-at-top
+  from proxyjax.views.neural import coder  # pylint: disable=g-import-not-at-top
   # pylint: disable=protected-access
   mapped = compress._MappedTables() if workers > 0 else None
   try:
@@ -125,12 +125,12 @@ def measure(config, model, *, max_docs: int = 32, max_mb: float = 1.0, decode_do
   ``.init``), as one JSON-able dict (``benchmarks/gpu_suite.py`` calls it).
   ``decode_docs=0`` skips the decode; ``views=()`` the baselines."""
   import jax  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural import coder  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural import compressor as compressor_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax.views.neural import coder  # pylint: disable=g-import-not-at-top
+  from proxyjax.neural import codec  # pylint: disable=g-import-not-at-top
   from proxyjax.neural import byte_lm  # pylint: disable=g-import-not-at-top
 
   st = model.settings
-  comp = compressor_lib.NeuralCompressor(model)
+  comp = codec.NeuralCompressor(model)
   if docs is None:
     docs = _documents(config, max_docs, int(max_mb * 1e6))
   nbytes = sum(len(d) for d in docs)
@@ -156,7 +156,7 @@ def measure(config, model, *, max_docs: int = 32, max_mb: float = 1.0, decode_do
   assert all(np.array_equal(a, b) for a, b in zip(piped, streams))
   ids = np.stack([byte_lm.row_ids(docs[0], j % max(byte_lm.num_rows(len(docs[0]), st), 1),
                                     st) for j in range(st.batch_rows)])
-  host_only = compressor_lib.NeuralCompressor(_InstantModel(model, ids))
+  host_only = codec.NeuralCompressor(_InstantModel(model, ids))
   _, t_host = _pipelined(host_only, docs, workers)
 
   heads = [d[:decode_bytes] for d in docs[:decode_docs]]

@@ -58,11 +58,12 @@ def measure(config, steps: int = 10, batch=None, *, check_memory: bool = False,
   """
   import jax  # pylint: disable=g-import-not-at-top
   from proxyjax import config as config_lib, parallel  # pylint: disable=g-import-not-at-top
+  from proxyjax.eval import validation  # pylint: disable=g-import-not-at-top
   from proxyjax.data import pipeline  # pylint: disable=g-import-not-at-top
   from proxyjax.model import transformer  # pylint: disable=g-import-not-at-top
   from proxyjax.train import metrics, step as step_lib  # pylint: disable=g-import-not-at-top
 
-  config_lib.validate(config)
+  validation.validate(config)
   mesh = parallel.make_mesh(config.mesh.shape)
   vocab = pipeline.build_vocab(config)
   model_cfg = transformer.ModelConfig.from_config(config, vocab)
@@ -125,7 +126,7 @@ def measure(config, steps: int = 10, batch=None, *, check_memory: bool = False,
 
 def goodput(config, steps: int) -> dict:
   """Runs the real training loop for ``steps`` steps: sum of step times / loop wall time."""
-  from proxyjax.train import loop  # pylint: disable=g-import-not-at-top
+  from proxyjax import trainer  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.unlock()
   config.num_steps = steps
@@ -135,7 +136,7 @@ def goodput(config, steps: int) -> dict:
   config.progress_bar = False
   with tempfile.TemporaryDirectory() as workdir:
     t = time.perf_counter()
-    loop.train(config, workdir)
+    trainer.train(config, workdir)
     wall = time.perf_counter() - t
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       rows = [json.loads(l) for l in f if '"step_time"' in l]

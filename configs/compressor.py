@@ -10,9 +10,9 @@
 ``configs/compressor.py`` (tiny: ~1.4M parameters, CPU minutes) or
 ``configs/compressor.py:gpu`` (~20M parameters, rows of 1024 bytes, 20k steps; the
 compressor still codes in float64). The ``compressor`` section sets the coder (T, N,
-segmentation, context); its fields are documented in ``proxyjax.neural.settings.Settings``.
+segmentation, context); its fields are documented in ``proxyjax.views.neural.settings.Settings``.
 Every other field not set here keeps its default from proxyjax/config/schema.py (``base_config``).
-``proxyjax.neural.settings.compressor_config(size)`` (the neural view's fallback) is the same
+``proxyjax.views.neural.settings.compressor_config(size)`` (the neural view's fallback) is the same
 config; tests/test_configs.py pins both.
 """
 
@@ -80,7 +80,7 @@ def get_config(size: str = "tiny"):
   c.checkpoint_every = 2_000 if gpu else 200  # Steps between checkpoints.
   c.keep_checkpoints = 3 if gpu else 2  # Checkpoints kept.
 
-  # The coder (proxyjax.neural.settings.Settings; every field but batch_rows changes the
+  # The coder (proxyjax.views.neural.settings.Settings; every field but batch_rows changes the
   # symbols, so shards record them and a decoder must use the same values).
   c.compressor = s = ml_collections.ConfigDict()
   s.symbol_bits = 16  # N: bits per packed symbol (alphabet 256 + 2^N).

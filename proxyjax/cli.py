@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 
 from proxyjax.errors import UserError
+import importlib.util
 
 EXIT_USER_ERROR = 2
 
@@ -92,7 +93,6 @@ def _overrides(argv: Sequence[str]) -> list[tuple[str, str]]:
 
 def _load_config_file(spec: str) -> Any:
   """``get_config(*args)`` of ``path[:args]``, as config_flags loads it."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
   path, *args = spec.split(":", 1)
   module_spec = importlib.util.spec_from_file_location("proxyjax_cli_config", path)
   if module_spec is None or module_spec.loader is None:

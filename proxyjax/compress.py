@@ -12,7 +12,7 @@ the tables quantised on the device and the next call dispatched before the
 previous one is read, and codes finished documents meanwhile: in a background
 thread (``--coder_workers=0``) or in N worker processes (the coder is pure
 Python: one process codes ~0.5 MB/s), in input order either way. It writes
-shards of ``docs_per_shard`` documents (``proxyjax.neural.shards``); the symbols
+shards of ``docs_per_shard`` documents (``proxyjax.views.neural.shards``); the symbols
 do not depend on ``batch_rows``, the number of workers or the device. Train on
 them with ``data.view='neural'``, ``data.neural_dir=SHARDS_DIR`` and
 ``data.sources='arrayrecord:SHARDS_DIR/*.array_record'``.
@@ -50,13 +50,15 @@ from proxyjax.neural.shard_writer import worker_ready
 from proxyjax.neural.shard_writer import _coder_pool  # noqa: F401  (benchmarks)
 from proxyjax.neural.shard_writer import _encode_mapped  # noqa: F401  (benchmarks)
 from proxyjax.neural.shard_writer import _MappedTables  # noqa: F401  (benchmarks)
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+from proxyjax import cli
 
 __all__ = ["Options", "run", "worker_ready", "main"]
 
 
 def main(argv) -> None:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from absl import logging  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
@@ -74,8 +76,6 @@ def main(argv) -> None:
 
 
 def _define_flags() -> None:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file("config", None, "Compressor config (configs/compressor.py).",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "The compressor's training run directory.")
@@ -100,6 +100,5 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-  from proxyjax import cli  # pylint: disable=g-import-not-at-top
   _define_flags()
   cli.run(main, prog="proxyjax.compress")  # bad flags, ConfigError: one line (--verbose)

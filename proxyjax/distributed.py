@@ -34,6 +34,7 @@ import sys
 from typing import Mapping
 
 from proxyjax.errors import ConfigError, UserError
+import jax
 
 MODES = ("auto", "on", "off")
 ENV = {
@@ -175,7 +176,6 @@ def decide(opts: Options, environ: Mapping[str, str] | None = None) -> Decision:
 
 def initialize(opts: Options, environ: Mapping[str, str] | None = None) -> Decision:
   """Configures CPU devices/collectives and joins the job; call before any device use."""
-  import jax  # pylint: disable=g-import-not-at-top
   opts = opts.with_env(environ)
   if opts.local_device_count:
     jax.config.update("jax_num_cpu_devices", int(opts.local_device_count))
@@ -193,7 +193,6 @@ def initialize(opts: Options, environ: Mapping[str, str] | None = None) -> Decis
 
 def shutdown() -> None:
   """Leaves the job cleanly (waits up to the shutdown timeout for the others)."""
-  import jax  # pylint: disable=g-import-not-at-top
   if jax.distributed.is_initialized():
     jax.distributed.shutdown()
 
@@ -211,7 +210,6 @@ class StopAgreement:
   """
 
   def __init__(self, timeout_s: int = 3600):
-    import jax  # pylint: disable=g-import-not-at-top
     from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
     self._client = jax_distributed.global_state.client
     if self._client is None:

@@ -32,6 +32,7 @@ from ml_collections import config_flags
 
 from proxyjax import cli
 from proxyjax.errors import UserError
+import traceback
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with get_config().",
                                           lock_config=True)
@@ -70,8 +71,7 @@ _PLAN_TOPOLOGY = flags.DEFINE_string("plan.topology", None,
                                      "TPU topology for ahead-of-time compilation, e.g. v5p:4x4x4.")
 
 
-def _distributed_options():
-  from proxyjax import distributed  # pylint: disable=g-import-not-at-top
+def _distributed_options(distributed):
   return distributed.Options(
       mode=_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
       num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
@@ -81,27 +81,35 @@ def _distributed_options():
 
 
 def _run(config, mode: str, workdir: str | None) -> None:
+  # The modules that run a mode are imported here, not at the top: importing the
+  # training stack takes ~7 s (JAX, Flax, Orbax), which a flag error, --help or a
+  # Grain worker (spawned workers re-import this module) should not pay.
+  # pylint: disable=g-import-not-at-top
   if mode == "plan":
-    from proxyjax import plan  # pylint: disable=g-import-not-at-top
+    from proxyjax import plan
     plan.main(config, plan.Options(
         devices=_PLAN_DEVICES.value, device_memory_gb=_PLAN_MEMORY.value,
         platform=_PLAN_PLATFORM.value, compile=_PLAN_COMPILE.value,
         topology=_PLAN_TOPOLOGY.value, local_device_count=_LOCAL_DEVICE_COUNT.value))
     return
-  from proxyjax import distributed  # pylint: disable=g-import-not-at-top
-  from proxyjax.config import validation  # pylint: disable=g-import-not-at-top
+  from proxyjax import distributed
+  from proxyjax.eval import validation
   validation.validate(config)  # bad config: one line, before connecting to other processes
-  distributed.initialize(_distributed_options())  # before anything touches devices
+  distributed.initialize(_distributed_options(distributed))  # before anything touches devices
+  if config.data.view == "neural":  # documents without precomputed symbols are coded
+    from proxyjax.neural import codec
+    codec.register()  # the neural view restores its compressor through proxyjax.neural.codec
   if mode == "train":
-    import jax  # pylint: disable=g-import-not-at-top
-    from proxyjax.train import loop  # pylint: disable=g-import-not-at-top
+    import jax
+    from proxyjax import trainer
     distributed.check_resume(os.path.join(workdir, "checkpoints"), jax.process_count())
     stop = distributed.StopAgreement() if jax.process_count() > 1 else None
-    loop.train(config, workdir, stop=stop)
+    trainer.train(config, workdir, stop=stop)
   elif mode == "eval":
-    from proxyjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
+    from proxyjax.eval import run as eval_run
     eval_run.evaluate(config, workdir)
   distributed.shutdown()
+  # pylint: enable=g-import-not-at-top
 
 
 def main(argv):
@@ -138,13 +146,11 @@ def _fail_fast(error: Exception) -> None:
     return
   if isinstance(error, UserError):  # the same bad input in every process: one line each
     if cli.verbose():
-      import traceback  # pylint: disable=g-import-not-at-top
       traceback.print_exception(error)
     print(f"proxyjax: error: process {jax.process_index()} of {jax.process_count()}: "
           f"{cli.one_line(str(error))}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(cli.EXIT_USER_ERROR)  # pylint: disable=protected-access
-  import traceback  # pylint: disable=g-import-not-at-top
   traceback.print_exception(error)
   first = (str(error).splitlines() or [""])[0][:400]
   print(f"proxyjax: process {jax.process_index()} of {jax.process_count()} failed: "

@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from proxyjax.errors import ConfigError
+from jax.experimental import mesh_utils
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH = ("data", "fsdp")
@@ -69,7 +70,6 @@ def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None,
   if dcn is not None:
     return Mesh(hybrid_device_grid(shape, dcn, devices), MESH_AXES)
   try:
-    from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
     grid = mesh_utils.create_device_mesh(shape, devices)
   except Exception:  # pylint: disable=broad-except
     grid = np.asarray(devices).reshape(shape)
@@ -94,7 +94,6 @@ def hybrid_dcn_shape(dcn_shape: Sequence[int] | None,
 def hybrid_device_grid(shape: Sequence[int], dcn: Sequence[int],
                        devices: Sequence[Any]) -> np.ndarray:
   """Device array of ``shape``: granules (slices, else processes) tiled by ``dcn``."""
-  from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
   ici = tuple(s // d for s, d in zip(shape, dcn))
   n = math.prod(dcn)
   slices = {getattr(d, "slice_index", None) for d in devices}

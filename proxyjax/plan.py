@@ -44,6 +44,16 @@ from typing import Any
 import numpy as np
 
 from proxyjax.errors import ConfigError
+import jax
+from jax.sharding import AbstractMesh, AxisType
+from proxyjax.eval import validation
+from proxyjax import parallel
+from proxyjax.model import transformer
+from proxyjax.train import step as step_lib
+from proxyjax.train import checkpoint as ckpt_lib
+from proxyjax import views
+from proxyjax import vocab as vocab_lib
+from proxyjax.data import pipeline
 
 GIB = 1 << 30
 CPU_COMPILE_MAX_PARAMS = 1_000_000_000
@@ -64,7 +74,6 @@ class Options:
 
 def prepare_cpu_devices(opts: Options) -> None:
   """Fake CPU devices for compiling on a CPU host; call before any device use."""
-  import jax  # pylint: disable=g-import-not-at-top
   n = opts.local_device_count or opts.devices
   if n:
     jax.config.update("jax_num_cpu_devices", int(n))
@@ -92,9 +101,6 @@ def main(config, opts: Options) -> dict[str, Any]:
 
 def plan_vocab(config):
   """The configured vocabulary, without training a tokenizer (assumed size if needed)."""
-  from proxyjax import views  # pylint: disable=g-import-not-at-top
-  from proxyjax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  from proxyjax.data import pipeline  # pylint: disable=g-import-not-at-top
   d = config.data
   if d.view in views.NEEDS_TOKENIZER and not d.tokenizer_path:
     alphabet = d.tokenizer_vocab_size if d.view == "tokenizer" else 256
@@ -106,12 +112,6 @@ def plan_vocab(config):
 
 def make_plan(config, opts: Options) -> dict[str, Any]:
   """The report: sizes in bytes per device, the sources, and the verdict."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from jax.sharding import AbstractMesh, AxisType  # pylint: disable=g-import-not-at-top
-  from proxyjax.config import validation  # pylint: disable=g-import-not-at-top
-  from proxyjax import parallel  # pylint: disable=g-import-not-at-top
-  from proxyjax.model import transformer  # pylint: disable=g-import-not-at-top
-  from proxyjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
   validation.validate(config)
   validate_options(opts)
@@ -201,7 +201,6 @@ def make_plan(config, opts: Options) -> dict[str, Any]:
 
 
 def _sharded_bytes(tree, shardings) -> int:
-  import jax  # pylint: disable=g-import-not-at-top
   total = 0
   for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)):
     shard = sharding.shard_shape(leaf.shape) if leaf.shape else ()
@@ -260,7 +259,6 @@ def transient_bytes(cfg, rows: int, seq: int, mesh: dict, rules: dict, backend: 
 
 
 def _local_memory(platform: str) -> int | None:
-  import jax  # pylint: disable=g-import-not-at-top
   if platform != jax.default_backend():
     return None
   try:
@@ -273,10 +271,6 @@ def _local_memory(platform: str) -> int | None:
 def _compiled_analysis(config, model_cfg, shape, devices, platform, local_platform,
                        n_params, opts):
   """(compiled dict or None, note) from AOT compilation of the sharded train step."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from proxyjax import parallel  # pylint: disable=g-import-not-at-top
-  from proxyjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
-  from proxyjax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   force = opts.compile == "always"
   if opts.topology:
     try:
@@ -321,8 +315,6 @@ def _compiled_analysis(config, model_cfg, shape, devices, platform, local_platfo
 
 def abstract_batch(config, mesh) -> dict:
   """ShapeDtypeStructs of one global batch, sharded like ``parallel.global_batch``."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from proxyjax import parallel  # pylint: disable=g-import-not-at-top
   b, t, p = config.batch_size, config.seq_len, config.model.num_pred_heads
   out = {}
   for name in ("inputs", "targets", "segment_ids", "positions"):

@@ -29,6 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from proxyjax.errors import UserError
+from absl import flags
+from proxyjax import cli
 
 
 @dataclasses.dataclass
@@ -273,13 +275,11 @@ def write_report(dirs: Sequence[str], out: str = "report.md",
 
 def _define_flags():
   """Defines the CLI flags (only when run as a program)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("out", "report.md", "Markdown output (the PNG goes next to it).")
   flags.DEFINE_integer("devices", None, "Devices per run, for total FLOPs (default: per device).")
 
 
 def main(argv: Sequence[str]) -> None:
-  from absl import flags  # pylint: disable=g-import-not-at-top
   dirs = list(argv[1:])
   if not dirs:
     raise SystemExit("usage: python -m proxyjax.report DIR [DIR ...] [--out=report.md]")
@@ -289,6 +289,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  from proxyjax import cli  # pylint: disable=g-import-not-at-top
   _define_flags()
   cli.run(main, prog="proxyjax.report")  # bad flags: one line (--verbose)

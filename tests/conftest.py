@@ -50,7 +50,7 @@ NEURAL_CORPUS_FILES = ("json/__init__.py", "textwrap.py", "functools.py", "email
 
 def _tiny_compressor_config(corpus_dir: str = ""):
   """A compressor small enough to train in seconds (40 steps) and code fast."""
-  from proxyjax.neural.settings import compressor_config  # pylint: disable=g-import-not-at-top
+  from proxyjax.views.neural.settings import compressor_config  # pylint: disable=g-import-not-at-top
   c = compressor_config()
   c.data.sources = f"files:{corpus_dir}" if corpus_dir else "stdlib"
   c.seq_len, c.batch_size = 64, 8
@@ -78,7 +78,7 @@ def neural_compressor_run(tmp_path_factory):
   """(config, workdir) of a briefly trained tiny compressor, shared by the session."""
   import shutil  # pylint: disable=g-import-not-at-top
   import sysconfig  # pylint: disable=g-import-not-at-top
-  from proxyjax.train import loop  # pylint: disable=g-import-not-at-top
+  from proxyjax import trainer  # pylint: disable=g-import-not-at-top
   stdlib = sysconfig.get_paths()["stdlib"]
   base = tmp_path_factory.mktemp("neural_compressor")
   workdir, corpus = base / "run", base / "corpus"
@@ -86,5 +86,5 @@ def neural_compressor_run(tmp_path_factory):
   for name in NEURAL_CORPUS_FILES:
     shutil.copy(os.path.join(stdlib, name), corpus / name.replace("/", "_"))
   config = _tiny_compressor_config(str(corpus))
-  loop.train(config, str(workdir))
+  trainer.train(config, str(workdir))
   return config, str(workdir)

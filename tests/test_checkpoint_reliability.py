@@ -17,7 +17,7 @@ from proxyjax.data import pipeline
 from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
-from proxyjax.train import loop
+from proxyjax import trainer
 from proxyjax.train import step as step_lib
 
 
@@ -62,7 +62,7 @@ def _compilation_cache(tmp_path_factory):
 def base_run(tmp_path_factory):
   """A run with checkpoints at steps 2 and 4 (copied by each test, never modified)."""
   workdir = tmp_path_factory.mktemp("ckpt_base") / "run"
-  loop.train(_config(), str(workdir), stop_at_step=4)
+  trainer.train(_config(), str(workdir), stop_at_step=4)
   return workdir
 
 
@@ -112,7 +112,7 @@ def test_worker_count_change_is_refused_before_training(base_run, tmp_path):
   with pytest.raises(ckpt_lib.IncompatibleCheckpointError,
                      match=r"'data\.num_workers': this run has 1 but the checkpoint at step 4 .* "
                            r"written with 0.*restore_policy=fresh_data") as err:
-    loop.train(c, str(workdir))
+    trainer.train(c, str(workdir))
   assert isinstance(err.value, ConfigError) and "\n" not in str(err.value)
   assert _snapshot(workdir) == before
   assert (workdir / "metrics.jsonl").read_text() == metrics  # nothing trained
@@ -125,7 +125,7 @@ def test_model_change_is_refused_under_every_policy(base_run, tmp_path):
     c = _config(**{"model.d_ff": 128, "restore_policy": policy})
     with pytest.raises(ckpt_lib.IncompatibleCheckpointError,
                        match=r"'model\.d_ff': this run has 128 but .* written with 64"):
-      loop.train(c, str(workdir))
+      trainer.train(c, str(workdir))
   # Without a recorded config (checkpoints of older versions), the parameter shapes say it.
   with pytest.raises(ckpt_lib.IncompatibleCheckpointError, match=r"params\.\S+ has shape"):
     _restore(workdir, _config(**{"model.d_ff": 128}))
@@ -158,7 +158,7 @@ def test_corrupt_newest_step_is_moved_aside_and_training_continues(base_run, tmp
   leftover.mkdir()
   (leftover / "junk").write_bytes(b"x" * 1000)
   with caplog.at_level(logging.WARNING):
-    out = loop.train(_config(), str(workdir), stop_at_step=6)
+    out = trainer.train(_config(), str(workdir), stop_at_step=6)
   assert out["step"] == 6
   assert _listing(workdir) == ["2", "4", "4.corrupt-1", "6"]  # no StepAlreadyExistsError at 4
   assert (workdir / "checkpoints" / "4.corrupt-1" / victim.relative_to(
@@ -187,7 +187,7 @@ def test_all_checkpoints_unreadable_never_starts_afresh(base_run, tmp_path):
   for _ in range(2):  # and again on the re-run, when only the moved-aside steps remain
     with pytest.raises(ckpt_lib.NoReadableCheckpointError,
                        match=r"no readable checkpoint .*2\.corrupt-1, 4\.corrupt-1.*new --workdir"):
-      loop.train(_config(), str(workdir))
+      trainer.train(_config(), str(workdir))
     assert _listing(workdir) == ["2.corrupt-1", "4.corrupt-1"]
   assert '"step": 6' not in (workdir / "metrics.jsonl").read_text()
 
@@ -225,7 +225,7 @@ def test_full_disk_save_fails_with_one_clear_line(base_run, tmp_path, capfd, mon
     before = _snapshot(workdir)
     capfd.readouterr()
     with pytest.raises(ckpt_lib.CheckpointSaveError) as err:
-      loop.train(_config(), str(workdir))
+      trainer.train(_config(), str(workdir))
     message = str(err.value)
     assert "\n" not in message and err.value.step == 6
     assert message.startswith(f"checkpoint at step 6 could not be saved in {workdir}/checkpoints:"
@@ -239,7 +239,7 @@ def test_full_disk_save_fails_with_one_clear_line(base_run, tmp_path, capfd, mon
     if mounted:  # a read-only disk is reported at the start, not at the first save
       subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, timeout=20)
       with pytest.raises(ckpt_lib.CheckpointError, match="is not writable: read-only file system"):
-        loop.train(_config(), str(workdir))
+        trainer.train(_config(), str(workdir))
   finally:
     if mounted:
       subprocess.run(["umount", "-l", str(disk)], check=False, timeout=20)

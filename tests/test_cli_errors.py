@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from proxyjax.config import validation as config_validation
+from proxyjax.eval import validation
 from proxyjax import cli
 from proxyjax import config as config_lib
 from proxyjax import plan
@@ -77,13 +79,13 @@ def test_validate_refuses(field, value):
     node = node[p]
   node[leaf] = value
   with pytest.raises(ConfigError, match=f"config field '{field}'") as info:
-    config_lib.validate(c)
+    validation.validate(c)
   assert "\n" not in str(info.value) and isinstance(info.value, UserError)
 
 
 def test_validate_accepts_the_shipped_configs():
   for name in ("tiny", "0.5b", "14b"):
-    config_lib.validate_numbers(config_lib.ladder_config(name))
+    config_validation.validate_numbers(config_lib.ladder_config(name))
 
 
 def test_plan_devices_refused():

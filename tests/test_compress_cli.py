@@ -19,9 +19,9 @@ from proxyjax.config import base_config, tiny_config
 from proxyjax.data import pipeline
 from proxyjax.data import sources
 from proxyjax.errors import ConfigError
-from proxyjax.neural import compressor as compressor_lib
+from proxyjax.neural import codec
 from proxyjax.neural import byte_lm
-from proxyjax.neural import shards as shards_lib
+from proxyjax.views.neural import shards as shards_lib
 from proxyjax.views.neural import NeuralView
 
 STDLIB = sysconfig.get_paths()["stdlib"]
@@ -93,7 +93,7 @@ def test_shards_decode_back(setup, straight):
   assert all(r.startswith(b'{"key": ') for shard in records for r in shard)
   assert [p.key for p in parsed] == sorted(k for k, d in docs.items() if d)  # input order
   assert all(p.text == docs[p.key] and p.crc32 == zlib.crc32(p.text) for p in parsed)
-  decoded = compressor_lib.NeuralCompressor(model).decode([p.symbols for p in parsed],
+  decoded = codec.NeuralCompressor(model).decode([p.symbols for p in parsed],
                                                           crc32s=[p.crc32 for p in parsed])
   assert decoded == [p.text for p in parsed]
   # The one parser rejects a record whose text does not match its CRC32.
@@ -193,7 +193,7 @@ def test_pipeline_reads_shards_as_neural_view(setup, straight):
   stream = np.concatenate([r for b in batches for r in b["inputs"]])
   vocab = pipeline.build_vocab(c, view)
   assert vocab.size >= vocab.num_ids == 320 + 65536
-  comp = compressor_lib.NeuralCompressor(model)
+  comp = codec.NeuralCompressor(model)
   parsed = V.parse_documents(stream)
   assert len(parsed) == 8 and all(d[0].kind == "compressed" for d in parsed)
   symbols = [vocab.ids_to_symbols(d[0].ids) for d in parsed]
@@ -236,7 +236,7 @@ def _tiny_lm_on_shards(output: str, workdir_steps: int = 3):
 
 def test_train_on_shards_end_to_end(setup, tmp_path, monkeypatch):
   # compressor (session fixture) -> compress 4 documents -> train 3 steps on the shards.
-  from proxyjax.train import loop  # pylint: disable=g-import-not-at-top
+  from proxyjax import trainer  # pylint: disable=g-import-not-at-top
   config, workdir, model, inputs, _ = setup
   output = tmp_path / "shards"
   compress.run(config, workdir, compress.Options(
@@ -250,7 +250,7 @@ def test_train_on_shards_end_to_end(setup, tmp_path, monkeypatch):
     return iterators[-1]
 
   monkeypatch.setattr(pipeline, "make_iterator", capture)
-  metrics = loop.train(_tiny_lm_on_shards(str(output)), str(tmp_path / "lm"))
+  metrics = trainer.train(_tiny_lm_on_shards(str(output)), str(tmp_path / "lm"))
   assert math.isfinite(metrics["loss"]) and metrics["compressed_fraction"] == 1.0
   stats = pipeline.pipeline_stats(iterators[0])
   assert stats["docs_used"] > 0 and stats["view_precomputed"] == stats["docs_used"]

@@ -13,7 +13,7 @@ import os
 import sysconfig
 
 from proxyjax import compress
-from proxyjax.neural import shards as shards_lib
+from proxyjax.views.neural import shards as shards_lib
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "compress_pin.json")
 STDLIB = sysconfig.get_paths()["stdlib"]

@@ -100,7 +100,7 @@ def test_tiny_file_matches_tiny_preset():
 
 @pytest.mark.parametrize("size", ["tiny", "gpu"])
 def test_compressor_file_matches_compressor_preset(size):
-  from proxyjax.neural.settings import compressor_config  # pylint: disable=g-import-not-at-top
+  from proxyjax.views.neural.settings import compressor_config  # pylint: disable=g-import-not-at-top
   assert load(f"configs/compressor.py:{size}").to_dict() == compressor_config(size).to_dict()
 
 

@@ -157,11 +157,11 @@ def _train_config(spec, **data):
 
 
 def test_training_fails_fast_on_an_unusable_source(tmp_path):
-  from proxyjax.train import loop  # pylint: disable=g-import-not-at-top
+  from proxyjax import trainer  # pylint: disable=g-import-not-at-top
   c = _train_config(_unusable(tmp_path, "malformed_jsonl"))
   start = time.monotonic()
   with deadline(60), pytest.raises(ConfigError, match="no usable document") as e:
-    loop.train(c, str(tmp_path / "w"))
+    trainer.train(c, str(tmp_path / "w"))
   assert "data.sources" in str(e.value) and "malformed_json=" in str(e.value)
   assert time.monotonic() - start < 30
 
@@ -173,7 +173,7 @@ class _EarlySignal(Exception):
 def test_sigterm_while_the_pipeline_finds_nothing_stops_training(tmp_path):
   """A source too large to finish its passes quickly: SIGTERM must not wait for it."""
   import threading  # pylint: disable=g-import-not-at-top
-  from proxyjax.train import loop  # pylint: disable=g-import-not-at-top
+  from proxyjax import trainer  # pylint: disable=g-import-not-at-top
   path = tmp_path / "huge.jsonl"
   with open(path, "w") as f:
     f.write("x\n" * 500_000)  # every line malformed: two passes take many seconds
@@ -199,7 +199,7 @@ def test_sigterm_while_the_pipeline_finds_nothing_stops_training(tmp_path):
   thread.start()
   try:
     with deadline(90), pytest.raises(SystemExit) as e:
-      loop.train(c, str(tmp_path / "w"))
+      trainer.train(c, str(tmp_path / "w"))
   finally:
     thread.join(timeout=70)
     signal.signal(signal.SIGTERM, previous)

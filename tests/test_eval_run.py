@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from proxyjax.eval import validation
 from proxyjax import config as config_lib
 from proxyjax import parallel
 from proxyjax.errors import ConfigError
@@ -16,7 +17,7 @@ from proxyjax.eval import codegen
 from proxyjax.eval import generate
 from proxyjax.eval import recode
 from proxyjax.eval import run as eval_run
-from proxyjax.train import loop
+from proxyjax import trainer
 
 from test_train import small_config  # pylint: disable=g-bad-import-order
 
@@ -30,7 +31,7 @@ def trained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
   c = small_config(num_steps=4, checkpoint_every=2, eval_every=2, log_every=2)
   c.eval.max_docs = 3
-  loop.train(c, str(workdir))
+  trainer.train(c, str(workdir))
   return c, workdir
 
 
@@ -117,9 +118,9 @@ def test_unknown_task_and_missing_checkpoint(tmp_path):
 def test_bad_eval_config_fails_at_start(tmp_path, field, value, match):
   c = small_config(**{field: value})
   with pytest.raises(ConfigError, match=match):
-    config_lib.validate(c)
+    validation.validate(c)
   with pytest.raises(ConfigError, match=match):  # training refuses before its first step
-    loop.train(c, str(tmp_path))
+    trainer.train(c, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()
 
 
@@ -127,11 +128,11 @@ def test_benchmark_paths_must_exist(tmp_path):
   c = small_config(**{"eval.tasks": "bpb,mbpp_plus",
                       "eval.mbpp_plus_path": str(tmp_path / "missing.jsonl")})
   with pytest.raises(ConfigError, match="eval.mbpp_plus_path.*no such file"):
-    config_lib.validate(c)
+    validation.validate(c)
   c = small_config(**{"eval.tasks": "recode", "eval.recode_benchmark": "mbpp"})
   with pytest.raises(ConfigError, match="eval.mbpp_path"):
-    config_lib.validate(c)
-  config_lib.validate(small_config(**{"eval.tasks": "bpb,humaneval,recode,compressors"}))
+    validation.validate(c)
+  validation.validate(small_config(**{"eval.tasks": "bpb,humaneval,recode,compressors"}))
 
 
 # ---------------------------------------------------------------------------
@@ -159,7 +160,7 @@ def _fake_generate(answers, calls, junk="\n\ndef junk():\n    return 1 / 0\n\npr
 def test_humaneval_task_with_known_completions(tmp_path, monkeypatch):
   c = small_config(**{"eval.num_problems": 2, "eval.n_samples": 2, "eval.pass_k": "1,2",
                       "eval.max_new_tokens": 40, "eval.temperature": 0.2})
-  config_lib.validate(c)
+  validation.validate(c)
   problems = codegen.load_humaneval()[:2]
   canonical = {p.prompt: p.canonical_solution for p in problems}
   calls = []
@@ -199,7 +200,7 @@ def test_mbpp_tasks_from_local_files(tmp_path, monkeypatch):
   plus.write_text(json.dumps(_MBPP_PLUS) + "\n")
   c = small_config(**{"eval.tasks": "mbpp,mbpp_plus", "eval.mbpp_path": str(mbpp),
                       "eval.mbpp_plus_path": str(plus)})
-  config_lib.validate(c)
+  validation.validate(c)
   problems = codegen.load_problems(str(mbpp)) + codegen.load_problems(str(plus))
   canonical = {p.prompt: p.canonical_solution for p in problems}
   calls = []
@@ -224,7 +225,7 @@ def test_mbpp_tasks_from_local_files(tmp_path, monkeypatch):
 
 def test_recode_task_with_known_completions(tmp_path, monkeypatch):
   c = small_config(**{"eval.tasks": "recode", "eval.num_problems": 2, "eval.recode_seeds": 2})
-  config_lib.validate(c)
+  validation.validate(c)
   problems = codegen.load_humaneval()[:2]
   nominal = {p.prompt: p.canonical_solution for p in problems}
   everything = dict(nominal)

@@ -14,7 +14,7 @@ from proxyjax.errors import UserError
 from proxyjax.eval import run as eval_run
 from proxyjax.tools import train_tokenizer
 from proxyjax.train import load as load_lib
-from proxyjax.train import loop
+from proxyjax import trainer
 
 from test_train import _params, small_config  # pylint: disable=g-bad-import-order
 
@@ -23,7 +23,7 @@ from test_train import _params, small_config  # pylint: disable=g-bad-import-ord
 def trained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
   c = small_config(num_steps=4, checkpoint_every=2, log_every=2)
-  loop.train(c, str(workdir))
+  trainer.train(c, str(workdir))
   return c, workdir
 
 
@@ -76,7 +76,7 @@ def test_tokenizer_run_eval_trains_no_tokenizer(tmp_path, monkeypatch):
   c.data.tokenizer_vocab_size = 300
   c.data.tokenizer_cache_dir = str(cache)
   c.eval.max_docs = 2
-  loop.train(c, str(tmp_path / "run"))
+  trainer.train(c, str(tmp_path / "run"))
   trained_size = json.load(open(next(cache.glob("*.summary.json"))))
   shutil.rmtree(cache)  # gone: eval must not need it, nor train another
 

@@ -33,7 +33,7 @@ from proxyjax.data import pipeline
 from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
-from proxyjax.train import loop
+from proxyjax import trainer
 from proxyjax.train import step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,7 +161,7 @@ def one_process_reference(tmp_path_factory):
   mp.setattr(pipeline, "make_iterator", lambda config, split="train", **_: _BothProcesses(
       config, split))
   try:
-    loop.train(_config(OVERRIDES), workdir)
+    trainer.train(_config(OVERRIDES), workdir)
   finally:
     mp.undo()
   return workdir
@@ -379,7 +379,7 @@ def test_tensor_axis_across_processes_replicates_the_rows(tmp_path):
   codes = _wait(_launch(workdir, overrides=dict(tp, **{"mesh.dcn_shape": (1, 1, 2)})),
                 timeout=150)
   assert codes == [0, 0], _log(workdir, 0)[-3000:] + _log(workdir, 1)[-3000:]
-  loop.train(_config(tp), str(tmp_path / "one"))
+  trainer.train(_config(tp), str(tmp_path / "one"))
   two, one = _losses(workdir), _losses(str(tmp_path / "one"))
   assert sorted(two) == sorted(one) == [1, 2, 3]
   for s in two:

@@ -12,13 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from proxyjax.eval import validation
 from proxyjax import vocab as V
 from proxyjax import views
-from proxyjax.neural import coder
-from proxyjax.neural import compressor as compressor_lib
+from proxyjax.views.neural import coder
+from proxyjax.neural import codec
 from proxyjax.neural import byte_lm
-from proxyjax.neural import quantize
-from proxyjax.neural.settings import Settings, compressor_config
+from proxyjax.views.neural import quantize
+from proxyjax.views.neural.settings import Settings, compressor_config
 from proxyjax.views.neural import NeuralView
 
 STDLIB = sysconfig.get_paths()["stdlib"]
@@ -30,7 +31,7 @@ FILES = ["json/__init__.py", "textwrap.py", "functools.py", "email/utils.py", "d
 def trained(neural_compressor_run):
   config, workdir = neural_compressor_run
   model = byte_lm.ByteModel.restore(config, workdir)
-  return config, workdir, compressor_lib.NeuralCompressor(model)
+  return config, workdir, codec.NeuralCompressor(model)
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,9 @@ def wide_model(tiny_compressor_config):
   return byte_lm.ByteModel.init(c, seed=3)
 
 
-def _with_batch_rows(model: byte_lm.ByteModel, rows: int) -> compressor_lib.NeuralCompressor:
+def _with_batch_rows(model: byte_lm.ByteModel, rows: int) -> codec.NeuralCompressor:
   st = dataclasses.replace(model.settings, batch_rows=rows)
-  return compressor_lib.NeuralCompressor(
+  return codec.NeuralCompressor(
       byte_lm.ByteModel(model.model_cfg, model.host_params, st, step=model.step))
 
 
@@ -404,7 +405,7 @@ def test_decode_with_other_batch_rows_and_crc(trained):
   streams = _with_batch_rows(comp.model, 4).encode(docs)
   assert _with_batch_rows(comp.model, 16).decode(streams, crc32s=crcs) == docs
   # A decoder that does not reproduce the bytes raises instead of returning them.
-  other = compressor_lib.NeuralCompressor(byte_lm.ByteModel.init(
+  other = codec.NeuralCompressor(byte_lm.ByteModel.init(
       trained[0], seed=7, settings=comp.settings))
   with pytest.raises(coder.DecodeMismatchError, match="CRC32"):
     other.decode(streams[:1], crc32s=crcs[:1])
@@ -456,7 +457,7 @@ def test_gpu_sized_compressor_config():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   get_config = runpy.run_path(os.path.join(root, "configs", "compressor.py"))["get_config"]
   c = get_config("gpu")
-  config_lib.validate(c)
+  validation.validate(c)
   assert (c.seq_len, c.model.d_model, c.model.n_layers) == (1024, 512, 6)
   assert c.model.scan_layers and c.model.dtype == "bfloat16" and c.data.view == "raw"
   st = Settings.from_config(c)

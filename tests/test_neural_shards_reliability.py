@@ -17,7 +17,7 @@ import pytest
 from proxyjax.config import base_config
 from proxyjax.data import pipeline, sources
 from proxyjax.errors import ConfigError
-from proxyjax.neural import shards as shards_lib
+from proxyjax.views.neural import shards as shards_lib
 
 ALPHABET = 512
 

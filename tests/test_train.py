@@ -14,7 +14,8 @@ from proxyjax import config as config_lib
 from proxyjax import parallel
 from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
-from proxyjax.train import loop, step as step_lib
+from proxyjax import trainer
+from proxyjax.train import step as step_lib
 
 
 def small_config(**overrides):
@@ -122,10 +123,10 @@ def _params(workdir, c):
 
 def test_resume_is_identical(tmp_path):
   c = small_config(log_every=1)
-  loop.train(c, str(tmp_path / "straight"))
-  out = loop.train(c, str(tmp_path / "resumed"), stop_at_step=10)  # "killed" at step 10
+  trainer.train(c, str(tmp_path / "straight"))
+  out = trainer.train(c, str(tmp_path / "resumed"), stop_at_step=10)  # "killed" at step 10
   assert out["step"] == 10
-  loop.train(c, str(tmp_path / "resumed"))  # same command again -> resumes at 10
+  trainer.train(c, str(tmp_path / "resumed"))  # same command again -> resumes at 10
   a, b = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
   assert sorted(a) == sorted(b) == list(range(1, 21))
   assert a == b  # bit-identical losses
@@ -137,7 +138,7 @@ def test_resume_is_identical(tmp_path):
 
 def test_restore_onto_another_mesh_and_corrupt_fallback(tmp_path):
   c = small_config(num_steps=20, checkpoint_every=10)
-  loop.train(c, str(tmp_path))
+  trainer.train(c, str(tmp_path))
   ckdir = tmp_path / "checkpoints"
   assert sorted(int(p.name) for p in ckdir.iterdir() if p.name.isdigit()) == [10, 20]
   # Corrupt the newest checkpoint: restore must warn and fall back to step 10.
@@ -152,24 +153,24 @@ def test_restore_onto_another_mesh_and_corrupt_fallback(tmp_path):
 def test_nan_stops_with_a_clear_error(tmp_path):
   c = small_config(num_steps=10, checkpoint_every=5)
   c.opt.peak_lr = 1e30  # diverges within a few steps
-  with pytest.raises(loop.NonFiniteLossError, match="at step"):
-    loop.train(c, str(tmp_path))
+  with pytest.raises(trainer.NonFiniteLossError, match="at step"):
+    trainer.train(c, str(tmp_path))
 
 
 def test_bad_model_config_names_the_field(tmp_path):
   c = small_config()
   c.model.n_kv_heads = 3
   with pytest.raises(ConfigError, match="model.n_kv_heads"):
-    loop.train(c, str(tmp_path))
+    trainer.train(c, str(tmp_path))
   c = small_config()
   c.mesh.shape = (3, 1, 1)
   with pytest.raises(ConfigError, match="mesh.shape"):
-    loop.train(c, str(tmp_path))
+    trainer.train(c, str(tmp_path))
   c = small_config()
   c.model.attention = "pallas_tpu"
   c.seq_len = 100
   with pytest.raises(ConfigError, match="seq_len"):
-    loop.train(c, str(tmp_path))
+    trainer.train(c, str(tmp_path))
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path):

@@ -12,7 +12,7 @@ import json
 import os
 
 from proxyjax import config as config_lib
-from proxyjax.train import loop
+from proxyjax import trainer
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "train_pin.json")
 # Timing-dependent scalars (step_time, mfu, ...) are not pinned.
@@ -30,7 +30,7 @@ def _config():
 
 
 def _snapshot(workdir: str) -> dict:
-  last = loop.train(_config(), workdir)
+  last = trainer.train(_config(), workdir)
   lines = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
   rows = []
   for line in lines:

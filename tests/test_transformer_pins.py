@@ -25,7 +25,7 @@ from flax import nnx
 from proxyjax.eval import generate as gen
 from proxyjax.model import transformer
 from proxyjax.neural import byte_lm
-from proxyjax.neural import compressor as compressor_lib
+from proxyjax.neural import codec
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "transformer_pins.json")
 REGEN = os.environ.get("PROXYJAX_REGEN_PINS") == "1"
@@ -138,9 +138,9 @@ def test_compressor_tables_and_symbols_are_pinned(case, tiny_compressor_config):
   rows = np.stack([byte_lm.row_ids(d, 0, st) for d in (docs * 4)[:st.batch_rows]])
   logits = model.logits(rows)
   tables, fragile = model.tables_async(rows)
-  comp = compressor_lib.NeuralCompressor(model)
+  comp = codec.NeuralCompressor(model)
   symbols = comp.encode(docs)
-  coded = compressor_lib.NeuralCompressor(byte_lm.ByteModel(
+  coded = codec.NeuralCompressor(byte_lm.ByteModel(
       model.model_cfg, model.host_params, dataclasses.replace(st, literal_threshold=float("inf"))))
   all_coded = coded.encode(docs)
   assert coded.decode(all_coded) == docs

@@ -1,22 +1,20 @@
-"""The config: schema (``base_config``), presets, validation and the run's recorded config.
+"""The config: schema (``base_config``), presets, number checks and the run's recorded config.
 
     from proxyjax import config as config_lib
+    from proxyjax.eval import validation
     c = config_lib.tiny_config()
-    config_lib.validate(c)
+    validation.validate(c)
 
 * ``schema`` -- ``base_config()``: every field with a one-line comment (imports
   nothing from proxyjax);
 * ``presets`` -- ``tiny_config``, ``ladder_config``, ``LADDER``, ``SIZES``, ``load_config``;
-* ``validation`` -- ``validate`` and its parts; it checks names against the views,
-  data, model and eval registries, so it sits above them and is loaded on first use
-  (``config_lib.validate``), never by importing this package;
+* ``validation`` -- ``validate_numbers`` and ``validate_model`` (no registries). The
+  full check, ``proxyjax.eval.validation.validate``, also checks view, mode, attention
+  and eval task names against their registries, so it lives above them;
 * ``proxyjax.rundir`` -- ``WORKDIR/config.json`` (``write_run_config``, ``load_run_config``).
 """
 
 from __future__ import annotations
-
-import importlib
-from typing import Any
 
 from proxyjax.config.presets import LADDER
 from proxyjax.config.presets import SIZES
@@ -28,14 +26,6 @@ from proxyjax.rundir import RUN_CONFIG_FILE
 from proxyjax.rundir import load_run_config
 from proxyjax.rundir import write_run_config
 
-_VALIDATION = ("validate", "validate_data", "validate_eval", "validate_numbers", "DTYPES")
-
 __all__ = ["LADDER", "SIZES", "RUN_CONFIG_FILE", "base_config", "ladder_config", "load_config",
-           "load_run_config", "tiny_config", "write_run_config", *_VALIDATION]
+           "load_run_config", "tiny_config", "write_run_config"]
 
-
-def __getattr__(name: str) -> Any:
-  """``validate`` & co. from ``proxyjax.config.validation``, imported on first use."""
-  if name in _VALIDATION:
-    return getattr(importlib.import_module("proxyjax.config.validation"), name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

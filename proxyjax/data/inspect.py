@@ -23,6 +23,8 @@ import numpy as np
 
 from proxyjax import vocab as vocab_lib
 from proxyjax.errors import ConfigError
+from proxyjax.data import pipeline
+from proxyjax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
                                           lock_config=True)
@@ -77,7 +79,6 @@ def main(argv):
 
 def _main(argv):
   del argv
-  from proxyjax.data import pipeline  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required")
@@ -113,5 +114,4 @@ def _main(argv):
 
 
 if __name__ == "__main__":
-  from proxyjax import cli  # pylint: disable=g-import-not-at-top
   cli.run(main, prog="proxyjax.data.inspect")  # one-line errors (--verbose: traceback)

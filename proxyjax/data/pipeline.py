@@ -44,16 +44,19 @@ import grain
 import ml_collections
 import numpy as np
 
-from proxyjax import config as config_lib
 from proxyjax import vocab as vocab_lib
 from proxyjax import views as views_lib
 from proxyjax.data import mixing
 from proxyjax.data import mixture as mixture_lib
 from proxyjax.data import packing
+from proxyjax.data import validation as data_validation
 from proxyjax.data import sources as sources_lib
 from proxyjax.data import stats as stats_lib
+from proxyjax.data import tokenizer_training
 from proxyjax.data import worker_lifetime
 from proxyjax.errors import ConfigError
+from absl import flags
+import jax
 
 SPLITS = ("train", "validation")
 
@@ -129,7 +132,6 @@ def resolve_tokenizer(config: ml_collections.ConfigDict) -> str:
     if not os.path.exists(d.tokenizer_path):
       raise ConfigError("data.tokenizer_path", f"no such file: {d.tokenizer_path}")
     return d.tokenizer_path
-  from proxyjax.tools import train_tokenizer  # pylint: disable=g-import-not-at-top
   path = cached_tokenizer_path(config)
   cache = os.path.dirname(path)
   if not os.path.exists(path):
@@ -138,10 +140,10 @@ def resolve_tokenizer(config: ml_collections.ConfigDict) -> str:
     print(f"proxyjax: training a {d.tokenizer_vocab_size}-token BPE on the train split of "
           f"{d.sources!r} (cached as {path})", file=sys.stderr, flush=True)
     try:
-      summary = train_tokenizer.train_tokenizer(
+      summary = tokenizer_training.train_tokenizer(
           d.sources, d.tokenizer_vocab_size, tmp, max_document_bytes=d.max_document_bytes,
           progress=True, options=sources_lib.SourceOptions.from_config(config))
-    except train_tokenizer.NoTrainingDocumentsError as e:
+    except tokenizer_training.NoTrainingDocumentsError as e:
       raise ConfigError("data.sources", f"cannot train the tokenizer: {e}") from e
     summary["out"] = path
     summary_tmp = f"{path}.summary.json.tmp{os.getpid()}"
@@ -283,11 +285,10 @@ def build_dataset(config: ml_collections.ConfigDict, split: str = "train", *,
     sources: overrides ``data.sources`` with ``[(random_access_source, weight)]``.
     view: overrides the configured compressed view (None = raw only).
   """
-  config_lib.validate_data(config)
+  data_validation.validate_data(config)
   if split not in SPLITS:
     raise ConfigError("split", f"must be one of {SPLITS}, got {split!r}")
   if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
     process_index, process_count = jax.process_index(), jax.process_count()
   if config.batch_size % process_count:
     raise ConfigError("batch_size", f"{config.batch_size} rows do not split evenly over "
@@ -353,7 +354,6 @@ def pipeline_stats(iterator: grain.DatasetIterator) -> dict[str, float | int]:
 
 def _ensure_absl_flags_parsed() -> None:
   # mp_prefetch reads absl flags; outside an absl app (tests, notebooks) they are unparsed.
-  from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 

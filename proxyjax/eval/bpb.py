@@ -27,6 +27,7 @@ from proxyjax import parallel
 from proxyjax import vocab as vocab_lib
 from proxyjax.data import packing
 from proxyjax.train import loss as loss_lib
+from flax import nnx
 
 LN2 = math.log(2.0)
 
@@ -75,7 +76,6 @@ def _stack(rows, batch_size):
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "sharding"))
 def _nll(graphdef, params, inputs, targets, segment_ids, positions, sharding=None):
-  from flax import nnx  # pylint: disable=g-import-not-at-top
   with parallel.traced_sharding(sharding):  # activations sharded like training
     model = nnx.merge(graphdef, params)
     h = model(inputs, segment_ids, positions)

@@ -66,7 +66,10 @@ import numpy as np
 from proxyjax import views as views_lib
 from proxyjax.data import sources as sources_lib
 from proxyjax.eval import compressor_plot
+from proxyjax.neural import codec
 from proxyjax.views.base import NotAligned
+from absl import flags
+from absl import app
 
 DEFAULT_VIEWS = ("raw", "deflate", "gzip", "halfbyte")
 
@@ -268,6 +271,8 @@ def _build_views(cfg: AnalysisConfig) -> tuple[dict[str, Any], dict[str, str]]:
     if name == "neural" and not cfg.neural_dir:
       skipped[name] = "needs --neural_dir (a trained compressor)"
       continue
+    if name == "neural":
+      codec.register()  # the view restores the compressor of a run through the codec
     if name in views_lib.NEEDS_TOKENIZER and not cfg.tokenizer_path:
       skipped[name] = "needs --tokenizer_path"
       continue
@@ -388,7 +393,6 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def _define_flags():
   """Defines the CLI flags (only when run as a program)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   d = AnalysisConfig()
   flags.DEFINE_list("views", list(d.views), "Views to analyse.")
   flags.DEFINE_integer("num_docs", d.num_docs, "Documents sampled.")
@@ -411,7 +415,6 @@ def _define_flags():
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise SystemExit(f"unexpected arguments: {argv[1:]}")
-  from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   cfg = AnalysisConfig(views=tuple(f.views), num_docs=f.num_docs, seed=f.seed,
                        deletion_fraction=f.deletion_fraction, window_chars=f.window_chars,
@@ -426,6 +429,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
   app.run(main)

@@ -14,6 +14,7 @@ import warnings
 
 from proxyjax.eval import compressor_analysis, compressor_plot
 from proxyjax.views import deflate_inspect
+from absl import app
 
 _MESSAGE = ("proxyjax.eval.compressors is deprecated: use proxyjax.eval.compressor_analysis "
             "(python -m proxyjax.eval.compressor_analysis)")
@@ -30,7 +31,6 @@ def __getattr__(name: str):
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
   print(f"warning: {_MESSAGE}", file=sys.stderr, flush=True)
   compressor_analysis._define_flags()  # pylint: disable=protected-access
   app.run(compressor_analysis.main)

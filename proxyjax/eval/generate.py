@@ -26,6 +26,7 @@ from proxyjax import vocab as vocab_lib
 from proxyjax.eval import codegen  # stop-string truncation (one implementation, JAX-free)
 from proxyjax.model import decode as decode_lib
 from proxyjax.model import transformer as tf
+from flax import nnx
 
 NEG = -1e30
 
@@ -81,7 +82,6 @@ def _generate(graphdef, params, tokens, valid, key, *, max_new, temperature, top
 
 
 def _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, stops):
-  from flax import nnx  # pylint: disable=g-import-not-at-top
   model = nnx.merge(graphdef, params)
   b, t = tokens.shape
   h, cache = decode_lib.prefill(model, tokens, valid, t + max_new)

@@ -42,7 +42,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from proxyjax import config as config_lib
 from proxyjax import parallel
 from proxyjax import rundir
 from proxyjax.data import pipeline
@@ -431,12 +430,16 @@ class NoCheckpointError(rundir.NoCheckpointError):
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Restores the newest checkpoint in ``workdir`` and runs ``config.eval.tasks``."""
-  config_lib.validate(config)
+  """Restores the newest checkpoint in ``workdir`` and runs ``config.eval.tasks``.
+
+  Checks the task names and the files they need first; the rest of the config is
+  checked by the caller (``proxyjax.eval.validation.validate``, as ``--mode=eval`` does).
+  """
+  tasks = parse_tasks(config.eval.tasks)
+  tasks_inputs(config, tasks)
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory) or not os.listdir(directory):
     raise NoCheckpointError(workdir)  # early, before building the model
-  tasks = parse_tasks(config.eval.tasks)
   try:
     loaded = load_lib.load_params(workdir, config=config)
   except rundir.NoCheckpointError as e:

@@ -34,11 +34,26 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import ml_collections
+
+from proxyjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "xla", "pallas_gpu", "pallas_tpu", "cudnn"]
+
 BACKENDS = ("auto", "xla", "pallas_gpu", "pallas_tpu", "cudnn")
+
+
+def validate_backend(c: ml_collections.ConfigDict) -> None:
+  """``model.attention`` names a backend; the Pallas kernels' block divides ``seq_len``."""
+  backend = c.model.attention
+  if backend not in BACKENDS:
+    raise ConfigError("model.attention", f"unknown backend {backend!r}; "
+                      f"known: {', '.join(BACKENDS)}")
+  if backend in ("pallas_gpu", "pallas_tpu") and c.seq_len % 128:
+    raise ConfigError("seq_len", f"{c.seq_len} is not a multiple of the attention kernel "
+                      f"block (128) required by model.attention={backend}")
 
 
 def index_mask(q_idx, k_idx, *, causal: bool = True, window: int | None = None):

@@ -45,8 +45,9 @@ from proxyjax import parallel
 from proxyjax import vocab as vocab_lib
 from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
-from proxyjax.neural import quantize
-from proxyjax.neural.settings import Settings
+from proxyjax.views.neural import quantize
+from proxyjax.views.neural.settings import Settings
+from proxyjax.train import load as load_lib
 
 PREFIX = (vocab_lib.BOS, vocab_lib.RAW_OPEN)
 
@@ -148,7 +149,6 @@ class ByteModel:
               settings: Settings | None = None,
               device: jax.Device | None = None) -> "ByteModel":
     """The newest checkpoint of a compressor run (``WORKDIR/checkpoints``)."""
-    from proxyjax.train import load as load_lib  # pylint: disable=g-import-not-at-top
     check_compressor_config(config)
     settings = settings or Settings.from_config(config)
     directory = os.path.join(workdir, "checkpoints")

@@ -27,10 +27,17 @@ from typing import Any, Iterator
 import ml_collections
 
 from proxyjax.data import sources as sources_lib
-from proxyjax.neural import coder
-from proxyjax.neural import quantize
-from proxyjax.neural import shards as shards_lib
-from proxyjax.neural.settings import Settings
+from proxyjax.views.neural import coder
+from proxyjax.views.neural import quantize
+from proxyjax.views.neural import shards as shards_lib
+from proxyjax.views.neural.settings import Settings
+import numpy as np
+import tempfile
+import shutil
+from tqdm import tqdm
+import jax
+from proxyjax.neural import byte_lm as model_lib
+from proxyjax.neural import codec
 
 
 @dataclasses.dataclass
@@ -124,8 +131,6 @@ class _MappedTables:
   PREFIX = "proxyjax-compress-"
 
   def __init__(self):
-    import numpy as np  # pylint: disable=g-import-not-at-top
-    import tempfile  # pylint: disable=g-import-not-at-top
     self._np = np
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
     _remove_stale_table_dirs(base or tempfile.gettempdir(), self.PREFIX)
@@ -138,13 +143,11 @@ class _MappedTables:
     return self._np.memmap(path, self._np.uint16, mode="w+", shape=(n + 1, 256))
 
   def close(self) -> None:
-    import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _remove_stale_table_dirs(base: str, prefix: str) -> None:
   """Table directories left by killed runs (their pid is gone)."""
-  import shutil  # pylint: disable=g-import-not-at-top
   try:
     names = os.listdir(base)
   except OSError:
@@ -168,7 +171,6 @@ def worker_ready(_=None) -> bool:
 
 def _encode_mapped(text: bytes, path: str, fragile, settings: Settings):
   """Coder-process side of ``_MappedTables``: maps the tables, unlinks the file."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   tables = np.memmap(path, np.uint16, mode="r", shape=(len(text) + 1, 256))
   try:
     os.unlink(path)  # the mapping stays valid; nothing is left behind after a crash
@@ -220,7 +222,6 @@ class _ProgressBar:
     self.bytes = self.symbols = 0
     self.bar = None
     if enabled and plan.todo:
-      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       total = sum(len(plan.doc_range(s)) for s in plan.todo)
       self.bar = tqdm(total=total, unit="doc", dynamic_ncols=True, file=sys.stderr,
                       desc=f"compress {len(plan.todo)} shards")
@@ -407,8 +408,6 @@ def _summary(plan: _ShardPlan, settings: Settings, this_run: dict, wrote: bool) 
 
 
 def _restore_model(config: ml_collections.ConfigDict, workdir: str, opts: Options):
-  import jax  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural import byte_lm as model_lib  # pylint: disable=g-import-not-at-top
   device = (model_lib.default_device(opts.process_index) if opts.device < 0
             else jax.local_devices()[opts.device])
   return model_lib.ByteModel.restore(config, workdir, Settings.from_config(config),
@@ -418,7 +417,6 @@ def _restore_model(config: ml_collections.ConfigDict, workdir: str, opts: Option
 def run(config: ml_collections.ConfigDict, workdir: str, opts: Options, *,
         model=None) -> dict[str, Any]:
   """Writes (or completes) the shards; returns the summary (``this_run``: this call)."""
-  from proxyjax.neural import compressor as compressor_lib  # pylint: disable=g-import-not-at-top
   t_start = time.perf_counter()
   if opts.docs_per_shard < 1:
     raise ValueError("--docs_per_shard must be >= 1")
@@ -439,7 +437,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, opts: Options, *,
   mapped = _MappedTables() if plan.todo and opts.coder_workers > 0 else None
   try:
     if plan.todo:
-      _compress(compressor_lib.NeuralCompressor(model), shards, opts, settings, mapped,
+      _compress(codec.NeuralCompressor(model), shards, opts, settings, mapped,
                 progress)
   finally:
     if mapped is not None:

@@ -2,8 +2,8 @@
 
 A view class names itself (``name``) and builds itself from the config
 (``from_config(ViewOptions)``); ``build(name, options)`` looks the class up.
-The neural view is registered by module path and imported on first use: it
-brings in the neural compressor, which the other views never need.
+A view that is not part of proxyjax registers itself with ``register`` (or by module
+path with ``register_lazy``, imported when first built).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import importlib
 
 from proxyjax.views import base
 from proxyjax.views.deflate import DeflateView, GzipView
+from proxyjax.views.neural import NeuralView
 from proxyjax.views.recoded import BitView, DoubleBitView, DoubleByteView, HalfByteView, RawView
 from proxyjax.views.tokenizer import TokenBytesView, TokenizerView
 
@@ -62,7 +63,6 @@ def build(name: str, options: base.ViewOptions | None = None) -> base.View:
 
 
 for _cls in (RawView, DeflateView, GzipView, TokenizerView, TokenBytesView, HalfByteView,
-             DoubleBitView, BitView, DoubleByteView):
+             DoubleBitView, BitView, DoubleByteView, NeuralView):
   register(_cls)
-register_lazy("neural", "proxyjax.views.neural:NeuralView")
 del _cls

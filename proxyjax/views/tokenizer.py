@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from proxyjax.views import base
+import tokenizers
 
 _PROBE = "def f(x):\n    return {'a': x ** 2}  # caf\u00e9 \u2192 \u00fc\u00df \U0001f600\n\tend\r\n"
 
@@ -66,7 +67,6 @@ class TokenizerView(base.View):
 
   @functools.cached_property
   def tokenizer(self):
-    import tokenizers  # pylint: disable=g-import-not-at-top
     return tokenizers.Tokenizer.from_str(self._json)
 
   def encode_ids(self, data: bytes) -> np.ndarray:

@@ -15,7 +15,8 @@ from proxyjax.data.sources.document import (NEURAL_FIELD, UNREADABLE, Document, 
 from proxyjax.data.sources.globs import expand_glob, relpath
 from proxyjax.data.sources.spec import FIELD, check_split, in_split, keep_mask
 from proxyjax.errors import ConfigError
-from proxyjax.neural import shards as neural_shards  # numpy-only: the shard record format
+from proxyjax.views.neural import shards as neural_shards  # numpy-only: the shard record format
+import grain
 
 RECORD_FORMATS = ("json", "bytes")
 
@@ -35,7 +36,7 @@ class ArrayRecordSource:
   ``record_format="json"``: each record is a JSON object holding the text (see
   :class:`~proxyjax.data.sources.JsonlSource`); ``"bytes"``: each record is the
   document's raw bytes. Records are named ``file:index``, except the neural
-  records written by ``python -m proxyjax.compress`` (``proxyjax.neural.shards``),
+  records written by ``python -m proxyjax.compress`` (``proxyjax.views.neural.shards``),
   which carry the original document's key: that key names them and decides their
   split (reading each such file's keys once at construction), so shards of a
   corpus split exactly like the corpus.
@@ -129,5 +130,4 @@ def _count_records(path: str, name: str, record_format: str = "json") -> int:
 
 
 def _grain_array_record_source(shards: list[_Shard]):
-  import grain  # pylint: disable=g-import-not-at-top
   return grain.sources.ArrayRecordDataSource(shards)

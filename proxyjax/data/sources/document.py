@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from proxyjax.neural import shards as neural_shards  # numpy-only: the shard record format
+from proxyjax.views.neural import shards as neural_shards  # numpy-only: the shard record format
 
 Document = dict[str, Any]
 
@@ -18,11 +18,11 @@ UNREADABLE = "unreadable"
 MALFORMED_JSON = "malformed_json"
 MISSING_TEXT = "missing_text"
 BINARY = "binary"
-CORRUPT_RECORD = "corrupt_record"  # a neural record failing its checksums (proxyjax.neural.shards)
+CORRUPT_RECORD = "corrupt_record"  # a neural record failing its checksums (proxyjax.views.neural.shards)
 MALFORMED_SYMBOLS = "malformed_symbols"  # a neural record whose symbols are not decodable
 
 # Optional Document key: precomputed symbols of the neural view (ArrayRecord JSON
-# records written by ``python -m proxyjax.compress``; format: proxyjax.neural.shards).
+# records written by ``python -m proxyjax.compress``; format: proxyjax.views.neural.shards).
 NEURAL_FIELD = "neural"
 
 
@@ -76,7 +76,7 @@ def parse_json_record(raw: bytes, text_field: str) -> tuple[bytes, str | None]:
 def parse_json_record_with_symbols(
     raw: bytes, text_field: str) -> tuple[bytes, str | None, str | None, np.ndarray | None]:
   """Like ``parse_json_record``, plus, for a neural record
-  (``proxyjax.neural.shards``), its original document key and its symbols.
+  (``proxyjax.views.neural.shards``), its original document key and its symbols.
 
   Neural records are verified (``shards.verify_record``: the text's CRC32 and
   the checksum over text and symbols): a failing record gives ``corrupt_record``

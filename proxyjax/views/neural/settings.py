@@ -40,7 +40,7 @@ class Settings:
       (0 = half of ``context - 2``).
     batch_rows: rows per model call (the compiled batch shape). The only field
       that does not change the symbols (float64 tables with fragility flags:
-      ``proxyjax.neural.quantize``); raise it on an accelerator (e.g. 256).
+      ``proxyjax.views.neural.quantize``); raise it on an accelerator (e.g. 256).
   """
 
   symbol_bits: int = 16

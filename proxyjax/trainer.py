@@ -34,15 +34,17 @@ import jax
 import ml_collections
 import numpy as np
 
-from proxyjax import config as config_lib
 from proxyjax import parallel
 from proxyjax import rundir
 from proxyjax.data import pipeline
+from proxyjax.eval import run as eval_run
+from proxyjax.eval import validation
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import loss as loss_lib
 from proxyjax.train import metrics as metrics_lib
 from proxyjax.train import step as step_lib
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,6 @@ def _host_batch_stats(batch: dict[str, np.ndarray], window: int | None) -> tuple
 
 def evaluate(ctx, config: ml_collections.ConfigDict) -> dict:
   """``config.eval.train_tasks`` on the current parameters, as flat ``eval/...`` scalars."""
-  from proxyjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
   tasks = eval_run.parse_tasks(config.eval.train_tasks, "eval.train_tasks")
   out = {}
   for name, res in eval_run.run_tasks(ctx, tasks, out_dir=None).items():
@@ -102,7 +103,6 @@ class _Validation:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, setup: step_lib.Setup):
-    from proxyjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
     self.config = config
     self.ctx = eval_run.Context(config, setup.graphdef, None, 0, mesh=setup.mesh,
                                 rules=setup.rules)
@@ -222,7 +222,6 @@ class _ProgressBar:
 
   def step_read(self, step: int) -> None:
     if self.bar is None and self.enabled:
-      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       self.bar = tqdm(total=self.total, initial=step, unit="step", dynamic_ncols=True,
                       file=sys.stderr)
     elif self.bar is not None:
@@ -400,7 +399,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   (multi-process: every process must stop at the same step, see
   ``proxyjax.distributed.StopAgreement``).
   """
-  config_lib.validate(config)
+  validation.validate(config)
   run = _Run(config, workdir)
   finished = False  # True once the loop ends normally (a failed last save then raises)
   try:

@@ -25,7 +25,7 @@ value equal). **Fragility:** a position's table is *fragile* when any of its
 half-integer. A robust table is reproduced exactly by any evaluation whose
 ``x`` differs by less than the margin, whatever the batch shape, device,
 XLA version or summation order; the coder never relies on a fragile table
-(``proxyjax.neural.coder``). The decision *which* positions are fragile is the
+(``proxyjax.views.neural.coder``). The decision *which* positions are fragile is the
 encoder's alone (the decoder never evaluates it), so it need not be
 reproducible itself. **(differs: SPEC §6 asks for tables that are bit-exact on any
 machine; float logits cannot promise that at every position, so here they are

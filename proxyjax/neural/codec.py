@@ -17,8 +17,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from proxyjax.neural import coder
 from proxyjax.neural import byte_lm
+from proxyjax.views.neural import coder
+from proxyjax.views import neural as neural_view
 
 
 class NeuralCompressor:
@@ -154,3 +155,20 @@ class NeuralCompressor:
             del active[i]
             done(i, stop.value)
     return out  # type: ignore[return-value]
+
+
+def load_compressor(config, workdir: str, settings) -> NeuralCompressor:
+  """The compressor of run ``workdir`` (its newest checkpoint)."""
+  return NeuralCompressor(byte_lm.ByteModel.restore(config, workdir, settings))
+
+
+def register() -> None:
+  """Lets ``NeuralView`` load compressors from run directories (idempotent).
+
+  The views sit below the model and training layers, so the neural view does not
+  import this module; it receives ``load_compressor`` here instead.
+  """
+  neural_view.set_compressor_loader(load_compressor)
+
+
+register()

@@ -11,7 +11,7 @@ Stream format (symbols of the view, alphabet ``256 + 2^N``):
 **Window code.** An arithmetic coder over exact integers, restarted per window.
 The interval starts as ``[0, 2^(T+G))`` (``G = 20`` guard bits); coding byte
 ``b`` with the model's integer table ``f`` (sum ``M = 2^prob_bits``, every
-entry >= 1; ``proxyjax.neural.quantize``) and ``C[c] = f[0] + ... + f[c-1]``
+entry >= 1; ``proxyjax.views.neural.quantize``) and ``C[c] = f[0] + ... + f[c-1]``
 splits ``[L, L+R)`` at the boundaries ``B[c] = L + floor(R * C[c] / M)`` and
 keeps ``[B[b], B[b+1])``. ``v`` names the *cell* ``D(v) = [v, v+1) * 2^G``.
 
@@ -72,8 +72,8 @@ from typing import Generator
 
 import numpy as np
 
-from proxyjax.neural import quantize
-from proxyjax.neural.settings import Settings
+from proxyjax.views.neural import quantize
+from proxyjax.views.neural.settings import Settings
 
 GUARD_BITS = 20
 

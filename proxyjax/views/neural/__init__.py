@@ -2,7 +2,7 @@
 
 Symbols: 0..255 are literal bytes (spans the compressor leaves uncoded),
 ``256 + v`` are packed N-bit pieces of T-bit equal-information windows
-(``proxyjax.neural.coder``); alphabet ``256 + 2^N``, ``literal_bytes=True``.
+(``proxyjax.views.neural.coder``); alphabet ``256 + 2^N``, ``literal_bytes=True``.
 
 Training normally reads the symbols precomputed by ``python -m
 proxyjax.compress`` from ArrayRecord shards (documents carry them as
@@ -12,20 +12,40 @@ a shard record's CRC32 when given one). ``symbol_spans`` gives the byte span
 each symbol covers (collision statistics). The compressor loads lazily on
 first use and is not pickled (Grain workers that only see precomputed symbols
 never load it). Symbols are the same whatever ``batch_rows`` or device the
-compressor runs with (``proxyjax.neural.quantize``).
+compressor runs with (``proxyjax.views.neural.quantize``).
+
+This package holds everything of the neural view that needs no model: ``settings``
+(T, N, precision, segmentation, context; the compressor's training config),
+``quantize`` (float64 logits -> integer frequency tables), ``coder`` (segmentation,
+equal-information windows, N-bit packing, decoder) and ``shards`` (the ArrayRecord
+shard format, numpy only). The compressor model is ``proxyjax.neural``, above the
+model and training layers; importing ``proxyjax.neural.codec`` registers how a view
+loads it (``set_compressor_loader``).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
 
 import ml_collections
 import numpy as np
 
 from proxyjax import config as config_lib
-from proxyjax.neural import shards as shards_lib
-from proxyjax.neural.settings import Settings, compressor_config
+from proxyjax.views.neural import shards as shards_lib
+from proxyjax.views.neural.settings import Settings, compressor_config
 from proxyjax.views import base
+
+# (config, workdir, settings) -> a NeuralCompressor. The compressor is a
+# model, which sits above the views, so the view does not import it: importing
+# ``proxyjax.neural.codec`` registers its ``load_compressor`` here.
+_LOADER: Callable[..., Any] | None = None
+
+
+def set_compressor_loader(loader: Callable[..., Any]) -> None:
+  """Sets how a ``NeuralView`` loads the compressor of a run (``proxyjax.neural.codec``)."""
+  global _LOADER
+  _LOADER = loader
 
 
 class NeuralView(base.View):
@@ -60,6 +80,7 @@ class NeuralView(base.View):
     self.neural_dir = neural_dir
     self._fingerprint = None
     self._compressor = compressor
+    self._loader = _LOADER  # a module-level function: pickled by reference (Grain workers)
     meta = shards_lib.read_metadata(neural_dir) if neural_dir else None
     if compressor is not None:
       self.workdir = ""
@@ -89,15 +110,16 @@ class NeuralView(base.View):
   def compressor(self):
     """The ``NeuralCompressor`` (loaded on first use)."""
     if self._compressor is None:
-      # pylint: disable=g-import-not-at-top
-      from proxyjax.neural import compressor as compressor_lib
-      from proxyjax.neural import byte_lm
-      # pylint: enable=g-import-not-at-top
-      model = byte_lm.ByteModel.restore(self.config, self.workdir, self.settings)
+      loader = self._loader or _LOADER
+      if loader is None:
+        raise ValueError("no compressor loader: import proxyjax.neural.codec (it registers "
+                         "the one that restores a compressor run)")
+      compressor = loader(self.config, self.workdir, self.settings)
+      model = compressor.model
       if self._fingerprint is not None and model.fingerprint != self._fingerprint:
         raise ValueError(f"the compressor in {self.workdir} (step {model.step}) is not the one "
                          f"that wrote the shards in {self.neural_dir}")
-      self._compressor = compressor_lib.NeuralCompressor(model)
+      self._compressor = compressor
     return self._compressor
 
   def encode(self, data: bytes) -> np.ndarray:
@@ -116,7 +138,7 @@ class NeuralView(base.View):
   def symbol_spans(self, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(symbols, starts, ends)``: the byte span ``[start, end)`` each symbol covers
     (a literal its byte; each symbol of a window the window's coded bytes;
-    ``proxyjax.neural.coder.symbol_spans``). The symbols equal ``encode(data)``."""
+    ``proxyjax.views.neural.coder.symbol_spans``). The symbols equal ``encode(data)``."""
     try:
       compressor = self.compressor
     except (FileNotFoundError, ValueError) as e:

@@ -48,6 +48,7 @@ import zlib
 from typing import Any
 
 import numpy as np
+from array_record.python import array_record_module
 
 FORMAT = "proxyjax.neural/3"  # 3: + per-record checksum over text and symbols (record_crc32)
 OLD_FORMATS = ("proxyjax.neural/2",)  # readable by nothing here: recompress
@@ -227,7 +228,6 @@ def open_shard(path: str):
   """An ``ArrayRecordReader`` for ``path``; every failure of the reader (opening,
   reading, closing: a truncated file fails on close) is a ``ShardFileError``
   naming the file."""
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   try:
     reader = array_record_module.ArrayRecordReader(path)
   except Exception as e:  # pylint: disable=broad-except
@@ -291,7 +291,6 @@ KEYS_SUFFIX = ".keys.json"
 def write_shard(path: str, records: list[bytes]) -> None:
   """Writes ``records`` to ``path`` atomically (temporary file, then rename),
   after its keys sidecar (so a shard on disk always has one)."""
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   tmp_keys = f"{path}{KEYS_SUFFIX}.tmp{os.getpid()}"
   with open(tmp_keys, "w") as f:
     json.dump([raw_record_key(r) for r in records], f)
