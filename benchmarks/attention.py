@@ -53,6 +53,7 @@ def backend_fn(name: str, *, interpret: bool = False, **kernel_kwargs):
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   from proxyjax.model import attention  # pylint: disable=g-import-not-at-top
 
   if name == "cudnn_causal":
@@ -125,6 +126,7 @@ def block_pairs(segment_ids, block_q: int, block_k: int, causal: bool = True,
                 window: int | None = None) -> int:
   """(query, key) element pairs inside the blocks our kernel's forward visits."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   from proxyjax.model.kernels import pallas_gpu  # pylint: disable=g-import-not-at-top
   lo, hi = pallas_gpu.block_visibility(segment_ids, block_q, block_k, causal, window)
   return int(np.sum(np.asarray(hi) - np.asarray(lo))) * block_q * block_k
@@ -132,19 +134,17 @@ def block_pairs(segment_ids, block_q: int, block_k: int, causal: bool = True,
 
 def _define_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
-  g = globals()
-  g["_SEQ"] = flags.DEFINE_list("seq_lens", ["8192", "16384", "32768"], "Row lengths.")
-  g["_BACKENDS"] = flags.DEFINE_list("backends", ["pallas_gpu", "cudnn", "cudnn_causal"],
-                                     "Backends.")
-  g["_VIEW"] = flags.DEFINE_string("view", "deflate", "Compressed view of the rows.")
-  g["_HEADS"] = flags.DEFINE_integer("heads", 16, "Query heads.")
-  g["_KV"] = flags.DEFINE_integer("kv_heads", 16, "KV heads.")
-  g["_HEAD_DIM"] = flags.DEFINE_integer("head_dim", 128, "Head dim.")
-  g["_BATCH"] = flags.DEFINE_integer("batch", 1, "Rows.")
-  g["_DTYPE"] = flags.DEFINE_string("dtype", "bfloat16", "Dtype.")
-  g["_REPEATS"] = flags.DEFINE_integer("repeats", 10, "Timed repeats.")
-  g["_INTERPRET"] = flags.DEFINE_bool("interpret", False, "Pallas interpret mode (CPU).")
-  g["_JSON_OUT"] = flags.DEFINE_string("json_out", None, "Append JSON lines here.")
+  flags.DEFINE_list("seq_lens", ["8192", "16384", "32768"], "Row lengths.")
+  flags.DEFINE_list("backends", ["pallas_gpu", "cudnn", "cudnn_causal"], "Backends.")
+  flags.DEFINE_string("view", "deflate", "Compressed view of the rows.")
+  flags.DEFINE_integer("heads", 16, "Query heads.")
+  flags.DEFINE_integer("kv_heads", 16, "KV heads.")
+  flags.DEFINE_integer("head_dim", 128, "Head dim.")
+  flags.DEFINE_integer("batch", 1, "Rows.")
+  flags.DEFINE_string("dtype", "bfloat16", "Dtype.")
+  flags.DEFINE_integer("repeats", 10, "Timed repeats.")
+  flags.DEFINE_bool("interpret", False, "Pallas interpret mode (CPU).")
+  flags.DEFINE_string("json_out", None, "Append JSON lines here.")
 
 
 def main(argv):
@@ -152,27 +152,29 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from proxyjax.model.kernels import pallas_gpu  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
 
-  dtype = jnp.dtype(_DTYPE.value)
-  for t in [int(s) for s in _SEQ.value]:
-    seg = jnp.asarray(packed_segments(t, _BATCH.value, _VIEW.value))
+  from proxyjax.model.kernels import pallas_gpu  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  dtype = jnp.dtype(f.dtype)
+  for t in [int(s) for s in f.seq_lens]:
+    seg = jnp.asarray(packed_segments(t, f.batch, f.view))
     docs = [int(np.unique(r).size) for r in np.asarray(seg)]
     frac = float(pallas_gpu.visible_fraction(seg, 64, 64)) if t % 64 == 0 else None
-    b, h, kvh, d = _BATCH.value, _HEADS.value, _KV.value, _HEAD_DIM.value
+    b, h, kvh, d = f.batch, f.heads, f.kv_heads, f.head_dim
     q, k, v, ct = inputs(b, t, h, kvh, d, dtype)
-    for name in _BACKENDS.value:
-      fn = backend_fn(name, interpret=_INTERPRET.value)
+    for name in f.backends:
+      fn = backend_fn(name, interpret=f.interpret)
       try:
-        ms, err = time_fwd_bwd(fn, q, k, v, seg, ct, _REPEATS.value)["fwd_bwd_ms"], None
+        ms, err = time_fwd_bwd(fn, q, k, v, seg, ct, f.repeats)["fwd_bwd_ms"], None
       except Exception as e:  # pylint: disable=broad-except
         ms, err = None, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
       row = {"seq_len": t, "backend": name, "fwd_bwd_ms": ms, "docs_per_row": docs,
              "visible_block_fraction": frac, "device": jax.devices()[0].device_kind,
-             "heads": h, "kv_heads": kvh, "head_dim": d, "dtype": _DTYPE.value, "error": err}
+             "heads": h, "kv_heads": kvh, "head_dim": d, "dtype": f.dtype, "error": err}
       print(json.dumps(row), flush=True)
-      if _JSON_OUT.value:
-        with open(_JSON_OUT.value, "a") as f:
+      if f.json_out:
+        with open(f.json_out, "a") as f:
           f.write(json.dumps(row) + "\n")
 
 

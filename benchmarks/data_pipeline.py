@@ -24,8 +24,7 @@ import platform
 import sys
 import time
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 _MAX_MB = flags.DEFINE_float("max_mb", 8.0, "MB of documents to push through.")
 _VIEWS = flags.DEFINE_list("views", ["raw", "deflate", "gzip", "tokenizer", "token_bytes",

@@ -279,9 +279,11 @@ def _errors(got, want) -> dict:
 
 def section_correctness(rec: Recorder, args) -> None:
   import functools  # pylint: disable=g-import-not-at-top
+
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   from proxyjax.model import attention  # pylint: disable=g-import-not-at-top
   from proxyjax.model.kernels import pallas_gpu  # pylint: disable=g-import-not-at-top
 
@@ -368,6 +370,7 @@ def section_attention(rec: Recorder, args) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   from proxyjax.model.kernels import pallas_gpu  # pylint: disable=g-import-not-at-top
   from proxyjax.train import metrics  # pylint: disable=g-import-not-at-top
   bench = _load_bench("attention")
@@ -520,6 +523,7 @@ def _train_candidates(config, limit):
 
 def section_train(rec: Recorder, args) -> None:
   import jax  # pylint: disable=g-import-not-at-top
+
   from proxyjax import config as config_lib  # pylint: disable=g-import-not-at-top
   from proxyjax.tools import train_tokenizer  # pylint: disable=g-import-not-at-top
   bench = _load_bench("train_step")
@@ -626,8 +630,11 @@ def _train_docs(config, max_bytes: int) -> list[bytes]:
 
 def section_neural(rec: Recorder, args) -> None:
   import jax  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural import codec  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural import byte_lm  # pylint: disable=g-import-not-at-top
+
+  from proxyjax.neural import (
+    byte_lm,  # pylint: disable=g-import-not-at-top
+    codec,  # pylint: disable=g-import-not-at-top
+  )
   from proxyjax.views.neural.settings import compressor_config  # pylint: disable=g-import-not-at-top
   bench = _load_bench("neural_compressor")
   rec.mark("imports")

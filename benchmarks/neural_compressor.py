@@ -125,9 +125,12 @@ def measure(config, model, *, max_docs: int = 32, max_mb: float = 1.0, decode_do
   ``.init``), as one JSON-able dict (``benchmarks/gpu_suite.py`` calls it).
   ``decode_docs=0`` skips the decode; ``views=()`` the baselines."""
   import jax  # pylint: disable=g-import-not-at-top
+
+  from proxyjax.neural import (
+    byte_lm,  # pylint: disable=g-import-not-at-top
+    codec,  # pylint: disable=g-import-not-at-top
+  )
   from proxyjax.views.neural import coder  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural import codec  # pylint: disable=g-import-not-at-top
-  from proxyjax.neural import byte_lm  # pylint: disable=g-import-not-at-top
 
   st = model.settings
   comp = codec.NeuralCompressor(model)
@@ -238,8 +241,10 @@ def main(argv):
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import (
+    app,  # pylint: disable=g-import-not-at-top
+    flags,  # pylint: disable=g-import-not-at-top
+  )
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   _CONFIG = config_flags.DEFINE_config_file("config", "configs/compressor.py",

@@ -57,11 +57,13 @@ def measure(config, steps: int = 10, batch=None, *, check_memory: bool = False,
     ``tflops_per_device``, ``mfu`` (None without a known peak), memory figures, ...
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from proxyjax import config as config_lib, parallel  # pylint: disable=g-import-not-at-top
-  from proxyjax.eval import validation  # pylint: disable=g-import-not-at-top
+
+  from proxyjax import parallel
   from proxyjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from proxyjax.eval import validation  # pylint: disable=g-import-not-at-top
   from proxyjax.model import transformer  # pylint: disable=g-import-not-at-top
-  from proxyjax.train import metrics, step as step_lib  # pylint: disable=g-import-not-at-top
+  from proxyjax.train import metrics  # pylint: disable=g-import-not-at-top
+  from proxyjax.train import step as step_lib
 
   validation.validate(config)
   mesh = parallel.make_mesh(config.mesh.shape)
@@ -163,8 +165,10 @@ def main(argv):
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import (
+    app,  # pylint: disable=g-import-not-at-top
+    flags,  # pylint: disable=g-import-not-at-top
+  )
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file.",
                                             lock_config=True)

@@ -14,17 +14,16 @@ traceback first. Any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 import sys
 import traceback
 from typing import Any, Callable, NoReturn, Sequence
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from proxyjax.errors import UserError
-import importlib.util
 
 EXIT_USER_ERROR = 2
 

@@ -42,18 +42,21 @@ from __future__ import annotations
 
 import sys
 
+from absl import flags, logging
+from ml_collections import config_flags
+
+from proxyjax import cli
+
 # The driver lives in proxyjax.neural.shard_writer; these names stay importable here.
 from proxyjax.data import sources as sources_lib
-from proxyjax.neural.shard_writer import Options
-from proxyjax.neural.shard_writer import run
-from proxyjax.neural.shard_writer import worker_ready
-from proxyjax.neural.shard_writer import _coder_pool  # noqa: F401  (benchmarks)
-from proxyjax.neural.shard_writer import _encode_mapped  # noqa: F401  (benchmarks)
-from proxyjax.neural.shard_writer import _MappedTables  # noqa: F401  (benchmarks)
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
-from proxyjax import cli
+from proxyjax.neural.shard_writer import (
+  Options,
+  _coder_pool,  # noqa: F401  (benchmarks)
+  _encode_mapped,  # noqa: F401  (benchmarks)
+  _MappedTables,  # noqa: F401  (benchmarks)
+  run,
+  worker_ready,
+)
 
 __all__ = ["Options", "run", "worker_ready", "main"]
 

@@ -33,8 +33,9 @@ import re
 import sys
 from typing import Mapping
 
-from proxyjax.errors import ConfigError, UserError
 import jax
+
+from proxyjax.errors import ConfigError, UserError
 
 MODES = ("auto", "on", "off")
 ENV = {

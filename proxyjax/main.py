@@ -25,14 +25,13 @@ training; ``--verbose`` adds the traceback (see ``proxyjax.cli``).
 
 import os
 import sys
+import traceback
 
-from absl import flags
-from absl import logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from proxyjax import cli
 from proxyjax.errors import UserError
-import traceback
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with get_config().",
                                           lock_config=True)
@@ -101,6 +100,7 @@ def _run(config, mode: str, workdir: str | None) -> None:
     codec.register()  # the neural view restores its compressor through proxyjax.neural.codec
   if mode == "train":
     import jax
+
     from proxyjax import trainer
     distributed.check_resume(os.path.join(workdir, "checkpoints"), jax.process_count())
     stop = distributed.StopAgreement() if jax.process_count() > 1 else None

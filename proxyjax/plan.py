@@ -41,19 +41,18 @@ import math
 import sys
 from typing import Any
 
-import numpy as np
-
-from proxyjax.errors import ConfigError
 import jax
+import numpy as np
 from jax.sharding import AbstractMesh, AxisType
-from proxyjax.eval import validation
-from proxyjax import parallel
-from proxyjax.model import transformer
-from proxyjax.train import step as step_lib
-from proxyjax.train import checkpoint as ckpt_lib
-from proxyjax import views
+
+from proxyjax import parallel, views
 from proxyjax import vocab as vocab_lib
 from proxyjax.data import pipeline
+from proxyjax.errors import ConfigError
+from proxyjax.eval import validation
+from proxyjax.model import transformer
+from proxyjax.train import checkpoint as ckpt_lib
+from proxyjax.train import step as step_lib
 
 GIB = 1 << 30
 CPU_COMPILE_MAX_PARAMS = 1_000_000_000

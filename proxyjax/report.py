@@ -27,10 +27,10 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
-
-from proxyjax.errors import UserError
 from absl import flags
+
 from proxyjax import cli
+from proxyjax.errors import UserError
 
 
 @dataclasses.dataclass

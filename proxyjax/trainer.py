@@ -33,9 +33,9 @@ from typing import Any, Callable
 import jax
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
-from proxyjax import parallel
-from proxyjax import rundir
+from proxyjax import parallel, rundir
 from proxyjax.data import pipeline
 from proxyjax.eval import run as eval_run
 from proxyjax.eval import validation
@@ -44,7 +44,6 @@ from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import loss as loss_lib
 from proxyjax.train import metrics as metrics_lib
 from proxyjax.train import step as step_lib
-from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -78,6 +78,7 @@ def neural_compressor_run(tmp_path_factory):
   """(config, workdir) of a briefly trained tiny compressor, shared by the session."""
   import shutil  # pylint: disable=g-import-not-at-top
   import sysconfig  # pylint: disable=g-import-not-at-top
+
   from proxyjax import trainer  # pylint: disable=g-import-not-at-top
   stdlib = sysconfig.get_paths()["stdlib"]
   base = tmp_path_factory.mktemp("neural_compressor")

@@ -12,12 +12,11 @@ import subprocess
 import pytest
 
 from proxyjax import config as config_lib
-from proxyjax import parallel
+from proxyjax import parallel, trainer
 from proxyjax.data import pipeline
 from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
-from proxyjax import trainer
 from proxyjax.train import step as step_lib
 
 

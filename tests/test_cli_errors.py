@@ -7,13 +7,11 @@ import sys
 
 import pytest
 
-from proxyjax.config import validation as config_validation
-from proxyjax.eval import validation
-from proxyjax import cli
+from proxyjax import cli, plan
 from proxyjax import config as config_lib
-from proxyjax import plan
-from proxyjax.errors import ConfigError
-from proxyjax.errors import UserError
+from proxyjax.config import validation as config_validation
+from proxyjax.errors import ConfigError, UserError
+from proxyjax.eval import validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

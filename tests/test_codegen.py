@@ -7,10 +7,7 @@ import textwrap
 
 import pytest
 
-from proxyjax.eval import codegen
-from proxyjax.eval import differential
-from proxyjax.eval import passk
-from proxyjax.eval import sandbox
+from proxyjax.eval import codegen, differential, passk, sandbox
 
 LIMITS = sandbox.Limits(timeout_s=10.0)
 

@@ -16,13 +16,11 @@ import pytest
 from proxyjax import compress
 from proxyjax import vocab as V
 from proxyjax.config import base_config, tiny_config
-from proxyjax.data import pipeline
-from proxyjax.data import sources
+from proxyjax.data import pipeline, sources
 from proxyjax.errors import ConfigError
-from proxyjax.neural import codec
-from proxyjax.neural import byte_lm
-from proxyjax.views.neural import shards as shards_lib
+from proxyjax.neural import byte_lm, codec
 from proxyjax.views.neural import NeuralView
+from proxyjax.views.neural import shards as shards_lib
 
 STDLIB = sysconfig.get_paths()["stdlib"]
 FILES = ["json/__init__.py", "textwrap.py", "functools.py", "email/utils.py", "difflib.py",

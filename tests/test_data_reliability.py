@@ -173,6 +173,7 @@ class _EarlySignal(Exception):
 def test_sigterm_while_the_pipeline_finds_nothing_stops_training(tmp_path):
   """A source too large to finish its passes quickly: SIGTERM must not wait for it."""
   import threading  # pylint: disable=g-import-not-at-top
+
   from proxyjax import trainer  # pylint: disable=g-import-not-at-top
   path = tmp_path / "huge.jsonl"
   with open(path, "w") as f:
@@ -357,7 +358,7 @@ def test_finite_mixture_plan(lengths, weights, end):
   for j in range(len(m)):
     src, key = m[j]
     picked[src].append(key)
-  for src, keys in picked.items():
+  for keys in picked.values():
     assert keys == list(range(len(keys)))  # each document once, in order
   unread = [n - len(picked[i]) for i, n in enumerate(lengths)]
   assert unread == m.unread()

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from proxyjax.model import decode
-from proxyjax.model import transformer
+from proxyjax.model import decode, transformer
 from proxyjax.neural import byte_lm
 
 

@@ -8,18 +8,12 @@ import subprocess
 import sys
 
 import pytest
-
-from proxyjax.eval import validation
-from proxyjax import config as config_lib
-from proxyjax import parallel
-from proxyjax.errors import ConfigError
-from proxyjax.eval import codegen
-from proxyjax.eval import generate
-from proxyjax.eval import recode
-from proxyjax.eval import run as eval_run
-from proxyjax import trainer
-
 from test_train import small_config  # pylint: disable=g-bad-import-order
+
+from proxyjax import parallel, trainer
+from proxyjax.errors import ConfigError
+from proxyjax.eval import codegen, generate, recode, validation
+from proxyjax.eval import run as eval_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = set(recode.FAMILIES)

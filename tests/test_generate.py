@@ -9,8 +9,7 @@ from flax import nnx
 from proxyjax import vocab as V
 from proxyjax.eval import codegen
 from proxyjax.eval import generate as gen
-from proxyjax.model import decode
-from proxyjax.model import transformer
+from proxyjax.model import decode, transformer
 
 
 def _model(window=None):

@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUITE = os.path.join(REPO, "benchmarks", "gpu_suite.py")
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-import gpu_suite  # pylint: disable=g-import-not-at-top,wrong-import-position
+import gpu_suite  # noqa: E402  (benchmarks/ is not a package: imported after the path)
 
 
 def _env(**extra):

@@ -2,21 +2,18 @@
 
 import copy
 import json
-import os
 import shutil
 
 import jax
 import numpy as np
 import pytest
+from test_train import _params, small_config  # pylint: disable=g-bad-import-order
 
-from proxyjax import rundir
+from proxyjax import rundir, trainer
 from proxyjax.errors import UserError
 from proxyjax.eval import run as eval_run
 from proxyjax.tools import train_tokenizer
 from proxyjax.train import load as load_lib
-from proxyjax import trainer
-
-from test_train import _params, small_config  # pylint: disable=g-bad-import-order
 
 
 @pytest.fixture(scope="module")

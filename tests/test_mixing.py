@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from proxyjax import vocab as V
-from proxyjax.data import mixing, stats as stats_lib
+from proxyjax.data import mixing
+from proxyjax.data import stats as stats_lib
 from proxyjax.views import SubByteView, TokenizerView
 
 # "A" = 0x41: raw id 64 + 65 = 129; halfbyte symbols [4, 1].

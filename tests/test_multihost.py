@@ -27,13 +27,11 @@ import numpy as np
 import pytest
 
 from proxyjax import config as config_lib
-from proxyjax import distributed
-from proxyjax import parallel
+from proxyjax import distributed, parallel, trainer
 from proxyjax.data import pipeline
 from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
-from proxyjax import trainer
 from proxyjax.train import step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -262,9 +260,9 @@ def test_a_dead_process_fails_the_other_within_seconds(tmp_path, victim):
   survivor = procs[1 - victim]
   try:
     code = survivor.wait(timeout=45)
-  except subprocess.TimeoutExpired:
+  except subprocess.TimeoutExpired as e:
     survivor.kill()
-    raise AssertionError("the surviving process hangs after its peer died")
+    raise AssertionError("the surviving process hangs after its peer died") from e
   procs[victim].wait()
   assert code != 0 and time.time() - t0 < 45
   log = _log(workdir, 1 - victim)

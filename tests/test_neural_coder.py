@@ -12,15 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from proxyjax.eval import validation
-from proxyjax import vocab as V
 from proxyjax import views
-from proxyjax.views.neural import coder
-from proxyjax.neural import codec
-from proxyjax.neural import byte_lm
-from proxyjax.views.neural import quantize
+from proxyjax import vocab as V
+from proxyjax.eval import validation
+from proxyjax.neural import byte_lm, codec
+from proxyjax.views.neural import NeuralView, coder, quantize
 from proxyjax.views.neural.settings import Settings, compressor_config
-from proxyjax.views.neural import NeuralView
 
 STDLIB = sysconfig.get_paths()["stdlib"]
 FILES = ["json/__init__.py", "textwrap.py", "functools.py", "email/utils.py", "difflib.py",
@@ -326,7 +323,7 @@ def test_round_trips_with_model(trained):
   results = list(comp.encode_with_stats(docs))
   assert comp.decode([s for s, _ in results]) == docs
   stats = coder.EncodeStats()
-  for s, st in results:
+  for _, st in results:
     stats += st
   assert results[3][0].size == 0  # empty document -> no symbols
   assert stats.windows > 0 and stats.literal_bytes > 0
@@ -341,6 +338,7 @@ def test_round_trips_with_model(trained):
 def test_float64_forward_matches_the_training_forward(wide_model):
   # _logits64 is proxyjax.model.transformer run in float64: close to the float32 forward.
   from flax import nnx  # pylint: disable=g-import-not-at-top
+
   from proxyjax.model import transformer  # pylint: disable=g-import-not-at-top
   m = wide_model
   st = m.settings
@@ -452,7 +450,7 @@ def test_gpu_sized_compressor_config():
   """configs/compressor.py:gpu: ~20M params, rows of 1024, accelerator training defaults,
   and the float64 coding path handles its scanned, bf16-trained layout."""
   import runpy  # pylint: disable=g-import-not-at-top
-  from proxyjax import config as config_lib  # pylint: disable=g-import-not-at-top
+
   from proxyjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   get_config = runpy.run_path(os.path.join(root, "configs", "compressor.py"))["get_config"]

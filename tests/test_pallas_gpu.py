@@ -248,6 +248,6 @@ def test_triton_deprecation_silenced():
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     pallas_gpu.silence_triton_deprecation()
-    warnings.warn(message, DeprecationWarning)
-    warnings.warn("some other deprecation", DeprecationWarning)
+    warnings.warn(message, DeprecationWarning, stacklevel=1)
+    warnings.warn("some other deprecation", DeprecationWarning, stacklevel=1)
   assert [str(w.message) for w in caught] == ["some other deprecation"]

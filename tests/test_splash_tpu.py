@@ -11,8 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from proxyjax.model.attention import attention
-from proxyjax.model.attention import xla_attention
+from proxyjax.model.attention import attention, xla_attention
 from proxyjax.model.kernels import splash_tpu
 
 FWD_TOL = 2e-5

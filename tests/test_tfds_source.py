@@ -14,15 +14,12 @@ import pickle
 import numpy as np
 import pytest
 
-from proxyjax.errors import ConfigError
-
-tfds = pytest.importorskip("tensorflow_datasets")
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from proxyjax import vocab as V
 from proxyjax.config import base_config
 from proxyjax.data import pipeline, sources
-# pylint: enable=g-import-not-at-top,wrong-import-position
+from proxyjax.errors import ConfigError
+
+tfds = pytest.importorskip("tensorflow_datasets")
 
 TEXT_NAME = "proxyjax_tiny_text"  # features {"text": Text()}, no config
 CONTENT_NAME = "proxyjax_tiny_content"  # {"content", "title"}, config "small"

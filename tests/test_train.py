@@ -11,10 +11,9 @@ import pytest
 from flax import nnx
 
 from proxyjax import config as config_lib
-from proxyjax import parallel
+from proxyjax import parallel, trainer
 from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
-from proxyjax import trainer
 from proxyjax.train import step as step_lib
 
 

@@ -24,8 +24,7 @@ from flax import nnx
 
 from proxyjax.eval import generate as gen
 from proxyjax.model import transformer
-from proxyjax.neural import byte_lm
-from proxyjax.neural import codec
+from proxyjax.neural import byte_lm, codec
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "transformer_pins.json")
 REGEN = os.environ.get("PROXYJAX_REGEN_PINS") == "1"

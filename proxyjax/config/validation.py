@@ -15,7 +15,6 @@ import ml_collections
 
 from proxyjax.errors import ConfigError
 
-
 DTYPES = ("float32", "bfloat16", "float16")
 
 

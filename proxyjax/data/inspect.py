@@ -16,15 +16,14 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
 import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
-from proxyjax import vocab as vocab_lib
-from proxyjax.errors import ConfigError
-from proxyjax.data import pipeline
 from proxyjax import cli
+from proxyjax import vocab as vocab_lib
+from proxyjax.data import pipeline
+from proxyjax.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
                                           lock_config=True)

@@ -36,27 +36,23 @@ import os
 import signal
 import sys
 import threading
-import time
 import weakref
 from typing import Any, Sequence
 
 import grain
+import jax
 import ml_collections
 import numpy as np
+from absl import flags
 
-from proxyjax import vocab as vocab_lib
 from proxyjax import views as views_lib
-from proxyjax.data import mixing
+from proxyjax import vocab as vocab_lib
+from proxyjax.data import mixing, packing, tokenizer_training, worker_lifetime
 from proxyjax.data import mixture as mixture_lib
-from proxyjax.data import packing
-from proxyjax.data import validation as data_validation
 from proxyjax.data import sources as sources_lib
 from proxyjax.data import stats as stats_lib
-from proxyjax.data import tokenizer_training
-from proxyjax.data import worker_lifetime
+from proxyjax.data import validation as data_validation
 from proxyjax.errors import ConfigError
-from absl import flags
-import jax
 
 SPLITS = ("train", "validation")
 

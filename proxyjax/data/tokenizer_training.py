@@ -22,10 +22,9 @@ import sys
 import time
 from typing import Any, Iterator, Sequence
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
 from proxyjax.data import sources as sources_lib
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from tokenizers import Tokenizer
-from tokenizers import pre_tokenizers, trainers
 
 _SAMPLE_BYTES = 1 << 20  # held-out text used for bytes/token and round trips
 DEFAULT_MAX_DOCUMENT_BYTES = 1 << 24  # as data.max_document_bytes

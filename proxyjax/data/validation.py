@@ -6,8 +6,7 @@ from __future__ import annotations
 import ml_collections
 
 from proxyjax import views
-from proxyjax.data import mixing
-from proxyjax.data import sources
+from proxyjax.data import mixing, sources
 from proxyjax.errors import ConfigError
 
 

@@ -22,12 +22,12 @@ from typing import Iterable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from proxyjax import parallel
 from proxyjax import vocab as vocab_lib
 from proxyjax.data import packing
 from proxyjax.train import loss as loss_lib
-from flax import nnx
 
 LN2 = math.log(2.0)
 

@@ -56,12 +56,9 @@ import importlib.util
 import json
 import os
 import re
-import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
-from proxyjax.eval import differential
-from proxyjax.eval import passk
-from proxyjax.eval import sandbox
+from proxyjax.eval import differential, passk, sandbox
 
 HUMANEVAL_STOP_STRINGS = ("\nclass ", "\ndef ", "\n# ", "\n@", "\nprint", "\nif ", "\n```")
 MBPP_STOP_STRINGS = tuple(s for s in HUMANEVAL_STOP_STRINGS if s != "\ndef ")
@@ -432,9 +429,6 @@ def default_hidden_paths() -> list[str]:
   if os.path.isdir(cache):
     out.append(cache)
   return out
-
-
-  warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def execute(problems: Sequence[Problem], completions, *, suite: str = "base",

@@ -62,14 +62,13 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
+from absl import app, flags
 
 from proxyjax import views as views_lib
 from proxyjax.data import sources as sources_lib
 from proxyjax.eval import compressor_plot
 from proxyjax.neural import codec
 from proxyjax.views.base import NotAligned
-from absl import flags
-from absl import app
 
 DEFAULT_VIEWS = ("raw", "deflate", "gzip", "halfbyte")
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import sys
 import warnings
 
+from absl import app
+
 from proxyjax.eval import compressor_analysis, compressor_plot
 from proxyjax.views import deflate_inspect
-from absl import app
 
 _MESSAGE = ("proxyjax.eval.compressors is deprecated: use proxyjax.eval.compressor_analysis "
             "(python -m proxyjax.eval.compressor_analysis)")

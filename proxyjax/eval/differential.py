@@ -48,8 +48,7 @@ import json
 import threading
 from typing import Any, Sequence
 
-from proxyjax.eval import sandbox
-from proxyjax.eval import values
+from proxyjax.eval import sandbox, values
 
 MAX_ROUNDS = 4
 _RECORD_CHUNK = 16

@@ -20,13 +20,13 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from proxyjax import parallel
 from proxyjax import vocab as vocab_lib
 from proxyjax.eval import codegen  # stop-string truncation (one implementation, JAX-free)
 from proxyjax.model import decode as decode_lib
 from proxyjax.model import transformer as tf
-from flax import nnx
 
 NEG = -1e30
 

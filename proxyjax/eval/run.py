@@ -42,19 +42,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from proxyjax import parallel
-from proxyjax import rundir
+from proxyjax import parallel, rundir
+from proxyjax import views as views_lib
 from proxyjax.data import pipeline
 from proxyjax.data import sources as sources_lib
-from proxyjax import views as views_lib
-from proxyjax.eval import bpb as bpb_lib
-from proxyjax.eval import codegen
-from proxyjax.eval import compressor_analysis
-from proxyjax.eval import compressor_plot
-from proxyjax.eval import generate
-from proxyjax.eval import recode as robustness
-from proxyjax.eval import sandbox
 from proxyjax.errors import ConfigError
+from proxyjax.eval import bpb as bpb_lib
+from proxyjax.eval import codegen, compressor_analysis, compressor_plot, generate, sandbox
+from proxyjax.eval import recode as robustness
 from proxyjax.train import load as load_lib
 
 

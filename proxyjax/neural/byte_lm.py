@@ -45,9 +45,9 @@ from proxyjax import parallel
 from proxyjax import vocab as vocab_lib
 from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
+from proxyjax.train import load as load_lib
 from proxyjax.views.neural import quantize
 from proxyjax.views.neural.settings import Settings
-from proxyjax.train import load as load_lib
 
 PREFIX = (vocab_lib.BOS, vocab_lib.RAW_OPEN)
 

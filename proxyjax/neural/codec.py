@@ -18,8 +18,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from proxyjax.neural import byte_lm
-from proxyjax.views.neural import coder
 from proxyjax.views import neural as neural_view
+from proxyjax.views.neural import coder
 
 
 class NeuralCompressor:

@@ -20,24 +20,23 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any, Iterator
 
+import jax
 import ml_collections
+import numpy as np
+from tqdm import tqdm
 
 from proxyjax.data import sources as sources_lib
-from proxyjax.views.neural import coder
-from proxyjax.views.neural import quantize
-from proxyjax.views.neural import shards as shards_lib
-from proxyjax.views.neural.settings import Settings
-import numpy as np
-import tempfile
-import shutil
-from tqdm import tqdm
-import jax
 from proxyjax.neural import byte_lm as model_lib
 from proxyjax.neural import codec
+from proxyjax.views.neural import coder, quantize
+from proxyjax.views.neural import shards as shards_lib
+from proxyjax.views.neural.settings import Settings
 
 
 @dataclasses.dataclass

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from proxyjax.data import sources as sources_lib
-from proxyjax.data.tokenizer_training import DEFAULT_MAX_DOCUMENT_BYTES
-from proxyjax.data.tokenizer_training import NoTrainingDocumentsError
-from proxyjax.data.tokenizer_training import build_tokenizer
-from proxyjax.data.tokenizer_training import format_summary
-from proxyjax.data.tokenizer_training import train_tokenizer
+from proxyjax.data.tokenizer_training import (
+  DEFAULT_MAX_DOCUMENT_BYTES,
+  NoTrainingDocumentsError,
+  build_tokenizer,
+  format_summary,
+  train_tokenizer,
+)
 
 __all__ = ["DEFAULT_MAX_DOCUMENT_BYTES", "NoTrainingDocumentsError", "build_tokenizer",
            "format_summary", "train_tokenizer", "main"]

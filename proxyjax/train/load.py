@@ -24,12 +24,10 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
-from jax.sharding import Mesh
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from proxyjax import parallel
-from proxyjax import rundir
+from proxyjax import parallel, rundir
 from proxyjax import vocab as vocab_lib
 from proxyjax.data import pipeline
 from proxyjax.errors import UserError

@@ -10,8 +10,14 @@ from __future__ import annotations
 from proxyjax.views import registry
 from proxyjax.views.base import NotAligned, View, ViewError, ViewOptions
 from proxyjax.views.deflate import DeflateView, GzipView
-from proxyjax.views.recoded import (BitView, DoubleBitView, DoubleByteView, HalfByteView,
-                                    RawView, SubByteView)
+from proxyjax.views.recoded import (
+  BitView,
+  DoubleBitView,
+  DoubleByteView,
+  HalfByteView,
+  RawView,
+  SubByteView,
+)
 from proxyjax.views.registry import build, view_class
 from proxyjax.views.tokenizer import TokenBytesView, TokenizerView
 

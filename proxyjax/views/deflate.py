@@ -20,8 +20,7 @@ import zlib
 
 import numpy as np
 
-from proxyjax.views import base
-from proxyjax.views import deflate_inspect
+from proxyjax.views import base, deflate_inspect
 
 
 class DeflateView(base.View):

@@ -12,9 +12,9 @@ import json
 import math
 
 import numpy as np
+import tokenizers
 
 from proxyjax.views import base
-import tokenizers
 
 _PROBE = "def f(x):\n    return {'a': x ** 2}  # caf\u00e9 \u2192 \u00fc\u00df \U0001f600\n\tend\r\n"
 

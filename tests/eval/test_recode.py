@@ -5,9 +5,7 @@ import re
 
 import pytest
 
-from proxyjax.eval import codegen
-from proxyjax.eval import recode
-from proxyjax.eval import sandbox
+from proxyjax.eval import codegen, recode, sandbox
 from proxyjax.eval.recode import engine
 
 FAST = sandbox.Limits(timeout_s=10.0, site_packages=False)

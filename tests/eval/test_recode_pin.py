@@ -20,8 +20,7 @@ import sys
 
 import pytest
 
-from proxyjax.eval import codegen
-from proxyjax.eval import recode
+from proxyjax.eval import codegen, recode
 
 FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "fixtures", "recode_pin.json")

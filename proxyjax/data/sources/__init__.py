@@ -40,16 +40,35 @@ backend (``memory``, ``files`` with the stdlib, ``jsonl``, ``arrayrecord``,
 """
 
 from proxyjax.data.sources.arrayrecord import RECORD_FORMATS, ArrayRecordSource
-from proxyjax.data.sources.document import (BINARY, CORRUPT_RECORD, MALFORMED_JSON,
-                                            MALFORMED_SYMBOLS, MISSING_TEXT, NEURAL_FIELD,
-                                            UNREADABLE, Document)
+from proxyjax.data.sources.document import (
+                                            BINARY,
+                                            CORRUPT_RECORD,
+                                            MALFORMED_JSON,
+                                            MALFORMED_SYMBOLS,
+                                            MISSING_TEXT,
+                                            NEURAL_FIELD,
+                                            UNREADABLE,
+                                            Document,
+)
 from proxyjax.data.sources.factory import Source, SourceOptions, make_source, make_sources
-from proxyjax.data.sources.files import (BINARY_PROBE_BYTES, DEFAULT_SUFFIXES, FileTreeSource,
-                                         stdlib_root, stdlib_source)
+from proxyjax.data.sources.files import (
+                                            BINARY_PROBE_BYTES,
+                                            DEFAULT_SUFFIXES,
+                                            FileTreeSource,
+                                            stdlib_root,
+                                            stdlib_source,
+)
 from proxyjax.data.sources.jsonl import JsonlSource
 from proxyjax.data.sources.memory import ListSource
-from proxyjax.data.sources.spec import (FIELD, KINDS, SPLITS, SourceSpec, in_split,
-                                        parse_sources, split_value)
+from proxyjax.data.sources.spec import (
+                                            FIELD,
+                                            KINDS,
+                                            SPLITS,
+                                            SourceSpec,
+                                            in_split,
+                                            parse_sources,
+                                            split_value,
+)
 from proxyjax.data.sources.tfds import TfdsSource
 
 __all__ = [

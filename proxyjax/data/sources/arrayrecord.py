@@ -7,16 +7,22 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import grain
 import numpy as np
 
-from proxyjax.data.sources.document import (NEURAL_FIELD, UNREADABLE, Document, check_index,
-                                            error_doc, make_doc,
-                                            parse_json_record_with_symbols)
+from proxyjax.data.sources.document import (
+  NEURAL_FIELD,
+  UNREADABLE,
+  Document,
+  check_index,
+  error_doc,
+  make_doc,
+  parse_json_record_with_symbols,
+)
 from proxyjax.data.sources.globs import expand_glob, relpath
 from proxyjax.data.sources.spec import FIELD, check_split, in_split, keep_mask
 from proxyjax.errors import ConfigError
 from proxyjax.views.neural import shards as neural_shards  # numpy-only: the shard record format
-import grain
 
 RECORD_FORMATS = ("json", "bytes")
 

@@ -7,8 +7,14 @@ import os
 import sysconfig
 from typing import Iterable
 
-from proxyjax.data.sources.document import (BINARY, UNREADABLE, Document, check_index,
-                                            error_doc, make_doc)
+from proxyjax.data.sources.document import (
+  BINARY,
+  UNREADABLE,
+  Document,
+  check_index,
+  error_doc,
+  make_doc,
+)
 from proxyjax.data.sources.globs import glob_regex, relpath
 from proxyjax.data.sources.spec import FIELD, check_split, in_split
 from proxyjax.errors import ConfigError

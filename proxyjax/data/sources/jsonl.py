@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from proxyjax.data.sources.document import (UNREADABLE, Document, check_index, error_doc,
-                                            make_doc, parse_json_record)
+from proxyjax.data.sources.document import (
+  UNREADABLE,
+  Document,
+  check_index,
+  error_doc,
+  make_doc,
+  parse_json_record,
+)
 from proxyjax.data.sources.globs import expand_glob, relpath
 from proxyjax.data.sources.spec import FIELD, check_split, keep_mask
 from proxyjax.errors import ConfigError

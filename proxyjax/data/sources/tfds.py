@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxyjax.data.sources.document import (UNREADABLE, Document, check_index, error_doc,
-                                            make_doc, text_from_record)
+from proxyjax.data.sources.document import (
+  UNREADABLE,
+  Document,
+  check_index,
+  error_doc,
+  make_doc,
+  text_from_record,
+)
 from proxyjax.data.sources.spec import FIELD, SPLITS
 from proxyjax.errors import ConfigError
 

@@ -24,11 +24,13 @@ Shared parts: ``source`` (positions, parsing, validity, token renaming),
 completion function on the nominal and perturbed problems).
 """
 
-from proxyjax.eval.recode.engine import DEFAULT_NUM_SEEDS
-from proxyjax.eval.recode.engine import FAMILIES
-from proxyjax.eval.recode.engine import family_rewrites
-from proxyjax.eval.recode.engine import perturb
-from proxyjax.eval.recode.engine import perturbed_suite
+from proxyjax.eval.recode.engine import (
+           DEFAULT_NUM_SEEDS,
+           FAMILIES,
+           family_rewrites,
+           perturb,
+           perturbed_suite,
+)
 from proxyjax.eval.recode.evaluate import evaluate_robustness
 from proxyjax.eval.recode.metrics import robust_metrics
 

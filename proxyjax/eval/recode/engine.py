@@ -17,11 +17,7 @@ import random
 import tokenize
 from typing import Sequence
 
-from proxyjax.eval.recode import docstrings
-from proxyjax.eval.recode import formatting
-from proxyjax.eval.recode import function_names
-from proxyjax.eval.recode import source
-from proxyjax.eval.recode import syntax
+from proxyjax.eval.recode import docstrings, formatting, function_names, source, syntax
 
 Problem = source.Problem
 

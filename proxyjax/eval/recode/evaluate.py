@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
-from proxyjax.eval import codegen
-from proxyjax.eval import passk
-from proxyjax.eval import sandbox
-from proxyjax.eval.recode import engine
-from proxyjax.eval.recode import metrics
+from proxyjax.eval import codegen, passk, sandbox
+from proxyjax.eval.recode import engine, metrics
 
 Problem = codegen.Problem
 

@@ -12,8 +12,7 @@ import random
 import re
 from typing import Callable
 
-from proxyjax.eval.recode import doctext
-from proxyjax.eval.recode import source
+from proxyjax.eval.recode import doctext, source
 
 FAMILY = "format"
 

@@ -13,8 +13,7 @@ import dataclasses
 import random
 import re
 
-from proxyjax.eval.recode import doctext
-from proxyjax.eval.recode import source
+from proxyjax.eval.recode import doctext, source
 
 Problem = source.Problem
 

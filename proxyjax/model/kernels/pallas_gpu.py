@@ -61,9 +61,9 @@ import math
 import warnings
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
-import jax.numpy as jnp
 
 # jax >= 0.11 warns at every lowering that the Pallas Triton backend is
 # deprecated; this module chooses Triton on purpose (see the module docstring).
@@ -264,7 +264,7 @@ def _fwd_kernel(kv_lo_ref, kv_hi_ref, seg_ref, q_ref, k_ref, v_ref,  # inputs
                 o_ref, lse_ref,  # outputs
                 *, cfg: _Config):
   """One (batch, head, query block): online softmax over visible key blocks."""
-  bq, bk = cfg.block_q, cfg.block_k
+  bq = cfg.block_q
   q_start = pl.multiple_of(pl.program_id(0) * bq, bq)
   q = q_ref[...]  # [bq, D]
   q_seg = seg_ref[pl.ds(q_start, bq)]
@@ -308,7 +308,7 @@ def _dq_kernel(kv_lo_ref, kv_hi_ref, seg_ref, q_ref, k_ref, v_ref, do_ref,
                dq_ref,  # output
                *, cfg: _Config):
   """One (batch, head, query block): dQ over the same key blocks as forward."""
-  bq, bk = cfg.block_q, cfg.block_k
+  bq = cfg.block_q
   q_start = pl.multiple_of(pl.program_id(0) * bq, bq)
   q = q_ref[...]
   do = do_ref[...]

@@ -32,8 +32,8 @@ import math
 from typing import Sequence
 
 import jax
-from jax.experimental.pallas.ops.tpu import splash_attention as splash
 import jax.numpy as jnp
+from jax.experimental.pallas.ops.tpu import splash_attention as splash
 from jax.sharding import PartitionSpec as P
 
 BlockSizes = splash.BlockSizes

@@ -32,9 +32,9 @@ import ml_collections
 import numpy as np
 
 from proxyjax import config as config_lib
+from proxyjax.views import base
 from proxyjax.views.neural import shards as shards_lib
 from proxyjax.views.neural.settings import Settings, compressor_config
-from proxyjax.views import base
 
 # (config, workdir, settings) -> a NeuralCompressor. The compressor is a
 # model, which sits above the views, so the view does not import it: importing
