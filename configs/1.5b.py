@@ -12,7 +12,7 @@ Check another layout with: python -m proxyjax.main --config=configs/1.5b.py --mo
 
 Every field not set here keeps its default from proxyjax/config/schema.py (``base_config``, where
 each field is documented). The same rung with another view: configs/bytes.py:1.5b,
-configs/tokens.py:1.5b. tests/test_configs.py pins this file's config.
+configs/tokens.py:1.5b. tests/config/test_configs.py pins this file's config.
 """
 
 from proxyjax.config import base_config

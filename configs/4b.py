@@ -12,7 +12,7 @@ Check another layout with: python -m proxyjax.main --config=configs/4b.py --mode
 
 Every field not set here keeps its default from proxyjax/config/schema.py (``base_config``, where
 each field is documented). The same rung with another view: configs/bytes.py:4b,
-configs/tokens.py:4b. tests/test_configs.py pins this file's config.
+configs/tokens.py:4b. tests/config/test_configs.py pins this file's config.
 """
 
 from proxyjax.config import base_config

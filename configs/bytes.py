@@ -4,7 +4,7 @@
 
 SIZE is tiny (the default), 0.5b, 1.5b, 4b, 7b or 14b: the model, batch, optimiser, mesh and
 data sources are those of configs/<SIZE>.py (open it to see them); this file changes only
-the data's view, below. tests/test_configs.py pins the result for every SIZE.
+the data's view, below. tests/config/test_configs.py pins the result for every SIZE.
 """
 
 import os

@@ -13,7 +13,7 @@ compressor still codes in float64). The ``compressor`` section sets the coder (T
 segmentation, context); its fields are documented in ``proxyjax.views.neural.settings.Settings``.
 Every other field not set here keeps its default from proxyjax/config/schema.py (``base_config``).
 ``proxyjax.views.neural.settings.compressor_config(size)`` (the neural view's fallback) is the same
-config; tests/test_configs.py pins both.
+config; tests/config/test_configs.py pins both.
 """
 
 import ml_collections

@@ -4,7 +4,7 @@
 
 Every field not set here keeps its default from proxyjax/config/schema.py (``base_config``, where
 each field is documented). ``proxyjax.config.tiny_config()`` (used by tests and the neural
-compressor's config) is the same config; tests/test_configs.py pins both.
+compressor's config) is the same config; tests/config/test_configs.py pins both.
 """
 
 from proxyjax.config import base_config

@@ -6,7 +6,7 @@ SIZE is tiny (the default), 0.5b, 1.5b, 4b, 7b or 14b: the model, batch, optimis
 data sources are those of configs/<SIZE>.py (open it to see them); this file changes only
 the data's view, below. A byte-level BPE of data.tokenizer_vocab_size ids (4096 for tiny,
 32768 for the ladder) is trained on the train split unless data.tokenizer_path is set.
-tests/test_configs.py pins the result for every SIZE.
+tests/config/test_configs.py pins the result for every SIZE.
 """
 
 import os

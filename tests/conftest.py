@@ -42,7 +42,7 @@ def tokenizer_path(tmp_path_factory, stdlib_sample):
   return str(path)
 
 
-# --- the neural compressor (tests/test_neural_coder.py, tests/test_compress_cli.py) ------
+# --- the neural compressor (tests/neural/test_neural_coder.py, tests/neural/test_compress_cli.py) ------
 
 NEURAL_CORPUS_FILES = ("json/__init__.py", "textwrap.py", "functools.py", "email/utils.py",
                        "difflib.py", "string.py", "copy.py", "bisect.py")

@@ -21,6 +21,7 @@ def _model(window=None):
   return graphdef, params, nnx.merge(graphdef, params)
 
 
+@pytest.mark.slow  # CI runs tests/model/test_decode.py's decode == full forward (model/decode.py)
 @pytest.mark.parametrize("window", [None, 5])
 def test_cached_decoding_matches_full_forward(window):
   _, _, model = _model(window)

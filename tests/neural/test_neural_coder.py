@@ -354,7 +354,7 @@ def test_float64_forward_matches_the_training_forward(wide_model):
   assert not jax.config.jax_enable_x64
 
 
-@pytest.mark.parametrize("which", ["trained", "wide"])
+@pytest.mark.parametrize("which", ["trained", pytest.param("wide", marks=pytest.mark.slow)])
 def test_same_symbols_from_any_batch_rows(which, trained, wide_model):
   # 4, 16 and 64 rows per call: different compiled shapes, different row slots and
   # neighbours. Robust tables are bit-identical, and so are the symbols. (With the
@@ -446,13 +446,14 @@ def test_neural_view_registry_and_round_trip(trained):
     NeuralView(str(workdir) + "_missing")
 
 
+@pytest.mark.slow  # CI time
 def test_gpu_sized_compressor_config():
   """configs/compressor.py:gpu: ~20M params, rows of 1024, accelerator training defaults,
   and the float64 coding path handles its scanned, bf16-trained layout."""
   import runpy  # pylint: disable=g-import-not-at-top
 
   from proxyjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   get_config = runpy.run_path(os.path.join(root, "configs", "compressor.py"))["get_config"]
   c = get_config("gpu")
   validation.validate(c)

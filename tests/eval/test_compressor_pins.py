@@ -4,7 +4,7 @@
 (ratio, stability, collisions per view) and a digest of each view's
 ``(symbols, starts, ends, span bytes)`` per document, recorded before the views
 took over their symbol spans. Regenerate (only for an intended change) with
-``PROXYJAX_REGEN_PINS=1 pytest tests/test_compressor_pins.py``.
+``PROXYJAX_REGEN_PINS=1 pytest tests/eval/test_compressor_pins.py``.
 """
 
 import hashlib
@@ -17,7 +17,7 @@ import pytest
 from proxyjax import views
 from proxyjax.eval import compressor_analysis as analysis
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "compressor_pins.json")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "compressor_pins.json")
 SPAN_VIEWS = ("raw", "deflate", "gzip", "halfbyte", "doublebit", "bit", "doublebyte",
               "tokenizer", "token_bytes")
 CFG = dict(num_docs=6, seed=3, window_chars=300, max_doc_bytes=4096)

@@ -8,14 +8,14 @@ import subprocess
 import sys
 
 import pytest
-from test_train import small_config  # pylint: disable=g-bad-import-order
+from helpers import small_config
 
 from proxyjax import parallel, trainer
 from proxyjax.errors import ConfigError
 from proxyjax.eval import codegen, generate, recode, validation
 from proxyjax.eval import run as eval_run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAMILIES = set(recode.FAMILIES)
 
 
@@ -276,6 +276,7 @@ def test_main_eval_mode_cli(cli_run):
   assert not (cli_run / "eval" / "view_bpb.json").exists()  # --eval.tasks replaced the default
 
 
+@pytest.mark.slow  # CI time: test_main_eval_mode_cli runs the same CLI
 def test_issue_command_cli(cli_run):
   """The issue's command: bpb, humaneval, recode, compressors on the latest checkpoint."""
   res = _cli(cli_run, "--mode=eval", "--eval.tasks=bpb,humaneval,recode,compressors",

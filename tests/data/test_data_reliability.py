@@ -28,7 +28,7 @@ from proxyjax.config import base_config
 from proxyjax.data import mixing, pipeline, sources
 from proxyjax.errors import ConfigError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @contextlib.contextmanager

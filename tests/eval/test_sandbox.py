@@ -24,7 +24,7 @@ import pytest
 
 from proxyjax.eval import sandbox
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _alive(pid: int) -> bool:

@@ -46,13 +46,15 @@ def _compare(cfg, params, atol):
       np.testing.assert_allclose(got[finite], want[finite], atol=atol, rtol=0)
 
 
-@pytest.mark.parametrize("window,n_kv_heads", [(None, 2), (5, 2), (None, 4), (4, 1)])
+@pytest.mark.parametrize("window,n_kv_heads", [
+    pytest.param(None, 2, marks=pytest.mark.slow), (5, 2),
+    pytest.param(None, 4, marks=pytest.mark.slow), pytest.param(4, 1, marks=pytest.mark.slow)])
 def test_decode_equals_full_forward_float32(window, n_kv_heads):
   cfg = _cfg(window, n_kv_heads)
   _compare(cfg, transformer.init_params(cfg, 3), atol=2e-5)
 
 
-@pytest.mark.parametrize("window", [None, 5])
+@pytest.mark.parametrize("window", [pytest.param(None, marks=pytest.mark.slow), 5])
 def test_decode_equals_full_forward_float64(window):
   # accum_dtype and the compute dtype set to float64 (the compressor's setting): the
   # cached and full paths agree to float64 rounding.

@@ -9,34 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import model_config as _model_cfg
+from helpers import restored_params as _params
+from helpers import small_config
 
-from proxyjax import config as config_lib
 from proxyjax import parallel, trainer
 from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
 from proxyjax.train import step as step_lib
-
-
-def small_config(**overrides):
-  c = config_lib.tiny_config()
-  c.seq_len, c.batch_size = 64, 8
-  c.num_steps, c.log_every, c.eval_every = 20, 5, 0
-  c.checkpoint_every, c.progress_bar = 10, False
-  c.async_checkpointing = False
-  m = c.model
-  m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim, m.d_ff = 64, 2, 4, 2, 16, 128
-  m.logits_chunk = 32
-  m.scan_layers = True  # the pod-scale path (tiny_config unrolls for CPU speed)
-  c.opt.warmup_steps, c.opt.peak_lr = 5, 2e-3
-  c.data.schedule.warmup_steps = 3
-  c.mesh.shape = (1, -1, 1)  # all (8 fake) devices, FSDP
-  c.update_from_flattened_dict(overrides)  # dotted keys: {"model.d_model": 32}
-  return c
-
-
-def _model_cfg(c, vocab_size=640, num_ids=576):
-  from proxyjax.data import pipeline  # pylint: disable=g-import-not-at-top
-  return transformer.ModelConfig.from_config(c, pipeline.build_vocab(c))
 
 
 def _batch(seed=0, b=8, t=64):
@@ -84,8 +64,10 @@ def test_causality_and_document_isolation_by_gradients():
     assert touched == same_doc_past, (t, sorted(touched))
 
 
-@pytest.mark.parametrize("shape, rules", [((2, 2, 2), "fsdp_tp"), ((1, 8, 1), "fsdp"),
-                                          ((8, 1, 1), "dp"), ((2, 4, 1), "fsdp")])
+@pytest.mark.parametrize("shape, rules", [
+    ((2, 2, 2), "fsdp_tp"), ((1, 8, 1), "fsdp"),
+    pytest.param((8, 1, 1), "dp", marks=pytest.mark.slow),
+    pytest.param((2, 4, 1), "fsdp", marks=pytest.mark.slow)])
 def test_sharding_presets_match_one_device(shape, rules):
   c = small_config()
   cfg = _model_cfg(c)
@@ -107,17 +89,6 @@ def _losses(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(l) for l in f]
   return {r["step"]: r["loss"] for r in rows if "loss" in r}
-
-
-def _params(workdir, c):
-  from proxyjax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  cfg = _model_cfg(c)
-  setup = step_lib.build(c, cfg, parallel.make_mesh(c.mesh.shape))
-  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
-  step, state, _ = ck.restore(ckpt_lib.abstract_with_shardings(setup.abstract_state,
-                                                               setup.state_shardings), None)
-  ck.close()
-  return step, state["params"]
 
 
 def test_resume_is_identical(tmp_path):
@@ -177,7 +148,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   workdir = tmp_path / "run"
   cmd = [sys.executable, "-m", "proxyjax.main", "--config=configs/tiny.py", f"--workdir={workdir}",
          "--config.num_steps=100000", "--config.log_every=1", "--config.seq_len=64",

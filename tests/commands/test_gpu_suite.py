@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SUITE = os.path.join(REPO, "benchmarks", "gpu_suite.py")
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 

@@ -11,7 +11,7 @@ from proxyjax.config import load_config
 from proxyjax.data import inspect as inspect_lib
 from proxyjax.data import pipeline
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_inspect_cli_matches_pipeline(tmp_path):

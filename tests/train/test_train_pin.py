@@ -5,7 +5,7 @@ steps of 8 rows of 128 ids (log every step, validation at steps 8 and 16 inside 
 last step after it, a checkpoint at 10 and 20), the loss and the other
 deterministic scalars written to ``metrics.jsonl``, recorded before the loop was
 split into parts. Regenerate (only for an intended change) with
-``PROXYJAX_REGEN_PINS=1 pytest tests/test_train_pin.py``.
+``PROXYJAX_REGEN_PINS=1 pytest tests/train/test_train_pin.py``.
 """
 
 import json
@@ -14,7 +14,7 @@ import os
 from proxyjax import config as config_lib
 from proxyjax import trainer
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "train_pin.json")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "train_pin.json")
 # Timing-dependent scalars (step_time, mfu, ...) are not pinned.
 PINNED = ("loss", "raw_loss", "comp_loss", "raw_bpb", "grad_norm", "param_norm", "lr",
           "compressed_fraction", "compression_ratio", "docs_skipped", "devices")

@@ -5,7 +5,7 @@ The expected values in ``tests/fixtures/configs.json`` were dumped from the one-
 files of commit 50c7e4e (``ladder_config(size)`` and friends) before the rewrite. Each entry
 lists every field as ``[dotted name, type, value]``, so a changed value, a changed type (int
 vs float, tuple vs list) or a missing or extra field fails. Regenerate
-(``python tests/test_configs.py --write``) only for an intended change.
+(``python tests/config/test_configs.py --write``) only for an intended change.
 """
 
 import json
@@ -17,7 +17,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "configs.json")
 LADDER = ("0.5b", "1.5b", "4b", "7b", "14b")
 

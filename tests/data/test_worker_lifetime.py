@@ -11,7 +11,7 @@ import time
 from proxyjax.data import worker_lifetime
 from proxyjax.train import metrics as metrics_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _children(pid: int) -> list[int]:

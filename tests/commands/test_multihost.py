@@ -34,7 +34,7 @@ from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import step as step_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # configs/tiny.py shrunk like small_config() in test_train.py; 6 steps, checkpoints at 3, 6.
 OVERRIDES = {
@@ -196,6 +196,7 @@ def _restore_params(workdir, mesh_shape, rules):
   return step, state["params"]
 
 
+@pytest.mark.slow  # CI time (20 min on 2 cores): run with -m slow
 def test_two_process_checkpoint_restores_on_other_meshes(two_process_run, one_process_reference,
                                                          tmp_path):
   # 1) Parameters alone restore in one process, onto another mesh (2, 2, 2) FSDP+TP.
@@ -248,7 +249,7 @@ def _wait_for_steps(workdir, procs, n, timeout=150):
   raise AssertionError("training did not start: " + _log(workdir, 0)[-3000:])
 
 
-@pytest.mark.parametrize("victim", [1, 0])
+@pytest.mark.parametrize("victim", [pytest.param(1, marks=pytest.mark.slow), 0])
 def test_a_dead_process_fails_the_other_within_seconds(tmp_path, victim):
   workdir = str(tmp_path / "run")
   long_run = dict(OVERRIDES, num_steps=100_000, checkpoint_every=0)
@@ -270,6 +271,7 @@ def test_a_dead_process_fails_the_other_within_seconds(tmp_path, victim):
           or "JAX distributed service detected fatal errors" in log), log[-3000:]
 
 
+@pytest.mark.slow  # CI time (20 min on 2 cores): run with -m slow
 def test_sigterm_to_one_process_stops_all_at_the_same_step(tmp_path):
   workdir = str(tmp_path / "run")
   long_run = dict(OVERRIDES, num_steps=100_000, checkpoint_every=0)
@@ -368,6 +370,7 @@ def test_data_shards_follow_the_mesh():
     parallel.data_shard(three, 8, 0)
 
 
+@pytest.mark.slow  # CI time (20 min on 2 cores): run with -m slow
 def test_tensor_axis_across_processes_replicates_the_rows(tmp_path):
   """Mesh (1, 2, 4) with the tensor axis split over the 2 processes (dcn (1, 1, 2)):
   both processes hold all 8 rows, load identical batches, and match one process."""
@@ -384,6 +387,7 @@ def test_tensor_axis_across_processes_replicates_the_rows(tmp_path):
     assert two[s] == pytest.approx(one[s], rel=2e-6), (s, two[s], one[s])
 
 
+@pytest.mark.slow  # CI time (20 min on 2 cores): run with -m slow
 def test_local_launcher_script(tmp_path):
   """launch/local.sh itself: 2 processes x 2 fake devices, 2 steps, exit 0; a failing
   process makes it exit non-zero (a bad flag value fails both at start)."""

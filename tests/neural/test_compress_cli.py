@@ -25,7 +25,7 @@ from proxyjax.views.neural import shards as shards_lib
 STDLIB = sysconfig.get_paths()["stdlib"]
 FILES = ["json/__init__.py", "textwrap.py", "functools.py", "email/utils.py", "difflib.py",
          "string.py", "copy.py", "bisect.py"]
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from test_train import _params, small_config  # pylint: disable=g-bad-import-order
+from helpers import restored_params as _params
+from helpers import small_config
 
 from proxyjax import rundir, trainer
 from proxyjax.errors import UserError

@@ -4,7 +4,7 @@
 the totals of ``summary.json`` for the tiny compressor of ``tests/conftest.py``
 (trained by the training loop) on fixed stdlib excerpts, recorded before the
 compress driver was split into parts. Regenerate (only for an intended change)
-with ``PROXYJAX_REGEN_PINS=1 pytest tests/test_compress_pin.py``.
+with ``PROXYJAX_REGEN_PINS=1 pytest tests/neural/test_compress_pin.py``.
 """
 
 import hashlib
@@ -15,7 +15,7 @@ import sysconfig
 from proxyjax import compress
 from proxyjax.views.neural import shards as shards_lib
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "compress_pin.json")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "compress_pin.json")
 STDLIB = sysconfig.get_paths()["stdlib"]
 FILES = ["json/__init__.py", "textwrap.py", "functools.py", "email/utils.py", "difflib.py"]
 

@@ -9,7 +9,7 @@ the interpreter's standard library and is skipped on another Python version.
 
 Regenerate (only when a change is *meant* to alter the rows)::
 
-    python tests/test_data_pin.py --write
+    python tests/data/test_data_pin.py --write
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tempfile
 
 import pytest
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "data_pin.json")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "data_pin.json")
 NUM_BATCHES = 2
 SEQ_LEN = 128
 # (case name, view, split) of the synthetic mixed corpus.

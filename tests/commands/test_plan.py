@@ -9,7 +9,7 @@ import pytest
 from proxyjax import config as config_lib
 from proxyjax import plan
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GIB = 1 << 30
 
 

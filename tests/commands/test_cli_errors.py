@@ -13,7 +13,7 @@ from proxyjax.config import validation as config_validation
 from proxyjax.errors import ConfigError, UserError
 from proxyjax.eval import validation
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _main(*args, workdir=None):

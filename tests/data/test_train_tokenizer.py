@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 
 from proxyjax.tools import train_tokenizer as tt
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STDLIB = sysconfig.get_paths()["stdlib"]
 TRAIN_FILES = ("json/encoder.py", "json/decoder.py", "textwrap.py",
                "string.py", "bisect.py", "shlex.py")

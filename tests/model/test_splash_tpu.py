@@ -51,9 +51,10 @@ def _value_and_grads(fn, q, k, v, cot):
 CASES = [
     # (T, H, KV, D, causal, window)
     pytest.param(128, 4, 4, 64, True, None, id="mha-causal-d64"),
-    pytest.param(256, 4, 2, 128, True, None, id="gqa-causal-t256-d128"),
+    pytest.param(256, 4, 2, 128, True, None, id="gqa-causal-t256-d128", marks=pytest.mark.slow),
     pytest.param(128, 4, 2, 64, True, 16, id="gqa-window16"),
-    pytest.param(100, 4, 2, 64, False, 8, id="gqa-noncausal-window8-t100"),
+    pytest.param(100, 4, 2, 64, False, 8, id="gqa-noncausal-window8-t100",
+                 marks=pytest.mark.slow),
 ]
 
 

@@ -1,0 +1,43 @@
+"""Helpers shared by tests of several packages (``tests/`` is on the path: setup.cfg)."""
+
+import os
+
+from proxyjax import config as config_lib
+from proxyjax import parallel
+from proxyjax.data import pipeline
+from proxyjax.model import transformer
+from proxyjax.train import checkpoint as ckpt_lib
+from proxyjax.train import step as step_lib
+
+
+def small_config(**overrides):
+  """A 2-layer model on 8 rows of 64 ids, 20 steps, checkpoints every 10, FSDP over
+  all (fake) devices; ``overrides`` are dotted keys: ``{"model.d_model": 32}``."""
+  c = config_lib.tiny_config()
+  c.seq_len, c.batch_size = 64, 8
+  c.num_steps, c.log_every, c.eval_every = 20, 5, 0
+  c.checkpoint_every, c.progress_bar = 10, False
+  c.async_checkpointing = False
+  m = c.model
+  m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim, m.d_ff = 64, 2, 4, 2, 16, 128
+  m.logits_chunk = 32
+  m.scan_layers = True  # the pod-scale path (tiny_config unrolls for CPU speed)
+  c.opt.warmup_steps, c.opt.peak_lr = 5, 2e-3
+  c.data.schedule.warmup_steps = 3
+  c.mesh.shape = (1, -1, 1)  # all (8 fake) devices, FSDP
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
+def model_config(c):
+  return transformer.ModelConfig.from_config(c, pipeline.build_vocab(c))
+
+
+def restored_params(workdir, c):
+  """``(step, params)`` of the newest checkpoint in ``workdir`` (full train state restored)."""
+  setup = step_lib.build(c, model_config(c), parallel.make_mesh(c.mesh.shape))
+  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+  step, state, _ = ck.restore(ckpt_lib.abstract_with_shardings(setup.abstract_state,
+                                                               setup.state_shardings), None)
+  ck.close()
+  return step, state["params"]
