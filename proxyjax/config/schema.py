@@ -71,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.mask_special_targets = False  # Drop sentinel/BOS/EOS and cross-document targets from the loss.
   m.dtype = "bfloat16"  # Compute dtype (params stay in param_dtype).
   m.param_dtype = "float32"  # Master weights.
+  m.accum_dtype = "float32"  # Norms, RoPE, attention softmax and logits (float64: compressor tables).
   m.attention = "auto"  # Attention backend: auto, xla, pallas_gpu, pallas_tpu, cudnn.
   m.remat = "full"  # Activation checkpointing per block: full, dots, none.
   m.scan_layers = True  # One compiled block scanned over layers (fast compiles at depth).

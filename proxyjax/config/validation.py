@@ -16,6 +16,7 @@ import ml_collections
 from proxyjax.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
+ACCUM_DTYPES = ("float32", "float64")  # float64 needs 64-bit types (the compressor enables them)
 
 
 def _number(c: ml_collections.ConfigDict, field: str, *, low: float, high: float = math.inf,
@@ -62,6 +63,9 @@ def validate_numbers(c: ml_collections.ConfigDict) -> None:
   for k in ("dtype", "param_dtype"):
     if c.model[k] not in DTYPES:
       raise ConfigError(f"model.{k}", f"unknown dtype {c.model[k]!r}; known: {', '.join(DTYPES)}")
+  if c.model.get("accum_dtype", "float32") not in ACCUM_DTYPES:
+    raise ConfigError("model.accum_dtype", f"unknown dtype {c.model.accum_dtype!r}; known: "
+                      f"{', '.join(ACCUM_DTYPES)}")
 
 
 def validate_model(c: ml_collections.ConfigDict) -> None:

@@ -74,7 +74,8 @@ class ModelConfig:
         num_pred_heads=m.num_pred_heads, raw_head=m.raw_head, dtype=jnp.dtype(m.dtype),
         param_dtype=jnp.dtype(m.param_dtype), attention=m.attention, remat=m.remat,
         scan_layers=m.scan_layers, logits_chunk=m.logits_chunk, init_std=m.init_std,
-        embed_std=m.embed_std)
+        embed_std=m.embed_std,
+        accum_dtype=jnp.dtype(m.get("accum_dtype", "float32")))  # runs recorded before the field
 
 
 def _param(rngs: nnx.Rngs, shape, axes, std, dtype) -> nnx.Param:
