@@ -12,6 +12,26 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
 
+# Left out of the default (CI) run to keep it under 20 minutes on 2 cores; each is
+# covered there by a faster test of the same path (named after it). `pytest -m slow` runs them.
+CI_SLOW = (
+    # the trainer's validation is pinned by train/test_train_pin.py; --mode=eval by
+    # eval/test_eval_run.py::test_main_eval_mode_cli
+    "eval/test_eval_run.py::test_training_logs_eval_raw_bpb",
+    "eval/test_eval_run.py::test_evaluate_latest_checkpoint",
+    # shards are decoded and pinned by neural/test_compress_cli.py and test_compress_pin.py
+    "neural/test_compress_cli.py::test_train_on_shards_end_to_end",
+    # FSDP over all 8 devices is the mesh of helpers.small_config, used by most train tests
+    "train/test_train.py::test_sharding_presets_match_one_device[shape1-fsdp]",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if item.nodeid.split("tests/", 1)[-1] in CI_SLOW:
+      item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def stdlib_sample():
