@@ -133,6 +133,20 @@ class Vocab:
     return _concat([BOS], *bodies, [EOS])
 
 
+def for_view(alphabet_size: int, *, separate_embedding: bool = True, literal_bytes: bool = False,
+             shared_ids: bool = False) -> Vocab:
+  """The id layout of a compressed view as the data config asks for it.
+
+  ``shared_ids`` (``data.shared_ids``, vanilla mode only): a byte-valued view's
+  symbols go on the raw-byte ids 64 + s whatever ``separate_embedding`` says, as
+  the authors' no-sentinel ablation (``encode_bytes``) does. The layout is then
+  that of ``separate_embedding=False``, so it is recorded (and restored) as such.
+  Views with more than 256 symbols, or with literal bytes, never share ids.
+  """
+  return Vocab(int(alphabet_size), bool(separate_embedding) and not shared_ids,
+               bool(literal_bytes))
+
+
 def _concat(*parts: Iterable[int] | np.ndarray) -> np.ndarray:
   return np.concatenate([np.asarray(p, dtype=ID_DTYPE) for p in parts])
 

@@ -48,4 +48,38 @@ def validate_data(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("data.num_epochs", "must be -1 (forever) or a positive count")
   if c.model.num_pred_heads < 1:
     raise ConfigError("model.num_pred_heads", "must be >= 1")
+  validate_shared_ids(d)
   sources.parse_sources(d.sources)
+
+
+# Views whose symbols do not fit the 256 raw-byte ids (their alphabet is the tokenizer's,
+# 65536, or literal bytes plus 2^N packed symbols): data.shared_ids cannot apply to them.
+NOT_BYTE_VALUED = ("tokenizer", "doublebyte", "neural")
+
+
+def trained_modes(d: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Every mixing mode the data section can use (the schedule's three, or data.mode)."""
+  if d.schedule.enabled:
+    return tuple(d.schedule[k] for k in ("initial_mode", "steady_mode", "final_mode"))
+  return (d.mode,)
+
+
+def validate_shared_ids(d: ml_collections.ConfigDict) -> None:
+  """``data.shared_ids``: a bool, only in vanilla mode, only for a byte-valued view."""
+  shared = d.get("shared_ids", False)
+  if not isinstance(shared, bool):
+    raise ConfigError("data.shared_ids", f"must be True or False, got {shared!r}")
+  if not shared:
+    return
+  modes = trained_modes(d)
+  if any(m != "vanilla" for m in modes):
+    where = ("data.schedule.initial_mode/steady_mode/final_mode" if d.schedule.enabled
+             else "data.mode")
+    raise ConfigError("data.shared_ids", "puts compressed symbols on the byte ids only in "
+                      f"vanilla mode (no sentinels to tell them apart); {where} = "
+                      f"{', '.join(dict.fromkeys(modes))}")
+  if d.view == "raw":
+    raise ConfigError("data.shared_ids", "needs a compressed view; data.view='raw' has none")
+  if d.view in NOT_BYTE_VALUED:
+    raise ConfigError("data.shared_ids", f"needs a byte-valued view (at most 256 symbols); "
+                      f"data.view={d.view!r} has more")

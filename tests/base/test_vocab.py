@@ -51,3 +51,18 @@ def test_parse_documents():
   assert v.ids_to_symbols(docs[1][0].ids).tolist() == [7, 8]
   with pytest.raises(ValueError):
     V.parse_documents([V.BOS, V.RAW_OPEN, 70, V.EOS])
+
+
+@pytest.mark.parametrize("alphabet, separate, literal, shared, offset, num_ids", [
+    (256, True, False, False, 320, 576),  # the default: its own ids
+    (256, True, False, True, 64, 320),  # data.shared_ids: byte ids 64 + s, whatever separate
+    (16, True, False, True, 64, 320),
+    (4096, True, False, True, 320, 4416),  # not byte-valued: never shared
+    (256 + 65536, True, True, True, 320, 65856),  # literal bytes: unchanged
+])
+def test_for_view_shared_ids(alphabet, separate, literal, shared, offset, num_ids):
+  v = V.for_view(alphabet, separate_embedding=separate, literal_bytes=literal, shared_ids=shared)
+  assert v.compressed_offset == offset and v.num_ids == num_ids
+  assert v == V.Vocab(alphabet, separate and not shared, literal)  # recorded as such
+  if offset == 64:
+    assert v.symbols_to_ids(np.array([0, 5, alphabet - 1])).tolist() == [64, 69, 63 + alphabet]

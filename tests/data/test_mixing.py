@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+from helpers import small_config
 
 from proxyjax import vocab as V
-from proxyjax.data import mixing
+from proxyjax.data import mixing, validation
 from proxyjax.data import stats as stats_lib
+from proxyjax.errors import ConfigError
 from proxyjax.views import SubByteView, TokenizerView
 
 # "A" = 0x41: raw id 64 + 65 = 129; halfbyte symbols [4, 1].
@@ -124,3 +126,38 @@ def test_view_failure_falls_back_to_raw(tokenizer_path):
   ids = m.format(b"\xff\xfeA", mixing.Plan(((mixing.COMP,),)), stats)
   assert ids.tolist() == [1, 12, 64 + 0xFF, 64 + 0xFE, 129, 13, 2]
   assert stats["view_fallback_raw"] == 1 and stats["views:raw"] == 1
+
+
+# --- data.shared_ids (vanilla mode: byte-valued symbols on the byte ids 64 + s) -----------
+
+
+def test_shared_ids_put_vanilla_symbols_on_byte_ids():
+  view = SubByteView("halfbyte", 4)
+  mixer = mixing.Mixer(vocab=V.for_view(view.alphabet_size, separate_embedding=True,
+                                        shared_ids=True),
+                       view=view, schedule=mixing.Schedule.constant(1.0, "vanilla"))
+  comp = mixer.format(b"A", mixing.Plan(((mixing.COMP,),), sentinels=False), {})
+  raw = mixer.format(b"A", mixing.Plan(((mixing.RAW,),), sentinels=False), {})
+  assert comp.tolist() == [1, 64 + 4, 64 + 1, 2]  # [BOS, 64+s..., EOS]: no sentinels
+  assert raw.tolist() == [1, 129, 2]
+  assert mixer.vocab.size == 384  # 320 ids used: no separate compressed embedding rows
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"data.shared_ids": True}, "vanilla mode"),  # the tiny recipe's schedule: translation...
+    ({"data.shared_ids": True, "data.schedule.enabled": False, "data.mode": "sentinel"},
+     "data.mode = sentinel"),
+    ({"data.shared_ids": True, "data.schedule.enabled": False, "data.mode": "vanilla",
+      "data.view": "tokenizer"}, "byte-valued view"),
+    ({"data.shared_ids": True, "data.schedule.enabled": False, "data.mode": "vanilla",
+      "data.view": "raw"}, "needs a compressed view"),
+])
+def test_shared_ids_checks(overrides, match):
+  with pytest.raises(ConfigError, match=f"data.shared_ids.*{match}"):
+    validation.validate_data(small_config(**overrides))
+
+
+def test_shared_ids_in_vanilla_mode_is_accepted():
+  validation.validate_data(small_config(**{
+      "data.shared_ids": True, "data.schedule.enabled": False, "data.mode": "vanilla",
+      "data.view": "deflate"}))
