@@ -4,7 +4,8 @@
 
 SIZE is tiny (the default), 0.5b, 1.5b, 4b, 7b or 14b: the model, batch, optimiser, mesh and
 data sources are those of configs/<SIZE>.py (open it to see them); this file changes only
-the data's view, below. tests/config/test_configs.py pins the result for every SIZE.
+the data's view and the prediction heads, below. tests/config/test_configs.py pins the
+result for every SIZE.
 """
 
 import os
@@ -24,4 +25,5 @@ def get_config(size="tiny"):
   c.data.schedule.enabled = False  # No mixing schedule...
   c.data.rate = 0.0  # ...and never a compressed view.
   c.model.raw_head = False  # Every target is raw already: no extra raw head.
+  c.model.num_pred_heads = 8  # EvaByte's recipe: 8 heads predict bytes t+1..t+8.
   return c

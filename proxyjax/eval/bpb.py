@@ -8,9 +8,11 @@ with up to ``context_len - stride`` ids of left context), only raw-byte targets
 (ids 64..319), head 0. BPB = sum NLL / ln 2 / UTF-8 bytes (one byte target
 per byte).
 
-Per-view BPB: the same with documents in a compressed view
-``[BOS, <comp>, symbols..., </comp>, EOS]``, counting compressed-symbol targets:
-bits per UTF-8 byte of the document and bits per symbol.
+Per-view BPB: the same with documents in a compressed view, formatted as the
+run was trained: ``[BOS, <comp>, symbols..., </comp>, EOS]``, or ``[BOS,
+symbols..., EOS]`` for a run trained in vanilla mode (``sentinels=False``, e.g.
+the tokens baseline), counting compressed-symbol targets: bits per UTF-8 byte of
+the document (comparable with byte models' raw BPB) and bits per symbol.
 """
 
 from __future__ import annotations
@@ -122,17 +124,23 @@ def raw_bpb(graphdef, params, docs: Sequence[bytes], *, context_len: int, stride
 
 
 def view_bpb(graphdef, params, docs: Sequence[bytes], view, vocab: vocab_lib.Vocab, *,
-             context_len: int, stride: int, batch_size: int = 8, sharding=None) -> dict:
-  """How well the model models a compressed view (diagnostic)."""
-  parts, nbytes, nsym = [], 0, 0
+             context_len: int, stride: int, batch_size: int = 8, sharding=None,
+             sentinels: bool = True) -> dict:
+  """How well the model models a compressed view, per UTF-8 byte and per symbol.
+
+  ``sentinels=False``: documents without ``<comp>``/``</comp>`` (vanilla-mode runs).
+  Documents the view refuses are skipped (``skipped_documents``)."""
+  parts, nbytes, nsym, skipped = [], 0, 0, 0
   for d in docs:
     if not d:
       continue
     try:
       sym = view.encode(d)
     except Exception:  # pylint: disable=broad-except
+      skipped += 1
       continue
-    parts.append(vocab.document(vocab.compressed_body(sym)))
+    body = vocab.compressed_body(sym) if sentinels else vocab.symbols_to_ids(sym)
+    parts.append(vocab.document(body))
     nbytes += len(d)
     nsym += int(sym.size)
   if not parts:
@@ -143,4 +151,5 @@ def view_bpb(graphdef, params, docs: Sequence[bytes], view, vocab: vocab_lib.Voc
                               (lo, vocab.num_ids), sharding)
   return {"view": view.name, "bits_per_byte": total / LN2 / max(nbytes, 1),
           "bits_per_symbol": total / LN2 / max(count, 1), "symbols": count,
-          "bytes": nbytes, "bytes_per_symbol": nbytes / max(nsym, 1)}
+          "bytes": nbytes, "bytes_per_symbol": nbytes / max(nsym, 1),
+          "documents": len(parts), "skipped_documents": skipped, "sentinels": sentinels}

@@ -1,4 +1,4 @@
-"""``--mode=eval``: evaluate the latest checkpoint in WORKDIR, always through raw bytes.
+"""``--mode=eval``: evaluate the latest checkpoint in WORKDIR through the model's interface.
 
     python -m proxyjax.main --config=... --workdir=DIR --mode=eval \\
         --eval.tasks=bpb,humaneval,recode,compressors
@@ -8,21 +8,34 @@ are written as ``null``). The same task functions run during training
 (``config.eval.train_tasks`` every ``config.eval_every`` steps; their top-level
 numbers are logged as ``eval/...``).
 
+The interface (``eval.interface``, ``proxyjax.eval.interface``): ``raw`` bytes for every
+model that saw them, ``tokens`` (the training tokenizer, documents formatted as the run
+was trained) for a tokenizer-only baseline (configs/tokens.py); '' picks it from the
+training config (``--mode=eval``: the run's recorded one).
+
 Tasks (``TASKS``; the ``eval.*`` fields they read are in ``proxyjax/config/schema.py``):
 
 * ``bpb`` -- raw bits per byte on the validation split of ``data.sources``
   (``raw_bpb``, ``bytes``, ``documents``); with ``eval.corpus`` set, also on
   all of that corpus, as ``corpus_raw_bpb``, ``corpus_bytes``,
   ``corpus_documents`` (and ``corpus``, the spec), so the validation number
-  is never lost;
-* ``view_bpb`` -- bits per byte / per symbol of the configured compressed view
-  on the validation split (diagnostic);
+  is never lost. Through the tokens interface ``raw_bpb`` is the tokenizer
+  model's bits per UTF-8 byte (``interface: tokens``, ``bits_per_token``);
+* ``view_bpb`` -- bits per UTF-8 byte / per symbol of the configured compressed
+  view on the validation split, documents formatted as the run was trained
+  (no sentinels in vanilla mode);
 * ``humaneval``, ``humaneval_plus``, ``mbpp``, ``mbpp_plus`` -- prompts
-  ``[BOS, <raw>, prompt bytes]`` decoded with the KV cache (``generate``),
-  cut at the benchmark's stop strings and re-indented (``codegen``), run in
-  the sandbox; ``pass@k`` for ``eval.pass_k``, per-problem results;
+  ``[BOS, <raw>, prompt bytes]`` (tokens: the tokenizer's ids) decoded with the
+  KV cache (``generate``; prompts longer than the training ``seq_len`` cut from
+  the left), cut at the benchmark's stop strings and re-indented (``codegen``),
+  run in the sandbox; ``pass@k`` for ``eval.pass_k``, per-problem results;
 * ``recode`` -- ReCode-style robustness of ``eval.recode_benchmark``: nominal,
-  per-family robust (worst of ``eval.recode_seeds``) pass@k and drops;
+  per-family robust (worst of ``eval.recode_seeds``) pass@k and drops; with
+  ``eval.recode_path``, also ReCode's released perturbed files (``released``);
+* ``translation`` -- in-context translation (``translation``): greedy raw bytes
+  from ``[BOS, <comp>, symbols, </comp>, <raw>]`` of the first
+  ``eval.translation_docs`` validation documents (cut to
+  ``eval.translation_max_bytes``): ``exact_match``, ``byte_accuracy`` per view;
 * ``compressors`` -- stability / collisions / compression of
   ``eval.compressor_views`` over ``eval.compressor_docs`` documents of
   ``data.sources``; also writes ``DIR/eval/compressors.png``.
@@ -48,7 +61,15 @@ from proxyjax.data import pipeline
 from proxyjax.data import sources as sources_lib
 from proxyjax.errors import ConfigError
 from proxyjax.eval import bpb as bpb_lib
-from proxyjax.eval import codegen, compressor_analysis, compressor_plot, generate, sandbox
+from proxyjax.eval import (
+  codegen,
+  compressor_analysis,
+  compressor_plot,
+  generate,
+  sandbox,
+  translation,
+)
+from proxyjax.eval import interface as interface_lib
 from proxyjax.eval import recode as robustness
 from proxyjax.train import load as load_lib
 
@@ -102,11 +123,36 @@ def check_train_inputs(ctx: "Context", train_tasks: str) -> None:
     _bpb_documents(ctx)
 
 
+def _tokens_bpb(ctx: "Context", docs: Sequence[bytes], prefix: str = "") -> dict:
+  """``raw_bpb`` (bits per UTF-8 byte) of a tokenizer model through its own interface."""
+  e = ctx.config.eval
+  context_len, stride = _context_and_stride(ctx.config)
+  view, vocab = ctx.view_and_vocab()
+  res = bpb_lib.view_bpb(ctx.graphdef, ctx.params, docs, view, vocab, context_len=context_len,
+                         stride=stride, batch_size=e.batch_size, sharding=ctx.sharding,
+                         sentinels=ctx.sentinels)
+  if not res:
+    return {f"{prefix}documents": 0}
+  return {f"{prefix}raw_bpb": res["bits_per_byte"], f"{prefix}bytes": res["bytes"],
+          f"{prefix}documents": res["documents"], f"{prefix}bits_per_token": res["bits_per_symbol"],
+          f"{prefix}tokens": res["symbols"]}
+
+
 def task_bpb(ctx: "Context") -> dict:
   e = ctx.config.eval
   context_len, stride = _context_and_stride(ctx.config)
   out: dict[str, Any] = {}
   docs = _bpb_documents(ctx)
+  if ctx.interface == "tokens":
+    out.update({"interface": "tokens", "context_len": context_len, "stride": stride})
+    if docs:
+      out.update(_tokens_bpb(ctx, docs))
+    else:
+      out["validation"] = "no documents"
+    if e.corpus:
+      out["corpus"] = e.corpus
+      out.update(_tokens_bpb(ctx, ctx.corpus_documents(), "corpus_"))
+    return out
   if docs:
     out.update(bpb_lib.raw_bpb(ctx.graphdef, ctx.params, docs, context_len=context_len,
                                stride=stride, batch_size=e.batch_size, sharding=ctx.sharding))
@@ -124,16 +170,38 @@ def task_bpb(ctx: "Context") -> dict:
 
 def task_view_bpb(ctx: "Context") -> dict:
   e = ctx.config.eval
-  view = pipeline.build_view(ctx.config)
+  view, vocab = ctx.view_and_vocab()
   if view is None:
     return {"skipped": "raw-only config (data.view='raw')"}
   docs = ctx.documents()
   if not docs:
     return {"skipped": "no validation documents"}
   context_len, stride = _context_and_stride(ctx.config)
-  return bpb_lib.view_bpb(ctx.graphdef, ctx.params, docs, view,
-                          pipeline.build_vocab(ctx.config, view), context_len=context_len,
-                          stride=stride, batch_size=e.batch_size, sharding=ctx.sharding)
+  return bpb_lib.view_bpb(ctx.graphdef, ctx.params, docs, view, vocab, context_len=context_len,
+                          stride=stride, batch_size=e.batch_size, sharding=ctx.sharding,
+                          sentinels=ctx.sentinels)
+
+
+# ---------------------------------------------------------------------------
+# In-context translation.
+
+
+def task_translation(ctx: "Context") -> dict:
+  """Exact match and byte accuracy of compressed -> raw translation (paper Fig. 11)."""
+  e = ctx.config.eval
+  view, vocab = ctx.view_and_vocab()
+  if view is None:
+    return {"skipped": "raw-only config (data.view='raw')"}
+  docs = ctx.documents()[:e.translation_docs]
+  if not docs:
+    return {"skipped": "no validation documents"}
+  res = translation.translate(ctx.graphdef, ctx.params, docs, view, vocab,
+                              max_bytes=e.translation_max_bytes, batch_size=e.batch_size,
+                              mesh=ctx.mesh, rules=ctx.rules, context_len=ctx.context_len,
+                              seed=ctx.config.seed)
+  summary = {k: res[k] for k in ("exact_match", "byte_accuracy", "documents", "bytes")
+             if k in res}
+  return {**res, "views": {view.name: summary}}
 
 
 # ---------------------------------------------------------------------------
@@ -184,6 +252,10 @@ def tasks_inputs(config: ml_collections.ConfigDict, tasks: Sequence[str]) -> Non
       benchmark_path(config, t)
     elif t == "recode":
       benchmark_path(config, config.eval.recode_benchmark)
+      path = config.eval.get("recode_path", "")
+      if path and not robustness.released.find_files(path):
+        raise ConfigError("eval.recode_path", f"no ReCode JSONL files at {path} (a file, a "
+                          "folder searched for *.jsonl, or a glob)")
 
 
 def parse_int_list(spec: str, field: str) -> tuple[int, ...]:
@@ -229,7 +301,8 @@ def complete(ctx: "Context", prompts: Sequence[str], stop_strings) -> list[list[
   texts = generate.generate(ctx.graphdef, ctx.params, [p.encode("utf-8") for p in prompts],
                             sampling_config(ctx.config, stop_strings),
                             batch_size=ctx.config.eval.batch_size, mesh=ctx.mesh,
-                            rules=ctx.rules)
+                            rules=ctx.rules, interface=ctx.prompt_interface(),
+                            context_len=ctx.context_len)
   return [[codegen.fix_indentation(t) for t in row] for row in texts]
 
 
@@ -237,6 +310,23 @@ def _sampling_summary(config) -> dict:
   e = config.eval
   return {"n_samples": e.n_samples, "temperature": e.temperature, "top_p": e.top_p,
           "max_new_tokens": e.max_new_tokens, "seed": config.seed, "timeout_s": e.timeout_s}
+
+
+def _released(ctx: "Context", problems):
+  """ReCode's released files (``eval.recode_path``) aligned with ``problems``, or None."""
+  path = ctx.config.eval.get("recode_path", "")
+  if not path:
+    return None, None
+  try:
+    released = robustness.released.load(path)
+  except (OSError, ValueError) as err:
+    raise ConfigError("eval.recode_path", str(err)) from err
+  suites = robustness.released.suites(released, problems)
+  if not suites:
+    raise ConfigError("eval.recode_path", f"no file under {path} covers the problems of "
+                      f"eval.recode_benchmark={ctx.config.eval.recode_benchmark!r} (task ids "
+                      f"{problems[0].task_id}...)")
+  return released, suites
 
 
 def _code_task(name: str) -> Callable[["Context"], dict]:
@@ -290,6 +380,10 @@ def task_recode(ctx: "Context") -> dict:
   for family in families:
     for suite in robustness.perturbed_suite(problems, family, e.recode_seeds):
       everything += suite
+  released, released_suites = _released(ctx, problems)
+  for seeds in (released_suites or {}).values():
+    for suite in seeds:
+      everything += suite
   complete_fn(everything)
   t1 = time.perf_counter()
   if jax.process_index() != 0:  # every process generates (SPMD); one executes
@@ -298,6 +392,12 @@ def task_recode(ctx: "Context") -> dict:
       problems, complete_fn, families=families, num_seeds=e.recode_seeds,
       ks=parse_int_list(e.pass_k, "eval.pass_k"), limits=sandbox_limits(ctx.config),
       workers=_workers(ctx.config))
+  if released is not None:  # ReCode's own files, beside ours
+    out["released"] = {"path": e.recode_path, **robustness.released.evaluate_released(
+        problems, released, complete_fn, ks=parse_int_list(e.pass_k, "eval.pass_k"),
+        limits=sandbox_limits(ctx.config), workers=_workers(ctx.config),
+        hide_paths=codegen.default_hidden_paths() + robustness.released.hidden_paths(
+            e.recode_path))}
   out.update({"benchmark": name, "sampling": _sampling_summary(ctx.config),
               "generate_s": t1 - t0, "execute_s": time.perf_counter() - t1})
   return out
@@ -334,17 +434,60 @@ class Context:
   """What a task needs: config, model graph, parameters, documents and problems (cached).
 
   ``out_dir`` is where files other than ``<task>.json`` go (None: nowhere).
+  ``train_config`` is the config the model was trained with (default ``config``): it
+  decides the interface, the view, its id layout (``vocab``, default derived from it),
+  the document format and the context (its ``seq_len``).
   """
 
   def __init__(self, config, graphdef, params, step, out_dir: str | None = None,
-               mesh=None, rules: dict | None = None):
+               mesh=None, rules: dict | None = None, train_config=None,
+               vocab=None):
     self.config, self.graphdef, self.params, self.step = config, graphdef, params, step
+    self.train_config = config if train_config is None else train_config
     self.out_dir = out_dir
+    self._vocab = vocab
+    self._view: Any = None
+    self._view_built = False
+    self._interface: str | None = None
     self.mesh, self.rules = mesh, rules  # scoring and generation shard like training
     self.sharding = parallel.static_sharding(mesh, rules)
     self._docs = None
     self._corpus_docs = None
     self._problems: dict[str, list[codegen.Problem]] = {}
+
+  @property
+  def interface(self) -> str:
+    """``raw`` or ``tokens`` (``eval.interface``, '' = from the training config)."""
+    if self._interface is None:
+      self._interface = interface_lib.resolve(self.config.eval.get("interface", ""),
+                                              self.train_config.data)
+    return self._interface
+
+  @property
+  def sentinels(self) -> bool:
+    """Whether the run's single-view documents carried sentinels (False in vanilla mode)."""
+    return interface_lib.trained_sentinels(self.train_config.data)
+
+  @property
+  def context_len(self) -> int:
+    """The model's context: the training ``seq_len``; generation never goes past it."""
+    return int(self.train_config.seq_len)
+
+  def view_and_vocab(self):
+    """The training's compressed view (None: raw only) and its id layout (cached)."""
+    if not self._view_built:
+      self._view = pipeline.build_view(self.train_config)
+      self._view_built = True
+      if self._vocab is None:
+        self._vocab = pipeline.build_vocab(self.train_config, self._view)
+    return self._view, self._vocab
+
+  def prompt_interface(self) -> generate.Interface:
+    """How prompts are fed and completions read (``generate.RAW`` or the tokenizer's)."""
+    if self.interface == "raw":
+      return generate.RAW
+    view, vocab = self.view_and_vocab()
+    return generate.tokens_interface(view, vocab, self.sentinels)
 
   def documents(self) -> list[bytes]:
     """Validation documents of ``data.sources``."""
@@ -374,6 +517,7 @@ TASKS: dict[str, Callable[[Context], dict]] = {
     "view_bpb": task_view_bpb,
     **{name: _code_task(name) for name in BENCHMARKS},
     "recode": task_recode,
+    "translation": task_translation,
     "compressors": task_compressors,
 }
 
@@ -442,7 +586,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   step = loaded.step
   out_dir = os.path.join(workdir, "eval")
   ctx = Context(config, loaded.graphdef, loaded.params, step, out_dir=out_dir,
-                mesh=loaded.mesh, rules=loaded.rules)
+                mesh=loaded.mesh, rules=loaded.rules, train_config=loaded.config,
+                vocab=loaded.vocab)
   results = run_tasks(ctx, tasks, out_dir)
   for name, res in results.items():
     print(f"eval {name} @ step {step}: " + json.dumps(

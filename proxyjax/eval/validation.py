@@ -16,7 +16,7 @@ from proxyjax.config import validation as config_validation
 from proxyjax.data import sources
 from proxyjax.data import validation as data_validation
 from proxyjax.errors import ConfigError
-from proxyjax.eval import recode
+from proxyjax.eval import interface, recode
 from proxyjax.eval import run as eval_run
 from proxyjax.model import attention
 
@@ -31,7 +31,8 @@ def validate_eval(c: ml_collections.ConfigDict) -> None:
   for k, low in (("max_docs", 0), ("context_len", 0), ("stride", 0), ("batch_size", 1),
                  ("num_problems", 0), ("n_samples", 1), ("max_new_tokens", 1),
                  ("sandbox_memory_mb", 64), ("sandbox_workers", 0), ("recode_seeds", 1),
-                 ("compressor_docs", 1)):
+                 ("compressor_docs", 1), ("translation_docs", 1),
+                 ("translation_max_bytes", 1)):
     if not isinstance(e[k], int) or isinstance(e[k], bool) or e[k] < low:
       raise ConfigError(f"eval.{k}", f"must be an integer >= {low}, got {e[k]!r}")
   context_len = e.context_len or c.seq_len
@@ -51,6 +52,10 @@ def validate_eval(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("eval.recode_benchmark", f"must be one of "
                       f"{', '.join(eval_run.RECODE_BENCHMARKS)}, got {e.recode_benchmark!r}")
   eval_run.parse_names(e.recode_families, recode.FAMILIES, "eval.recode_families")
+  if not isinstance(e.recode_path, str):
+    raise ConfigError("eval.recode_path", f"must be a path (a file, folder or glob), got "
+                      f"{e.recode_path!r}")
+  interface.resolve(e.interface, c.data)  # a tokens eval of a byte-only model, or the reverse
   eval_run.parse_names(e.compressor_views, views.VIEW_NAMES, "eval.compressor_views")
   if e.corpus:
     try:

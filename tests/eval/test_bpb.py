@@ -10,6 +10,7 @@ from flax import nnx
 from proxyjax import vocab as V
 from proxyjax.eval import bpb
 from proxyjax.model import transformer
+from proxyjax.views import SubByteView, TokenizerView
 
 
 def test_windows_score_every_target_once():
@@ -77,3 +78,42 @@ def test_sharded_scoring_matches():
                         sharding=sharding)
   assert sharded["bytes"] == plain["bytes"]
   assert sharded["raw_bpb"] == pytest.approx(plain["raw_bpb"], rel=1e-5)
+
+
+@pytest.mark.parametrize("sentinels, stream", [
+    (True, [V.BOS, V.COMP_OPEN, 324, 321, V.COMP_CLOSE, V.EOS]),
+    (False, [V.BOS, 324, 321, V.EOS]),  # vanilla mode (the tokens baseline): no sentinels
+])
+def test_view_bpb_formats_documents_as_trained(monkeypatch, sentinels, stream):
+  """Documents as the run was trained; bits per UTF-8 byte of the documents."""
+  seen = []
+
+  def fake_score(graphdef, params, s, context_len, stride, batch_size, target_range, sharding):
+    seen.append((s.tolist(), target_range))
+    return 3.0 * math.log(2), 2  # 3 bits over the 2 symbol targets
+
+  monkeypatch.setattr(bpb, "score_stream", fake_score)
+  view = SubByteView("halfbyte", 4)
+  got = bpb.view_bpb(None, None, [b"A"], view, V.Vocab(16, True), context_len=8, stride=8,
+                     sentinels=sentinels)
+  assert seen == [(stream, (320, 336))]
+  assert got["bits_per_byte"] == pytest.approx(3.0) and got["bits_per_symbol"] == 1.5
+  assert got["documents"] == 1 and got["sentinels"] == sentinels
+
+
+def test_tokens_view_bpb_counts_per_utf8_byte(tokenizer_path):
+  """A tokens model's BPB is per UTF-8 byte, so it compares with a byte model's raw BPB."""
+  view = TokenizerView(tokenizer_path)
+  vocab = V.Vocab(view.alphabet_size, True)
+  cfg = transformer.ModelConfig(vocab_size=vocab.size, num_ids=vocab.num_ids, d_model=32,
+                                n_layers=1, n_heads=2, n_kv_heads=2, head_dim=16, d_ff=64,
+                                attention="xla", dtype=jnp.float32, remat="none",
+                                logits_chunk=16)
+  graphdef, _ = transformer.abstract_model(cfg)
+  params = transformer.init_params(cfg, 0)
+  docs = ["def f():\n    return 'é'\n".encode(), b"import os\n"]
+  got = bpb.view_bpb(graphdef, params, docs, view, vocab, context_len=64, stride=64,
+                     sentinels=False)
+  tokens = sum(len(view.encode(d)) for d in docs)
+  assert got["symbols"] == tokens and got["bytes"] == sum(len(d) for d in docs)
+  assert got["bits_per_byte"] == pytest.approx(got["bits_per_symbol"] * tokens / got["bytes"])

@@ -8,12 +8,15 @@ import subprocess
 import sys
 
 import pytest
-from helpers import small_config
+from helpers import model_config, small_config
 
 from proxyjax import parallel, trainer
+from proxyjax.data import pipeline
 from proxyjax.errors import ConfigError
+from proxyjax.eval import bpb as bpb_lib
 from proxyjax.eval import codegen, generate, recode, validation
 from proxyjax.eval import run as eval_run
+from proxyjax.model import transformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAMILIES = set(recode.FAMILIES)
@@ -137,9 +140,11 @@ def test_benchmark_paths_must_exist(tmp_path):
 def _fake_generate(answers, calls, junk="\n\ndef junk():\n    return 1 / 0\n\nprint(junk())\n"):
   """generate.generate stand-in: answers[prompt] per sample, plus junk the stops must cut."""
 
-  def fake(graphdef, params, prompts, cfg, batch_size=8, mesh=None, rules=None):
+  def fake(graphdef, params, prompts, cfg, batch_size=8, mesh=None, rules=None, *,
+           interface=generate.RAW, context_len=None):
     del graphdef, params, mesh, rules
-    calls.append({"prompts": len(prompts), "cfg": cfg, "batch_size": batch_size})
+    calls.append({"prompts": len(prompts), "cfg": cfg, "batch_size": batch_size,
+                  "interface": interface, "context_len": context_len})
     out = []
     for p in prompts:
       row = answers(p.decode("utf-8"))
@@ -163,6 +168,7 @@ def test_humaneval_task_with_known_completions(tmp_path, monkeypatch):
   ctx = eval_run.Context(c, None, None, 7, out_dir=str(tmp_path))
   res = eval_run.run_tasks(ctx, ["humaneval"], str(tmp_path))["humaneval"]
   cfg = calls[0]["cfg"]
+  assert calls[0]["interface"] is generate.RAW and calls[0]["context_len"] == c.seq_len
   assert cfg.stop_strings == codegen.HUMANEVAL_STOP_STRINGS and cfg.n == 2
   assert cfg.max_new_tokens == 40 and cfg.temperature == 0.2 and cfg.top_p == c.eval.top_p
   saved = json.load(open(tmp_path / "humaneval.json"))
@@ -242,6 +248,55 @@ def test_recode_task_with_known_completions(tmp_path, monkeypatch):
   for m in res["families"].values():
     assert m["robust_pass@1"] == 0.0 and m["robust_drop_pass@1"] == 1.0
     assert m["attack_success"] == 1.0
+
+
+def test_default_max_new_tokens_is_2048():
+  assert small_config().eval.max_new_tokens == 2048
+  assert eval_run.sampling_config(small_config()).max_new_tokens == 2048
+
+
+# ---------------------------------------------------------------------------
+# A tokenizer-trained baseline, through its own interface.
+
+
+def _tokens_config(tokenizer_path, **overrides):
+  return small_config(**{"data.view": "tokenizer", "data.tokenizer_path": tokenizer_path,
+                         "data.schedule.enabled": False, "data.rate": 1.0,
+                         "data.mode": "vanilla", **overrides})
+
+
+def test_tokens_baseline_bpb_through_its_interface(tokenizer_path):
+  c = _tokens_config(tokenizer_path, **{"model.n_layers": 1})
+  validation.validate(c)
+  vocab = pipeline.build_vocab(c)
+  mcfg = model_config(c)
+  graphdef, _ = transformer.abstract_model(mcfg)
+  params = transformer.init_params(mcfg, 0)
+  ctx = eval_run.Context(c, graphdef, params, 1)
+  assert ctx.interface == "tokens" and not ctx.sentinels
+  docs = [b"def f(x):\n    return x * 2\n", "print('é')\n".encode()]
+  ctx._docs = docs  # pylint: disable=protected-access
+  res = eval_run.run_tasks(ctx, ["bpb", "view_bpb"], None)
+  view = pipeline.build_view(c)
+  direct = bpb_lib.view_bpb(graphdef, params, docs, view, vocab, context_len=c.seq_len,
+                            stride=c.seq_len, batch_size=c.eval.batch_size, sentinels=False)
+  assert res["bpb"]["interface"] == "tokens" and res["bpb"]["documents"] == 2
+  assert res["bpb"]["raw_bpb"] == pytest.approx(direct["bits_per_byte"])  # per UTF-8 byte
+  assert res["bpb"]["bytes"] == sum(map(len, docs))
+  assert res["view_bpb"]["sentinels"] is False
+  assert res["view_bpb"]["bits_per_byte"] == pytest.approx(direct["bits_per_byte"])
+
+
+def test_tokens_baseline_generates_through_its_tokenizer(tokenizer_path, monkeypatch):
+  c = _tokens_config(tokenizer_path, **{"eval.num_problems": 1})
+  calls = []
+  monkeypatch.setattr(generate, "generate", _fake_generate(lambda p: "    return 0\n", calls))
+  eval_run.run_tasks(eval_run.Context(c, None, None, 1), ["humaneval"], None)
+  iface = calls[0]["interface"]
+  assert iface.name == "tokens" and iface.prefix == (1,)  # [BOS, ids...]: vanilla mode
+  assert iface.end_ids == (2,) and calls[0]["context_len"] == c.seq_len
+  text = b"def f(x):\n"
+  assert iface.decode(iface.encode(text)[1:].tolist()) == text
 
 
 # ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from proxyjax import vocab as V
 from proxyjax.eval import codegen
 from proxyjax.eval import generate as gen
 from proxyjax.model import decode, transformer
+from proxyjax.views import TokenizerView
 
 
 def _model(window=None):
@@ -130,3 +131,95 @@ def test_sharded_generation_matches_and_shards_the_cache():
   k = cache_of(tokens)
   assert k.shape[1] == 8 and k.sharding.spec[1] == "fsdp"  # data has size 1
   assert k.addressable_shards[0].data.shape[1] == 1  # one row per device
+
+
+# ---------------------------------------------------------------------------
+# The model's context (eval.max_new_tokens is 2048 by default: never past the context).
+
+
+def test_generation_stops_at_the_context():
+  """A row whose prompt and max_new_tokens overflow the context stops at its last position."""
+  graphdef, params, _ = _model()
+  prompt = gen.encode_prompt(b"def f(x):")  # 11 ids
+  cfg = gen.SamplingConfig(max_new_tokens=12)
+  free = gen.generate_ids(graphdef, params, [prompt], cfg)[0][0]
+  assert not np.isin(free, [V.PAD, V.EOS, V.RAW_CLOSE]).any()  # runs 12 steps
+  with pytest.warns(UserWarning, match="generation stops at the context"):
+    capped = gen.generate_ids(graphdef, params, [prompt], cfg, context_len=16)[0][0]
+  # 16 - 11 + 1 = 6 new ids: the last predicted from position 15, the context's last.
+  np.testing.assert_array_equal(capped[:6], free[:6])
+  assert np.all(capped[6:] == V.PAD)
+
+
+def test_long_prompts_are_cut_from_the_left_with_a_warning():
+  graphdef, params, _ = _model()
+  long = b"import os\nimport sys\n# a long prompt\ndef f(x):"
+  ids = gen.encode_prompt(long)
+  cut = gen.fit_context(ids, 20, 2)
+  assert cut.tolist() == [V.BOS, V.RAW_OPEN] + ids[-18:].tolist()  # prefix kept, left cut
+  assert gen.fit_context(ids, len(ids), 2) is ids  # fits: unchanged
+  cfg = gen.SamplingConfig(max_new_tokens=4)
+  with pytest.warns(UserWarning, match="1 of 2 prompts leave fewer than max_new_tokens=4"), \
+       pytest.warns(UserWarning, match="1 of 2 prompts are longer than the model's context of "
+                    "20 ids: cut from the left"):
+    got = gen.generate_ids(graphdef, params, [ids, gen.encode_prompt(b"x")], cfg,
+                           context_len=20)
+  with pytest.warns(UserWarning, match="generation stops"):
+    expected = gen.generate_ids(graphdef, params, [cut], cfg, context_len=20)
+  np.testing.assert_array_equal(got[0][0], expected[0][0])
+  assert got[0][0][0] != V.PAD and np.all(got[0][0][1:] == V.PAD)  # a full context: 1 new id
+
+
+# ---------------------------------------------------------------------------
+# The tokens interface (a tokenizer-trained baseline).
+
+
+class _ByteTokens:
+  """A stand-in tokenizer view: one token per byte, token t = byte t (alphabet 256)."""
+
+  name = "tokenizer"
+  alphabet_size = 256
+
+  def encode(self, data):
+    return np.frombuffer(data, np.uint8).astype(np.int32)
+
+  def decode(self, symbols):
+    return np.asarray(symbols, np.uint8).tobytes()
+
+
+def _tokens_model():
+  cfg = transformer.ModelConfig(vocab_size=640, num_ids=576, d_model=32, n_layers=1,
+                                n_heads=2, n_kv_heads=2, head_dim=16, d_ff=64,
+                                attention="xla", dtype=jnp.float32, remat="none")
+  graphdef, _ = transformer.abstract_model(cfg)
+  return graphdef, transformer.init_params(cfg, 5)
+
+
+@pytest.mark.parametrize("sentinels", [False, True])
+def test_tokens_interface_prompts_and_decodes_through_the_tokenizer(sentinels):
+  vocab = V.Vocab(256, True)  # tokens at 320 + t
+  iface = gen.tokens_interface(_ByteTokens(), vocab, sentinels)
+  prefix = [V.BOS, V.COMP_OPEN] if sentinels else [V.BOS]
+  assert iface.encode(b"ab").tolist() == prefix + [320 + 97, 320 + 98]
+  end = [V.COMP_CLOSE] if sentinels else [V.EOS]
+  assert iface.decode([320 + 104, 320 + 105] + end + [320 + 33]) == b"hi"
+  graphdef, params = _tokens_model()
+  cfg = gen.SamplingConfig(max_new_tokens=10, temperature=1.0, n=4, seed=2)
+  rows = gen.generate_ids(graphdef, params, [iface.encode(b"def f(x):")], cfg, interface=iface)
+  allowed = set(range(320, 576)) | {V.EOS} | ({V.COMP_CLOSE} if sentinels else set())
+  emitted = {int(i) for r in rows[0] for i in r if i != V.PAD}
+  assert emitted and emitted <= allowed  # never a raw byte nor <raw>
+  texts = gen.generate(graphdef, params, [b"def f(x):"], cfg, interface=iface)
+  assert texts[0] == [iface.decode(r.tolist()).decode("utf-8", "replace") for r in rows[0]]
+
+
+def test_tokens_interface_with_a_real_tokenizer(tokenizer_path):
+  view = TokenizerView(tokenizer_path)
+  vocab = V.Vocab(view.alphabet_size, True)
+  iface = gen.tokens_interface(view, vocab, sentinels=False)
+  text = b"def add(a, b):\n    return a + b\n"
+  ids = iface.encode(text)
+  assert ids[0] == V.BOS and ids[1:].min() >= 320 and len(ids) - 1 < len(text)
+  assert iface.decode(ids[1:].tolist() + [V.EOS]) == text
+  assert iface.stop_ids("\ndef") == tuple(int(i) for i in vocab.symbols_to_ids(
+      view.encode(b"\ndef")))

@@ -1,11 +1,15 @@
 """ReCode-style perturbations keep problems valid and solvable; robust metrics."""
 
 import ast
+import json
 import re
 
 import pytest
+from helpers import small_config
 
-from proxyjax.eval import codegen, recode, sandbox
+from proxyjax.errors import ConfigError
+from proxyjax.eval import codegen, generate, recode, sandbox, validation
+from proxyjax.eval import run as eval_run
 from proxyjax.eval.recode import engine
 
 FAST = sandbox.Limits(timeout_s=10.0, site_packages=False)
@@ -184,3 +188,110 @@ def test_evaluate_robustness_end_to_end(humaneval):
   assert bad["families"]["func_name"]["robust_pass@1"] == 0.0
   assert bad["families"]["func_name"]["robust_drop_pass@1"] == 1.0
   assert bad["families"]["docstring"]["attack_success"] == 1.0
+
+
+# ---------------------------------------------------------------------------
+# ReCode's released files (eval.recode_path).
+
+
+def _released_record(problem, old, new):
+  """A record in ReCode's released HumanEval format, the entry point renamed old -> new."""
+  return {"task_id": problem.task_id, "prompt": problem.prompt.replace(old, new),
+          "entry_point": problem.entry_point.replace(old, new),
+          "canonical_solution": problem.canonical_solution.replace(old, new),
+          "test": problem.test}
+
+
+def write_released(root, problems):
+  """A small release in ReCode's layout: func_name with seeds 0 and 1 over both problems,
+  format with seed 0 over the first only; and one Hugging Face style file (fields in the
+  record, no name pattern)."""
+  func = root / "humaneval" / "full" / "func_name"
+  fmt = root / "humaneval" / "full" / "format"
+  func.mkdir(parents=True)
+  fmt.mkdir(parents=True)
+  for seed, suffix in ((0, "_v0"), (1, "_v1")):
+    lines = [json.dumps(_released_record(p, p.entry_point, p.entry_point + suffix))
+             for p in problems]
+    (func / f"humaneval_FuncRenameSwapChar_s{seed}.jsonl").write_text("\n".join(lines) + "\n")
+  blank = _released_record(problems[0], "\0", "\0")
+  blank["prompt"] += "\n"  # a blank line after the docstring
+  (fmt / "humaneval_new_line_afterdoc_s0.jsonl").write_text(json.dumps(blank) + "\n")
+  hf = dict(_released_record(problems[1], "a", "a"), seed=0, perturbation_name="Identity",
+            category="nlaugmenter")
+  (root / "perturbed_humaneval.jsonl").write_text(json.dumps(hf) + "\n")
+
+
+def test_released_files_load_in_recode_format(tmp_path, humaneval):
+  problems = humaneval[:2]
+  write_released(tmp_path, problems)
+  released = recode.released.load(str(tmp_path))
+  assert sorted(released) == [("format", "new_line_afterdoc"), ("func_name", "FuncRenameSwapChar"),
+                              ("nlaugmenter", "Identity")]
+  by_seed = released[("func_name", "FuncRenameSwapChar")]
+  assert sorted(by_seed) == [0, 1]
+  assert by_seed[1][0].entry_point == problems[0].entry_point + "_v1"
+  assert by_seed[1][0].variant == "recode:func_name:FuncRenameSwapChar:1"
+  assert released[("format", "new_line_afterdoc")][0][0].prompt.endswith('"""\n\n')
+  assert recode.released.find_files(str(tmp_path / "humaneval" / "**" / "*.jsonl")) == sorted(
+      str(p) for p in tmp_path.glob("humaneval/full/*/*.jsonl"))
+  suites = recode.released.suites(released, problems)
+  assert [p.task_id for p in suites[("format", "new_line_afterdoc")][0]] == [problems[0].task_id]
+  assert [p.task_id for p in suites[("nlaugmenter", "Identity")][0]] == [problems[1].task_id]
+  (tmp_path / "bad.jsonl").write_text(json.dumps({"task_id": "HumanEval/0"}) + "\n")
+  with pytest.raises(ValueError, match="lacks prompt, entry_point, test"):
+    recode.released.load(str(tmp_path / "bad.jsonl"))
+  with pytest.raises(FileNotFoundError):
+    recode.released.load(str(tmp_path / "nothing*.jsonl"))
+
+
+def test_released_metrics_beside_nominal(tmp_path, humaneval):
+  problems = humaneval[:2]
+  write_released(tmp_path, problems)
+  released = recode.released.load(str(tmp_path))
+
+  def renamed_wrong_on_seed_1(ps):  # right everywhere but on seed 1's renamed prompts
+    return [["    return None\n" if p.variant.endswith(":1") else p.canonical_solution]
+            for p in ps]
+
+  out = recode.released.evaluate_released(problems, released, renamed_wrong_on_seed_1,
+                                          limits=FAST)
+  swap = out["perturbations"]["func_name/FuncRenameSwapChar"]
+  assert swap["num_problems"] == 2 and swap["num_seeds"] == 2
+  assert swap["nominal_pass@1"] == 1.0 and swap["robust_pass@1"] == 0.0
+  assert swap["per_seed_pass@1"] == [1.0, 0.0] and swap["attack_success"] == 1.0
+  tab = out["perturbations"]["format/new_line_afterdoc"]
+  assert tab["num_problems"] == 1 and tab["robust_pass@1"] == 1.0
+  assert out["categories"]["func_name"] == {"perturbations": 1, "mean_nominal_pass@1": 1.0,
+                                            "mean_robust_pass@1": 0.0}
+
+
+def test_recode_task_reports_released_beside_ours(tmp_path, monkeypatch, humaneval):
+  problems = humaneval[:2]
+  write_released(tmp_path, problems)
+  c = small_config(**{"eval.tasks": "recode", "eval.num_problems": 2, "eval.recode_seeds": 1,
+                      "eval.recode_families": "func_name", "eval.recode_path": str(tmp_path)})
+  validation.validate(c)
+  prompts = []
+
+  def fake(graphdef, params, ps, cfg, batch_size=8, mesh=None, rules=None, **kw):
+    del graphdef, params, batch_size, mesh, rules, kw
+    prompts.append(len(ps))
+    solutions = {p.prompt: p.canonical_solution for p in problems}
+    return [[solutions.get(p.decode(), "    return None\n")] * cfg.n for p in ps]
+
+  monkeypatch.setattr(generate, "generate", fake)
+  res = eval_run.run_tasks(eval_run.Context(c, None, None, 1), ["recode"], None)["recode"]
+  assert len(prompts) == 1  # ours and the released prompts decoded in one batched pass
+  assert res["nominal_pass@1"] == 1.0 and "func_name" in res["families"]
+  released = res["released"]
+  assert released["path"] == str(tmp_path)
+  assert set(released["perturbations"]) == {"func_name/FuncRenameSwapChar",
+                                            "format/new_line_afterdoc", "nlaugmenter/Identity"}
+  # Only the unperturbed prompts are known to the stand-in: the renames all fail, the
+  # identity passes.
+  assert released["perturbations"]["func_name/FuncRenameSwapChar"]["robust_pass@1"] == 0.0
+  assert released["perturbations"]["nlaugmenter/Identity"]["robust_pass@1"] == 1.0
+  c.eval.recode_path = str(tmp_path / "missing")
+  with pytest.raises(ConfigError, match="eval.recode_path"):
+    validation.validate(c)

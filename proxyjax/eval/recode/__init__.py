@@ -22,8 +22,12 @@ Shared parts: ``source`` (positions, parsing, validity, token renaming),
 (``perturb``: choosing a rewrite per seed, checking the result),
 ``metrics`` (robust pass@k and the drop) and ``evaluate`` (running a
 completion function on the nominal and perturbed problems).
+
+``released`` reads ReCode's own released perturbed HumanEval files
+(``eval.recode_path``) and scores them beside ours.
 """
 
+from proxyjax.eval.recode import released
 from proxyjax.eval.recode.engine import (
            DEFAULT_NUM_SEEDS,
            FAMILIES,
@@ -35,4 +39,4 @@ from proxyjax.eval.recode.evaluate import evaluate_robustness
 from proxyjax.eval.recode.metrics import robust_metrics
 
 __all__ = ["FAMILIES", "DEFAULT_NUM_SEEDS", "family_rewrites", "perturb", "perturbed_suite",
-           "robust_metrics", "evaluate_robustness"]
+           "robust_metrics", "evaluate_robustness", "released"]
