@@ -29,7 +29,8 @@ def get_config():
   m.n_kv_heads = 0  # Key/value heads: 0 = n_heads (no GQA).
   m.head_dim = 128  # Per-head width.
   m.d_ff = 9216  # SwiGLU hidden width.
-  m.raw_head = True  # Extra 320-way head on raw-byte targets (the authors' token-proxy recipe).
+  m.num_pred_heads = 1  # Main heads: next symbol only (the authors' proxy recipe: H 1, R 1).
+  m.num_raw_pred_heads = 1  # Look-ahead 320-way raw head: the byte after the main target (authors).
   m.dtype = "bfloat16"  # Compute dtype; master weights stay float32 (param_dtype).
   m.remat = "full"  # Recompute each block in the backward pass (activation memory).
   m.scan_layers = True  # One compiled block scanned over the layers (fast compiles).

@@ -24,6 +24,6 @@ def get_config(size="tiny"):
   c.data.view = "raw"  # No compressed view.
   c.data.schedule.enabled = False  # No mixing schedule...
   c.data.rate = 0.0  # ...and never a compressed view.
-  c.model.raw_head = False  # Every target is raw already: no extra raw head.
+  c.model.num_raw_pred_heads = 0  # Every target is raw already: no look-ahead raw heads.
   c.model.num_pred_heads = 8  # EvaByte's recipe: 8 heads predict bytes t+1..t+8.
   return c

@@ -21,7 +21,7 @@ def get_config():
   m.n_kv_heads = 0  # Key/value heads: 0 = n_heads (no GQA).
   m.head_dim = 64  # Per-head width.
   m.d_ff = 768  # SwiGLU hidden width.
-  m.raw_head = False  # No extra raw-byte head.
+  m.num_raw_pred_heads = 0  # No look-ahead raw heads.
   m.dtype = "float32"  # CPU: float32 is faster than bfloat16.
   m.remat = "none"  # Small activations: no recomputation.
   m.attention = "xla"  # Plain XLA attention (no accelerator kernels on CPU).

@@ -26,5 +26,5 @@ def get_config(size="tiny"):
   c.data.schedule.enabled = False  # No mixing schedule...
   c.data.rate = 1.0  # ...every document is tokenized...
   c.data.mode = "vanilla"  # ...with no <comp> sentinels around it.
-  c.model.raw_head = False  # No raw targets to train a raw head on.
+  c.model.num_raw_pred_heads = 0  # No raw targets to train look-ahead raw heads on.
   return c

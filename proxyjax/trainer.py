@@ -123,9 +123,11 @@ class _Validation:
 
 
 class _Checkpoints:
-  """The run's Checkpointer with what every save records: data iterator and ``meta``."""
+  """The run's Checkpointer with what every save records: data iterator and ``meta``
+  (with the exposure totals, ``metrics.Exposure``)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, mesh, vocab, data_it):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, mesh, vocab, data_it,
+               exposure: metrics_lib.Exposure):
     self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                       keep=config.keep_checkpoints,
                                       async_save=config.async_checkpointing)
@@ -134,6 +136,7 @@ class _Checkpoints:
     self._mesh_shape = list(mesh.shape.values())
     self._vocab = vocab
     self._config = ckpt_lib.config_dict(config)
+    self.exposure = exposure
 
   def due(self, step: int) -> bool:
     return bool(self.every) and step % self.every == 0
@@ -146,18 +149,31 @@ class _Checkpoints:
     target = ckpt_lib.abstract_with_shardings(setup.abstract_state, setup.state_shardings)
     # Checkpoints from before the config was recorded in `meta`: WORKDIR/config.json.
     legacy = rundir.load_run_config(workdir)
-    restored = ckpt.restore(target, self._data_it, check=ckpt_lib.resume_check(
+    check = ckpt_lib.resume_check(
         config, config.get("restore_policy", "strict"), ckpt.directory, jax.process_count(),
-        legacy.to_dict() if legacy is not None else None))
+        legacy.to_dict() if legacy is not None else None)
+    data_restored = []
+
+    def check_and_note(step, meta):
+      data_restored.append(check(step, meta))
+      return data_restored[-1]
+
+    restored = ckpt.restore(target, self._data_it, check=check_and_note)
     if restored is None:
       return 0, setup.init_fn()
-    start, state, _ = restored
+    start, state, meta = restored
     log.info("resumed from step %d", start)
+    if not self.exposure.restore((meta or {}).get(metrics_lib.META_KEY), data_restored[-1]):
+      log.warning("the checkpoint at step %d has no exposure totals (saved before they were "
+                  "recorded): total_train_flops and total_symbols count from step %d", start,
+                  start)
     return start, state
 
   def save(self, step: int, state) -> None:
+    self.exposure.sync(pipeline.pipeline_stats(self._data_it))
     meta = {"step": step, "mesh": self._mesh_shape, "process_count": jax.process_count(),
-            "config": self._config, rundir.VOCAB_KEY: rundir.vocab_record(self._vocab)}
+            "config": self._config, rundir.VOCAB_KEY: rundir.vocab_record(self._vocab),
+            metrics_lib.META_KEY: self.exposure.record()}
     self.ckpt.save(step, state, self._data_it, meta, force=True)
 
   def kept(self) -> str:
@@ -196,6 +212,7 @@ class _Window:
     line = {
         "loss": fin["loss"], "raw_loss": fin.get("raw_loss"),
         "comp_loss": fin.get("comp_loss"), "raw_bpb": fin.get("raw_bpb"),
+        "raw_head_loss": fin.get("raw_head_loss"),
         "grad_norm": fin["grad_norm"], "param_norm": fin["param_norm"], "lr": fin["lr"],
         "step_time": elapsed / self.steps,
         "symbols_per_s": self.tokens / elapsed,
@@ -254,7 +271,9 @@ class _Run:
     shard, self.shards = parallel.data_shard(self.mesh, config.batch_size)
     self.data_it = pipeline.make_iterator(config, "train", process_index=shard,
                                           process_count=self.shards)
-    self.checkpoints = _Checkpoints(config, workdir, self.mesh, self.vocab, self.data_it)
+    self.exposure = metrics_lib.Exposure(self.shards)
+    self.checkpoints = _Checkpoints(config, workdir, self.mesh, self.vocab, self.data_it,
+                                    self.exposure)
     try:
       self.start, self.state = self.checkpoints.restore(config, workdir, self.setup)
     except BaseException:
@@ -314,6 +333,9 @@ class _Run:
     # Global counts: this process's rows stand for one of `shards` equal data shards.
     window.tokens += tokens * self.shards
     window.pairs += pairs * self.shards
+    self.exposure.add_step(
+        metrics_lib.train_flops(self.model_cfg, self.n_dense, tokens * self.shards,
+                                pairs * self.shards), tokens * self.shards)
     self.state, dev_metrics = self.setup.train_step(
         self.state, parallel.global_batch(batch, self.mesh, config.batch_size))
     self.checkpoints.ckpt.poll()  # a background save that failed stops the run here
@@ -327,8 +349,11 @@ class _Run:
     """Writes the window's metric line and starts the next window."""
     jax.block_until_ready(self.state["step"])
     elapsed = self.window.elapsed()
-    self.last = self.window.scalars(elapsed, self.model_cfg, self.n_dense, self.peak,
-                                    pipeline.pipeline_stats(self.data_it))
+    stats = pipeline.pipeline_stats(self.data_it)
+    self.last = self.window.scalars(elapsed, self.model_cfg, self.n_dense, self.peak, stats)
+    self.exposure.sync(stats)
+    self.last.update(self.exposure.scalars())  # running totals and this window's share
+    self.exposure.start_window()
     self.writer.write(self.step, self.last)
     self.progress.show(self.last)
     self.window = _Window()

@@ -14,13 +14,16 @@ than a row (then cut into row-sized chunks, each its own segment); Grain's
 ``FirstFitPackIterDataset`` places them; PAD has segment id 0 and is never a
 target.
 
-Row features (int32): ``inputs [L]``, ``targets [L]`` (``[L, H]`` for H > 1
-prediction heads; head h at position t is the id at t + 1 + h),
-``segment_ids [L]``, ``positions [L]``.
+Row features (int32): ``inputs [L]``, ``targets [L]`` (``[L, P]`` for P > 1
+target columns; column k at position t is the id at t + 1 + k),
+``segment_ids [L]``, ``positions [L]``. A model with H main heads and R look-ahead
+raw heads (``head_counts``) trains on rows of P = H + R columns: main head h
+predicts column h, raw head j column H + j (the id at t + 1 + H + j).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import grain
@@ -28,9 +31,34 @@ import numpy as np
 
 from proxyjax import vocab as vocab_lib
 from proxyjax.data import stats as stats_lib
+from proxyjax.errors import ConfigError
 
 PAD, EOS = vocab_lib.PAD, vocab_lib.EOS
 ID_DTYPE = vocab_lib.ID_DTYPE
+
+
+def head_counts(model: Any, *, warn: bool = True) -> tuple[int, int]:
+  """``(H, R)`` of a ``config.model`` section (a ConfigDict or a recorded dict): H main
+  prediction heads (``num_pred_heads``) and R look-ahead raw heads
+  (``num_raw_pred_heads``); rows carry ``H + R`` target columns. The one place that
+  resolves the deprecated ``raw_head``: ``raw_head=True`` means R = 1 (a FutureWarning
+  unless ``warn=False``); set together with ``num_raw_pred_heads`` it is a ConfigError.
+  A config recorded before ``num_raw_pred_heads`` existed has R = 0 (or 1 by ``raw_head``).
+  """
+  num_pred = int(model.get("num_pred_heads", 1))
+  num_raw = int(model.get("num_raw_pred_heads", 0) or 0)
+  if num_raw < 0:
+    raise ConfigError("model.num_raw_pred_heads", f"must be >= 0, got {num_raw}")
+  if model.get("raw_head", False):
+    if num_raw:
+      raise ConfigError("model.raw_head", f"is deprecated and conflicts with "
+                        f"model.num_raw_pred_heads={num_raw}: set only model.num_raw_pred_heads")
+    if warn:
+      warnings.warn("model.raw_head is deprecated: use model.num_raw_pred_heads=1 (raw_head=True "
+                    "now means one look-ahead raw head, predicting the id after the main "
+                    "heads' targets)", FutureWarning, stacklevel=1)
+    num_raw = 1
+  return num_pred, num_raw
 
 
 def segments_and_positions(inputs: np.ndarray, num_real: int | None = None,

@@ -309,7 +309,7 @@ def build_dataset(config: ml_collections.ConfigDict, split: str = "train", *,
   ds = docs.to_iter_dataset(grain.ReadOptions(num_threads=d.read_threads,
                                               prefetch_buffer_size=d.read_buffer_size))
   ds = mixing.MixIterDataset(ds, mixer)
-  num_targets = config.model.num_pred_heads
+  num_targets = sum(packing.head_counts(config.model))  # H main + R raw-head columns
   if d.packing == "concat":
     ds = packing.ConcatSplitPackIterDataset(ds, config.seq_len, num_targets, d.doc_mask)
   else:

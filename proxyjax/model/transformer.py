@@ -2,12 +2,13 @@
 
 Pre-RMSNorm blocks (weight applied as 1 + w), RoPE (theta 1e5) at the packed
 (reset) positions, SwiGLU MLP, no biases, untied embedding and heads, optional
-GQA and local window, ``num_pred_heads`` heads (head h predicts t+1+h) and an
-optional 320-way raw head. Parameters are fp32 (``param_dtype``) and cast to
-the compute dtype (bf16 by default) where used; norms, RoPE, attention logits
-and softmax, and the head logits accumulate in ``accum_dtype`` (fp32 by
-default; float64 with 64-bit types enabled, as the neural compressor's tables
-use). The same block functions serve training (``Transformer``), KV-cache
+GQA and local window, ``num_pred_heads`` = H heads (head h predicts t+1+h) and
+``num_raw_pred_heads`` = R look-ahead 320-way raw heads (raw head j predicts
+t+1+H+j, the authors' ``raw_multibyte_lm_head``; see ``proxyjax.train.loss``).
+Parameters are fp32 (``param_dtype``) and cast to the compute dtype (bf16 by
+default) where used; norms, RoPE, attention logits and softmax, and the head
+logits accumulate in ``accum_dtype`` (fp32 by default; float64 with 64-bit types
+enabled, as the neural compressor's tables use). The same block functions serve training (``Transformer``), KV-cache
 decoding (``proxyjax.model.decode``) and the compressor's float64 forward
 (``proxyjax.neural.byte_lm``). Block parameters are stacked
 along a leading ``layers`` axis and applied with ``lax.scan`` (one compiled
@@ -33,6 +34,7 @@ from jax.sharding import PartitionSpec as P
 
 from proxyjax import parallel
 from proxyjax import vocab as vocab_lib
+from proxyjax.data import packing
 from proxyjax.model import attention as attention_lib
 
 BLOCK_PARAMS = ("attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w_gate", "w_up", "w_down")
@@ -52,7 +54,7 @@ class ModelConfig:
   norm_eps: float = 1e-6
   window: int | None = None
   num_pred_heads: int = 1
-  raw_head: bool = False
+  num_raw_pred_heads: int = 0  # R look-ahead raw heads (320-way), raw head j predicts t+1+H+j
   dtype: Any = jnp.bfloat16
   param_dtype: Any = jnp.float32
   accum_dtype: Any = jnp.float32  # norms, RoPE, attention softmax, logits
@@ -67,11 +69,12 @@ class ModelConfig:
   @classmethod
   def from_config(cls, config, vocab: vocab_lib.Vocab) -> "ModelConfig":
     m = config.model
+    num_pred, num_raw = packing.head_counts(m)  # resolves the deprecated raw_head
     return cls(
         vocab_size=vocab.size, num_ids=vocab.num_ids, d_model=m.d_model, n_layers=m.n_layers,
         n_heads=m.n_heads, n_kv_heads=m.n_kv_heads or m.n_heads, head_dim=m.head_dim,
         d_ff=m.d_ff, rope_theta=m.rope_theta, norm_eps=m.norm_eps, window=m.window or None,
-        num_pred_heads=m.num_pred_heads, raw_head=m.raw_head, dtype=jnp.dtype(m.dtype),
+        num_pred_heads=num_pred, num_raw_pred_heads=num_raw, dtype=jnp.dtype(m.dtype),
         param_dtype=jnp.dtype(m.param_dtype), attention=m.attention, remat=m.remat,
         scan_layers=m.scan_layers, logits_chunk=m.logits_chunk, init_std=m.init_std,
         embed_std=m.embed_std,
@@ -116,9 +119,9 @@ class Transformer(nnx.Module):
     self.final_norm = _param(rngs, (D,), ("embed",), 0.0, cfg.param_dtype)
     self.lm_head = _param(rngs, (D, cfg.num_pred_heads * V), ("embed", "vocab"), cfg.init_std,
                           cfg.param_dtype)
-    if cfg.raw_head:
-      self.raw_head = _param(rngs, (D, vocab_lib.RAW_VOCAB_SIZE), ("embed", None), cfg.init_std,
-                             cfg.param_dtype)
+    if cfg.num_raw_pred_heads:  # one (D, 320) head when R = 1: as checkpoints of raw_head
+      self.raw_head = _param(rngs, (D, cfg.num_raw_pred_heads * vocab_lib.RAW_VOCAB_SIZE),
+                             ("embed", None), cfg.init_std, cfg.param_dtype)
 
   def __call__(self, inputs_BxT, segment_ids_BxT, positions_BxT) -> jax.Array:
     cfg = self.cfg
@@ -167,8 +170,11 @@ class Transformer(nnx.Module):
     return jnp.einsum("btd,dv->btv", h_BxTxD, w, preferred_element_type=self.cfg.accum_dtype)
 
   def raw_logits(self, h_BxTxD: jax.Array) -> jax.Array:
-    w = self.raw_head[...].astype(self.cfg.dtype)
-    return jnp.einsum("btd,dv->btv", h_BxTxD, w, preferred_element_type=self.cfg.accum_dtype)
+    """Raw-head logits ``[B, T, R, 320]`` in ``accum_dtype`` (raw head j: ids at t+1+H+j)."""
+    cfg = self.cfg
+    w = self.raw_head[...].astype(cfg.dtype)
+    logits = jnp.einsum("btd,dv->btv", h_BxTxD, w, preferred_element_type=cfg.accum_dtype)
+    return logits.reshape(*logits.shape[:2], cfg.num_raw_pred_heads, vocab_lib.RAW_VOCAB_SIZE)
 
 
 def rms_norm(x, w, eps, accum_dtype=jnp.float32):

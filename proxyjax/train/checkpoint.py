@@ -49,6 +49,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from proxyjax import errors as errors_lib
+from proxyjax.data import packing
 from proxyjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -673,9 +674,11 @@ def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
 RESTORE_POLICIES = ("strict", "fresh_data")
 
 # Fields that define the parameter tree: never changed within a run, under any policy.
+# model.num_raw_pred_heads is compared as resolved (``effective_model_fields``): the
+# deprecated model.raw_head=True of a recorded config is num_raw_pred_heads 1.
 MODEL_FIELDS = ("model.d_model", "model.n_layers", "model.n_heads", "model.n_kv_heads",
-                "model.head_dim", "model.d_ff", "model.num_pred_heads", "model.raw_head",
-                "model.scan_layers")
+                "model.head_dim", "model.d_ff", "model.num_pred_heads",
+                "model.num_raw_pred_heads", "model.scan_layers")
 # Fields that change the data stream (every data.* field but these, plus seed, seq_len,
 # batch_size): refused by restore_policy='strict', allowed by 'fresh_data'.
 _DATA_FIELDS_TOP = ("seed", "seq_len", "batch_size")
@@ -697,6 +700,26 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     else:
       out[key] = v
   return out
+
+
+def effective_model_fields(flat: dict[str, Any]) -> dict[str, Any]:
+  """``flat`` (a flattened config dict) with ``model.num_raw_pred_heads`` resolved from the
+  deprecated ``model.raw_head`` (``packing.head_counts``), when the config has a model."""
+  if not any(k.startswith("model.") for k in flat):
+    return flat
+  model = {k[len("model."):]: v for k, v in flat.items() if k.startswith("model.")}
+  out = dict(flat)
+  try:
+    out["model.num_raw_pred_heads"] = packing.head_counts(model, warn=False)[1]
+  except ConfigError:
+    pass  # a conflicting config is refused where the model is built, naming the field
+  return out
+
+
+def model_field_values(config) -> dict[str, Any]:
+  """The ``MODEL_FIELDS`` a config sets (resolved as in ``effective_model_fields``)."""
+  flat = effective_model_fields(_flatten(config_dict(config)))
+  return {k: flat[k] for k in MODEL_FIELDS if k in flat}
 
 
 def _is_data_field(key: str) -> bool:
@@ -721,10 +744,10 @@ def resume_check(config, policy: str, directory: str, process_count: int,
   if policy not in RESTORE_POLICIES:
     raise ConfigError("restore_policy", f"must be one of {', '.join(RESTORE_POLICIES)}, "
                       f"got {policy!r}")
-  current = _flatten(config_dict(config))
+  current = effective_model_fields(_flatten(config_dict(config)))
 
   def check(step: int, meta: dict) -> bool:
-    recorded = _flatten(meta.get("config") or recorded_fallback or {})
+    recorded = effective_model_fields(_flatten(meta.get("config") or recorded_fallback or {}))
     where = f"the checkpoint at step {step} in {directory}"
     diffs = [(k, recorded[k], current[k]) for k in sorted(current)
              if k in recorded and recorded[k] != current[k]]

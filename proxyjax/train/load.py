@@ -115,11 +115,10 @@ def param_targets(model_cfg: transformer.ModelConfig, mesh: Mesh, rules: dict) -
 
 def _check_model_fields(run_config, config, where: str) -> None:
   """A caller's config with another model shape than the run's is refused, naming the field."""
-  recorded = ckpt_lib.config_dict(run_config)
-  current = ckpt_lib.config_dict(config)
+  recorded = ckpt_lib.model_field_values(run_config)
+  current = ckpt_lib.model_field_values(config)
   for field in ckpt_lib.MODEL_FIELDS:
-    section, name = field.split(".")
-    old, new = recorded.get(section, {}).get(name), current.get(section, {}).get(name)
+    old, new = recorded.get(field), current.get(field)
     if old is not None and old != new:
       raise ckpt_lib.IncompatibleCheckpointError(
           field, f"this config has {new!r} but {where} was trained with {old!r}; the model "

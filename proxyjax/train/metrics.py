@@ -9,6 +9,24 @@ FLOPs per step (training, forward + backward = 3x forward):
               pairs are not useful work and are not counted, so MFU is honest
               for packed rows of short documents.
 MFU = achieved FLOP/s per device / peak dense bf16 FLOP/s per device.
+
+Exposure (``Exposure``): running totals from the start of the run, written with every
+metric line as ``total_<name>`` (and the log window's share as ``<name>``):
+  train_flops         sum over steps of 6 * N * symbols + 12 * H * E * n_layers * pairs
+                      (``train_flops``: the formula above, exact integers, global batch);
+  symbols             non-PAD input positions trained (global batch);
+  utf8_bytes          UTF-8 bytes of the documents the data stream used (each document
+                      once, also when it appears as both halves of a pair);
+  raw_bytes           UTF-8 bytes shown as raw views;
+  compressed_symbols  symbols of compressed views (sentinels, BOS and EOS excluded).
+The last three are the data pipeline's counters (``proxyjax.data.stats``: ``doc_bytes``,
+``bytes:raw``, ``symbols:compressed``), counted whole when the packer takes a document
+(so they run ahead of the symbols trained by the documents in flight, and grow in steps
+when documents are long compared with a batch), summed over this process's data shard
+and multiplied by the number of equal data shards. They live in the checkpointed
+iterator state; the totals themselves are saved in each
+checkpoint's ``meta`` (``Exposure.record``), so a resumed run continues them exactly
+(and a 'fresh_data' resume adds the new stream's counters to the saved totals).
 """
 
 from __future__ import annotations
@@ -59,6 +77,75 @@ def progress_postfix(metrics: dict[str, Any]) -> dict[str, str]:
 def step_flops(model_cfg, n_dense_params: int, tokens: int, pairs: int) -> float:
   attn = 12.0 * model_cfg.n_heads * model_cfg.head_dim * model_cfg.n_layers * pairs
   return 6.0 * n_dense_params * tokens + attn
+
+
+def train_flops(model_cfg, n_dense_params: int, tokens: int, pairs: int) -> int:
+  """``step_flops`` as an exact integer: 6 N per symbol + 12 H E L per visible pair."""
+  attn = 12 * model_cfg.n_heads * model_cfg.head_dim * model_cfg.n_layers * int(pairs)
+  return 6 * int(n_dense_params) * int(tokens) + attn
+
+
+EXPOSURE = ("train_flops", "utf8_bytes", "symbols", "raw_bytes", "compressed_symbols")
+# Exposure totals read from the data pipeline's counters (proxyjax.data.stats).
+STREAM_COUNTERS = {"utf8_bytes": "doc_bytes", "raw_bytes": "bytes:raw",
+                   "compressed_symbols": "symbols:compressed"}
+META_KEY = "exposure"
+
+
+class Exposure:
+  """Running exposure totals of a training run (see the module docstring).
+
+  ``add_step`` adds one step's FLOPs and symbols (from its batch); ``sync`` folds in
+  the data stream's counters (read at log and save steps: they only grow between
+  reads, so the totals are the same whenever they are read). ``record`` is what a
+  checkpoint's meta keeps; ``restore`` continues from it.
+  """
+
+  def __init__(self, shards: int = 1):
+    self.shards = int(shards)
+    self.totals = {k: 0 for k in EXPOSURE}
+    self._stream = {k: 0 for k in STREAM_COUNTERS}  # counters already in the totals
+    self._window_start = dict(self.totals)
+
+  def add_step(self, flops: int, symbols: int) -> None:
+    self.totals["train_flops"] += int(flops)
+    self.totals["symbols"] += int(symbols)
+
+  def sync(self, stats: dict[str, Any]) -> None:
+    """Adds the growth of the stream counters since the last sync (or restore)."""
+    for name, key in STREAM_COUNTERS.items():
+      now = int(stats.get(key, 0))
+      self.totals[name] += (now - self._stream[name]) * self.shards
+      self._stream[name] = now
+
+  def record(self) -> dict[str, Any]:
+    return {"totals": dict(self.totals), "stream": dict(self._stream), "shards": self.shards}
+
+  def restore(self, recorded: dict[str, Any] | None, stream_restored: bool) -> bool:
+    """Continues from a checkpoint's ``record()``; False if it has none (totals then
+    count from this step, the stream counters from the stream's start).
+
+    ``stream_restored``: the data iterator resumed where the checkpoint left it, so its
+    counters continue from the recorded ones; otherwise ('fresh_data') the stream starts
+    afresh from zero counters, all of them new exposure.
+    """
+    if recorded:
+      self.totals = {k: int(recorded["totals"].get(k, 0)) for k in EXPOSURE}
+      self._stream = {k: int(recorded["stream"].get(k, 0)) if stream_restored else 0
+                      for k in STREAM_COUNTERS}
+    self.start_window()
+    return bool(recorded)
+
+  def start_window(self) -> None:
+    self._window_start = dict(self.totals)
+
+  def scalars(self) -> dict[str, int]:
+    """``total_<name>`` and the window's ``<name>`` (totals since ``start_window``)."""
+    out = {}
+    for k in EXPOSURE:
+      out[k] = self.totals[k] - self._window_start[k]
+      out["total_" + k] = self.totals[k]
+    return out
 
 
 class MetricWriter:

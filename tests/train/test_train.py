@@ -14,8 +14,10 @@ from helpers import restored_params as _params
 from helpers import small_config
 
 from proxyjax import parallel, trainer
+from proxyjax.data import pipeline
 from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
+from proxyjax.train import metrics as metrics_lib
 from proxyjax.train import step as step_lib
 
 
@@ -91,6 +93,40 @@ def _losses(workdir):
   return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
+def _lines(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(l) for l in f]
+  return {r["step"]: r for r in rows if "loss" in r}
+
+
+def _check_exposure(c, lines):
+  """Running totals = sums of the per-step values, which are those of the batches
+  (FLOPs, symbols) and of the data stream's counters (bytes, symbols by view)."""
+  for k in metrics_lib.EXPOSURE:
+    assert np.cumsum([lines[s][k] for s in sorted(lines)]).tolist() == [
+        lines[s]["total_" + k] for s in sorted(lines)], k
+  cfg = _model_cfg(c)
+  abstract = jax.eval_shape(lambda: transformer.init_params(cfg, 0))
+  n_dense = transformer.count_params(abstract) - cfg.vocab_size * cfg.d_model
+  it = pipeline.make_iterator(c, "train", process_index=0, process_count=1)
+  flops = symbols = 0
+  for step in sorted(lines):
+    batch = pipeline.next_batch(it)
+    tokens = int(np.sum(batch["segment_ids"] > 0))
+    flops += metrics_lib.train_flops(cfg, n_dense, tokens,
+                                     metrics_lib.visible_pairs(batch["segment_ids"], cfg.window))
+    symbols += tokens
+    stats = pipeline.pipeline_stats(it)
+    want = {"total_train_flops": flops, "total_symbols": symbols,
+            "total_utf8_bytes": stats["doc_bytes"], "total_raw_bytes": stats.get("bytes:raw", 0),
+            "total_compressed_symbols": stats.get("symbols:compressed", 0)}
+    assert {k: lines[step][k] for k in want} == want, step
+  # Counted per document as the packer takes it (one stdlib file here covers all 20 steps).
+  assert lines[20]["total_utf8_bytes"] > 0 and lines[20]["total_raw_bytes"] > 0
+  assert lines[20]["total_compressed_symbols"] > 0
+  assert lines[20]["total_symbols"] == 20 * c.batch_size * c.seq_len
+
+
 def test_resume_is_identical(tmp_path):
   c = small_config(log_every=1)
   trainer.train(c, str(tmp_path / "straight"))
@@ -100,6 +136,12 @@ def test_resume_is_identical(tmp_path):
   a, b = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
   assert sorted(a) == sorted(b) == list(range(1, 21))
   assert a == b  # bit-identical losses
+  # Exposure totals: the resumed run's equal the straight run's, step by step.
+  la, lb = _lines(tmp_path / "straight"), _lines(tmp_path / "resumed")
+  totals = ["total_" + k for k in metrics_lib.EXPOSURE]
+  assert {s: {k: la[s][k] for k in totals} for s in la} == {
+      s: {k: lb[s][k] for k in totals} for s in lb}
+  _check_exposure(c, la)
   sa, pa = _params(tmp_path / "straight", c)
   sb, pb = _params(tmp_path / "resumed", c)
   assert sa == sb == 20
