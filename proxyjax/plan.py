@@ -47,7 +47,7 @@ from jax.sharding import AbstractMesh, AxisType
 
 from proxyjax import parallel, views
 from proxyjax import vocab as vocab_lib
-from proxyjax.data import pipeline
+from proxyjax.data import packing, pipeline
 from proxyjax.errors import ConfigError
 from proxyjax.eval import validation
 from proxyjax.model import transformer
@@ -238,7 +238,7 @@ def transient_bytes(cfg, rows: int, seq: int, mesh: dict, rules: dict, backend: 
   b = np.dtype(cfg.dtype).itemsize
   tensor = mesh["tensor"]
   vocab = _split(cfg.num_pred_heads * cfg.vocab_size, tensor, rules.get("vocab") == "tensor")
-  vocab += 320 if cfg.raw_head else 0
+  vocab += cfg.num_raw_pred_heads * 320  # the look-ahead raw heads' logits
   chunk = min(cfg.logits_chunk, seq)
   if seq % chunk:
     chunk = math.gcd(seq, chunk)
@@ -314,7 +314,8 @@ def _compiled_analysis(config, model_cfg, shape, devices, platform, local_platfo
 
 def abstract_batch(config, mesh) -> dict:
   """ShapeDtypeStructs of one global batch, sharded like ``parallel.global_batch``."""
-  b, t, p = config.batch_size, config.seq_len, config.model.num_pred_heads
+  b, t = config.batch_size, config.seq_len
+  p = sum(packing.head_counts(config.model, warn=False))  # H main + R raw-head target columns
   out = {}
   for name in ("inputs", "targets", "segment_ids", "positions"):
     shp = (b, t, p) if name == "targets" and p > 1 else (b, t)

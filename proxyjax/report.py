@@ -4,7 +4,13 @@ r"""Compare training runs: a Markdown table and loss / raw-BPB curves.
 
 Reads each run's ``DIR/metrics.jsonl`` and ``DIR/eval/*.json`` (if any) and
 writes ``report.md`` plus ``report_curves.png`` next to it: loss and raw BPB
-against UTF-8 bytes trained and against training FLOPs.
+against UTF-8 bytes trained and against training FLOPs. Runs whose metric lines carry
+the exposure totals (``total_train_flops``, ``total_utf8_bytes``, ``total_symbols``,
+``total_raw_bytes``, ``total_compressed_symbols``: running totals kept by the trainer,
+see ``proxyjax.train.metrics``) also get ``report_exposure.png``, raw BPB (train and
+eval) against each total, and a table of eval raw BPB at matched totals: for each
+total, the largest amount every run reached, and each run's eval raw BPB interpolated
+there (train raw BPB, marked "(train)", for a run without eval lines).
 
 Accounting, per logged training line (one per ``log_every`` steps; lines of a
 resumed run that re-logs steps replace the earlier ones):
@@ -15,6 +21,9 @@ resumed run that re-logs steps replace the earlier ones):
   ``devices`` comes from ``--devices`` or a ``devices`` field in the metrics;
   without either, FLOPs are per device (the table says so);
 * eval lines (``eval/raw_bpb``) are placed on these axes by their step.
+
+The exposure totals are read as logged (no estimate); an eval line is placed on them
+by its step like on the other axes.
 """
 
 from __future__ import annotations
@@ -46,6 +55,13 @@ class Run:
   flops_cum: np.ndarray  # FLOPs (all devices, or per device) up to each line
   wall_cum: np.ndarray  # seconds of training up to each line
   devices: int | None  # None: FLOPs are per device
+  totals: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # logged totals
+
+
+# Exposure totals written by the trainer (proxyjax.train.metrics.EXPOSURE), with labels.
+EXPOSURE = (("total_train_flops", "training FLOPs"), ("total_utf8_bytes", "UTF-8 bytes"),
+            ("total_symbols", "symbols"), ("total_raw_bytes", "raw bytes"),
+            ("total_compressed_symbols", "compressed symbols"))
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -109,10 +125,15 @@ def load_run(path: str, devices: int | None = None) -> Run:
     if isinstance(data, dict):
       eval_files[os.path.splitext(os.path.basename(f))[0]] = data
   name = os.path.basename(os.path.normpath(path)) or path
+  totals = {}
+  for key, _ in EXPOSURE:
+    values = np.asarray([_num(r, key) for r in train])
+    if len(values) and not np.all(np.isnan(values)):
+      totals[key] = values
   return Run(name=name, path=path, steps=steps, train=train,
              evals=[eval_by_step[s] for s in sorted(eval_by_step)], eval_files=eval_files,
              bytes_cum=bytes_cum, flops_cum=flops_cum, wall_cum=np.cumsum(wall),
-             devices=devices)
+             devices=devices, totals=totals)
 
 
 def _at_step(run: Run, values: np.ndarray, step: int) -> float:
@@ -134,6 +155,47 @@ def eval_curve(run: Run, key: str = "eval/raw_bpb") -> tuple[np.ndarray, np.ndar
   b = np.asarray([_at_step(run, run.bytes_cum, s) for s in steps])
   f = np.asarray([_at_step(run, run.flops_cum, s) for s in steps])
   return steps, b, f, vals
+
+
+def exposure_curve(run: Run, total: str, key: str = "eval/raw_bpb") -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+  """(totals, values) of an eval metric, each eval line placed on the logged ``total``
+  by its step; empty when the run did not log ``total``."""
+  if total not in run.totals:
+    return np.zeros(0), np.zeros(0)
+  pts = [(int(e["step"]), float(e[key])) for e in run.evals
+         if isinstance(e.get(key), (int, float))]
+  x = np.asarray([_at_step(run, run.totals[total], s) for s, _ in pts], dtype=np.float64)
+  return x, np.asarray([v for _, v in pts], dtype=np.float64)
+
+
+def _interp_within(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
+  ok = ~(np.isnan(xs) | np.isnan(ys))
+  xs, ys = xs[ok], ys[ok]
+  if not len(xs) or x < xs.min() or x > xs.max():
+    return math.nan
+  order = np.argsort(xs, kind="stable")
+  return float(np.interp(x, xs[order], ys[order]))
+
+
+def matched_exposure(runs: Sequence[Run]) -> list[dict[str, Any]]:
+  """Per total logged by every run: the largest amount all reached (``at``) and each
+  run's eval raw BPB there (``(value, "eval" or "train")`` per run name)."""
+  out = []
+  for total, label in EXPOSURE:
+    if not runs or not all(total in r.totals for r in runs):
+      continue
+    at = min(float(np.nanmax(r.totals[total])) for r in runs)
+    values = {}
+    for r in runs:
+      ex, ev = exposure_curve(r, total)
+      if len(ev):
+        values[r.name] = (_interp_within(at, ex, ev), "eval")
+      else:
+        bpb = np.asarray([_num(line, "raw_bpb") for line in r.train])
+        values[r.name] = (_interp_within(at, r.totals[total], bpb), "train")
+    out.append({"total": total, "label": label, "at": at, "values": values})
+  return out
 
 
 def _pass_metrics(run: Run) -> dict[str, float]:
@@ -189,8 +251,11 @@ def _fmt(v: Any, kind: str = "f") -> str:
   return f"{v:.4f}"
 
 
-def render_markdown(rows: Sequence[dict[str, Any]], plot_name: str | None = None) -> str:
-  """The report's Markdown: one table row per run, then the plot."""
+def render_markdown(rows: Sequence[dict[str, Any]], plot_name: str | None = None,
+                    matched: Sequence[dict[str, Any]] = (),
+                    exposure_plot: str | None = None) -> str:
+  """The report's Markdown: one table row per run, then the plot; with ``matched``
+  (``matched_exposure``) the raw BPB at matched totals and the exposure plot."""
   pass_keys = sorted({k for r in rows for k in r if "pass@" in k})
   per_device = any(r["devices"] is None for r in rows)
   flops_head = "FLOPs per device" if per_device else "FLOPs"
@@ -219,6 +284,20 @@ def render_markdown(rows: Sequence[dict[str, Any]], plot_name: str | None = None
   lines += [f"- {n}" for n in notes]
   if plot_name:
     lines += ["", f"![loss and raw BPB]({plot_name})"]
+  if matched:
+    names = list(matched[0]["values"])
+    lines += ["", "## Raw BPB at matched exposure", "",
+              "| total | matched at | " + " | ".join(names) + " |",
+              "|" + "|".join(["---"] + ["---:"] * (len(names) + 1)) + "|"]
+    for m in matched:
+      kind = "bytes" if "bytes" in m["total"] else "sci"
+      cells = [f"{_fmt(v)}{' (train)' if src == 'train' and not math.isnan(v) else ''}"
+               for v, src in m["values"].values()]
+      lines.append(f"| {m['label']} | {_fmt(m['at'], kind)} | " + " | ".join(cells) + " |")
+    lines += ["", "- Matched at: the largest amount of each total that every run reached; "
+              "eval raw BPB interpolated there between eval lines (– outside them)."]
+  if exposure_plot:
+    lines += ["", f"![raw BPB against exposure]({exposure_plot})"]
   return "\n".join(lines) + "\n"
 
 
@@ -259,15 +338,56 @@ def plot_runs(runs: Sequence[Run], path: str) -> None:
   plt.close(fig)
 
 
+def plot_exposure(runs: Sequence[Run], path: str) -> None:
+  """Raw BPB (train lines and eval points) against each exposure total, one panel per
+  total; runs without a total are left out of its panel."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+  flat = axes.ravel()
+  for ax, (total, label) in zip(flat, EXPOSURE):
+    for i, run in enumerate(runs):
+      if total not in run.totals:
+        continue
+      color = f"C{i % 10}"
+      bpb = np.asarray([_num(r, "raw_bpb") for r in run.train])
+      ax.plot(run.totals[total], bpb, color=color, alpha=0.6, label=f"{run.name} (train)")
+      ex, ev = exposure_curve(run, total)
+      if len(ev):
+        ax.plot(ex, ev, "o-", color=color, label=f"{run.name} (eval)")
+    ax.set_xlabel(f"{label} (total)")
+    ax.set_ylabel("raw bits per byte")
+    ax.grid(alpha=0.3)
+    xs = [x for line in ax.lines for x in np.asarray(line.get_xdata(), dtype=float)]
+    if xs and np.nanmin(xs) > 0:
+      ax.set_xscale("log")
+  handles, labels = flat[0].get_legend_handles_labels()
+  flat[-1].axis("off")
+  if handles:
+    flat[-1].legend(handles, labels, loc="center", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def write_report(dirs: Sequence[str], out: str = "report.md",
                  devices: int | None = None) -> str:
-  """Writes ``out`` (Markdown) and ``<out stem>_curves.png``; returns the Markdown."""
+  """Writes ``out`` (Markdown) and ``<out stem>_curves.png`` (and ``<out
+  stem>_exposure.png`` when a run logged exposure totals); returns the Markdown."""
   runs = [load_run(d, devices) for d in dirs]
   out_dir = os.path.dirname(os.path.abspath(out))
   os.makedirs(out_dir, exist_ok=True)
-  plot_name = os.path.splitext(os.path.basename(out))[0] + "_curves.png"
+  stem = os.path.splitext(os.path.basename(out))[0]
+  plot_name = stem + "_curves.png"
   plot_runs(runs, os.path.join(out_dir, plot_name))
-  text = render_markdown([summarize(r) for r in runs], plot_name)
+  exposure_plot = None
+  if any(r.totals for r in runs):
+    exposure_plot = stem + "_exposure.png"
+    plot_exposure(runs, os.path.join(out_dir, exposure_plot))
+  text = render_markdown([summarize(r) for r in runs], plot_name, matched_exposure(runs),
+                         exposure_plot)
   with open(out, "w", encoding="utf-8") as f:
     f.write(text)
   return text

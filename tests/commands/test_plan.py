@@ -1,5 +1,6 @@
 """--mode=plan: sharded sizes, XLA's compiled memory analysis, activation estimates, verdict."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -7,7 +8,9 @@ import sys
 import pytest
 
 from proxyjax import config as config_lib
-from proxyjax import plan
+from proxyjax import parallel, plan
+from proxyjax.data import pipeline
+from proxyjax.model import transformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GIB = 1 << 30
@@ -78,3 +81,28 @@ def test_plan_mode_from_the_command_line():
   assert "14.6" in out.stdout and "fsdp=64" in out.stdout
   assert "FITS: needs" in out.stdout and "(analytic)" in out.stdout
   assert "planning for 64 GPUs" in out.stdout and "64 gpu devices" in out.stdout
+
+
+def test_raw_heads_add_target_columns_and_logits():
+  """R look-ahead raw heads: rows carry H + R target columns; each adds a 320-way logits
+  block to the transient memory (logits chunk, gradient, gathered head)."""
+  c = config_lib.tiny_config()
+  c.model.num_pred_heads, c.model.num_raw_pred_heads = 2, 3
+  mesh = parallel.make_mesh((1, -1, 1))
+  assert plan.abstract_batch(c, mesh)["targets"].shape == (c.batch_size, c.seq_len, 5)
+  c.model.num_pred_heads, c.model.num_raw_pred_heads = 1, 0
+  assert plan.abstract_batch(c, mesh)["targets"].shape == (c.batch_size, c.seq_len)
+  cfg = transformer.ModelConfig.from_config(c, pipeline.build_vocab(c))
+  sizes, rules = {"data": 1, "fsdp": 8, "tensor": 1}, parallel.rules_for("fsdp")
+  base = plan.transient_bytes(cfg, 2, c.seq_len, sizes, rules, "xla")
+  with_raw = plan.transient_bytes(dataclasses.replace(cfg, num_raw_pred_heads=2), 2, c.seq_len,
+                                  sizes, rules, "xla")
+  chunk = min(cfg.logits_chunk, c.seq_len)
+  f32 = 4  # the tiny model computes in float32
+  assert with_raw - base == 2 * 2 * chunk * 640 * 4 + cfg.d_model * 640 * (f32 + 4)
+  # The 0.5b rung trains one raw head (authors' proxy recipe): its parameters are counted.
+  c5 = config_lib.load_config(os.path.join(ROOT, "configs", "0.5b.py"))
+  opts = plan.Options(devices=8, device_memory_gb=80, platform="gpu", compile="never")
+  with_head = plan.make_plan(c5, opts)["params"]
+  c5.model.num_raw_pred_heads = 0
+  assert with_head - plan.make_plan(c5, opts)["params"] == c5.model.d_model * 320

@@ -111,3 +111,46 @@ def test_cli(runs, tmp_path):
   assert r.returncode == 0, r.stderr
   assert "| bytes |" in r.stdout and out.exists()
   assert os.path.exists(tmp_path / "cli_curves.png")
+
+
+def _exposed(step, bpb, scale, **extra):
+  """A training line with running exposure totals growing ``scale`` per step."""
+  return _train(step, 2.0, bpb, total_train_flops=1e12 * scale * step,
+                total_utf8_bytes=1000.0 * scale * step, total_symbols=400.0 * scale * step,
+                total_raw_bytes=100.0 * scale * step,
+                total_compressed_symbols=300.0 * scale * step, **extra)
+
+
+def test_raw_bpb_against_exposure_totals(runs, tmp_path):
+  a = _write_run(tmp_path, "small", [
+      _exposed(10, 3.0, 1), {"step": 10, "eval/raw_bpb": 2.9},
+      _exposed(20, 2.5, 1), {"step": 20, "eval/raw_bpb": 2.4},
+      _exposed(30, 2.2, 1), {"step": 30, "eval/raw_bpb": 2.1}])
+  b = _write_run(tmp_path, "big", [  # twice the exposure per step, no eval lines
+      _exposed(10, 2.8, 2), _exposed(20, 2.0, 2)])
+  ra, rb = report.load_run(a), report.load_run(b)
+  assert sorted(ra.totals) == sorted(k for k, _ in report.EXPOSURE)
+  assert list(ra.totals["total_symbols"]) == [4000.0, 8000.0, 12000.0]
+  x, v = report.exposure_curve(ra, "total_utf8_bytes")
+  assert list(x) == [10000.0, 20000.0, 30000.0] and list(v) == [2.9, 2.4, 2.1]
+  matched = report.matched_exposure([ra, rb])
+  assert [m["total"] for m in matched] == [k for k, _ in report.EXPOSURE]
+  bytes_row = matched[1]
+  # Both runs reached 30 kB (small: step 30; big: 40 kB at step 20).
+  assert bytes_row["at"] == 30000.0
+  assert bytes_row["values"]["small"] == (2.1, "eval")
+  # big has no eval lines: train raw BPB, interpolated between 20 kB (2.8) and 40 kB (2.0).
+  assert bytes_row["values"]["big"][1] == "train"
+  assert bytes_row["values"]["big"][0] == pytest.approx(2.4)
+  out = tmp_path / "exp" / "report.md"
+  text = report.write_report([a, b], str(out))
+  assert (tmp_path / "exp" / "report_curves.png").stat().st_size > 5000  # kept
+  assert (tmp_path / "exp" / "report_exposure.png").stat().st_size > 5000
+  assert "![raw BPB against exposure](report_exposure.png)" in text
+  row = next(l for l in text.splitlines() if l.startswith("| UTF-8 bytes |"))
+  assert "30 kB" in row and "2.1000" in row and "2.4000 (train)" in row
+  # Runs without totals (older metrics): no exposure plot or table, the rest unchanged.
+  out2 = tmp_path / "old" / "report.md"
+  text2 = report.write_report(list(runs), str(out2))
+  assert not (tmp_path / "old" / "report_exposure.png").exists()
+  assert "matched exposure" not in text2
