@@ -140,12 +140,14 @@ def test_sharded_generation_matches_and_shards_the_cache():
 def test_generation_stops_at_the_context():
   """A row whose prompt and max_new_tokens overflow the context stops at its last position."""
   graphdef, params, _ = _model()
-  prompt = gen.encode_prompt(b"def f(x):")  # 11 ids
-  cfg = gen.SamplingConfig(max_new_tokens=12)
-  free = gen.generate_ids(graphdef, params, [prompt], cfg)[0][0]
+  prompts = [gen.encode_prompt(b"def f(x):"), gen.encode_prompt(b"x")]  # 11 and 3 ids
+  # 2 x 2 rows of 12 greedy ids: the shapes of test_generate_greedy_..., compiled once.
+  cfg = gen.SamplingConfig(max_new_tokens=12, n=2)
+  free = gen.generate_ids(graphdef, params, prompts, cfg, batch_size=4)[0][0]
   assert not np.isin(free, [V.PAD, V.EOS, V.RAW_CLOSE]).any()  # runs 12 steps
-  with pytest.warns(UserWarning, match="generation stops at the context"):
-    capped = gen.generate_ids(graphdef, params, [prompt], cfg, context_len=16)[0][0]
+  with pytest.warns(UserWarning, match="1 of 2 prompts .* generation stops at the context"):
+    capped = gen.generate_ids(graphdef, params, prompts, cfg, batch_size=4,
+                              context_len=16)[0][0]
   # 16 - 11 + 1 = 6 new ids: the last predicted from position 15, the context's last.
   np.testing.assert_array_equal(capped[:6], free[:6])
   assert np.all(capped[6:] == V.PAD)
@@ -158,14 +160,15 @@ def test_long_prompts_are_cut_from_the_left_with_a_warning():
   cut = gen.fit_context(ids, 20, 2)
   assert cut.tolist() == [V.BOS, V.RAW_OPEN] + ids[-18:].tolist()  # prefix kept, left cut
   assert gen.fit_context(ids, len(ids), 2) is ids  # fits: unchanged
-  cfg = gen.SamplingConfig(max_new_tokens=4)
-  with pytest.warns(UserWarning, match="1 of 2 prompts leave fewer than max_new_tokens=4"), \
+  cfg = gen.SamplingConfig(max_new_tokens=12, n=2)  # shapes as in the test above
+  short = gen.encode_prompt(b"x")
+  with pytest.warns(UserWarning, match="1 of 2 prompts leave fewer than max_new_tokens=12"), \
        pytest.warns(UserWarning, match="1 of 2 prompts are longer than the model's context of "
                     "20 ids: cut from the left"):
-    got = gen.generate_ids(graphdef, params, [ids, gen.encode_prompt(b"x")], cfg,
-                           context_len=20)
+    got = gen.generate_ids(graphdef, params, [ids, short], cfg, batch_size=4, context_len=20)
   with pytest.warns(UserWarning, match="generation stops"):
-    expected = gen.generate_ids(graphdef, params, [cut], cfg, context_len=20)
+    expected = gen.generate_ids(graphdef, params, [cut, short], cfg, batch_size=4,
+                                context_len=20)
   np.testing.assert_array_equal(got[0][0], expected[0][0])
   assert got[0][0][0] != V.PAD and np.all(got[0][0][1:] == V.PAD)  # a full context: 1 new id
 
@@ -195,18 +198,20 @@ def _tokens_model():
   return graphdef, transformer.init_params(cfg, 5)
 
 
-@pytest.mark.parametrize("sentinels", [False, True])
-def test_tokens_interface_prompts_and_decodes_through_the_tokenizer(sentinels):
+def test_tokens_interface_prompts_and_decodes_through_the_tokenizer():
   vocab = V.Vocab(256, True)  # tokens at 320 + t
-  iface = gen.tokens_interface(_ByteTokens(), vocab, sentinels)
-  prefix = [V.BOS, V.COMP_OPEN] if sentinels else [V.BOS]
-  assert iface.encode(b"ab").tolist() == prefix + [320 + 97, 320 + 98]
-  end = [V.COMP_CLOSE] if sentinels else [V.EOS]
-  assert iface.decode([320 + 104, 320 + 105] + end + [320 + 33]) == b"hi"
+  for sentinels in (False, True):
+    iface = gen.tokens_interface(_ByteTokens(), vocab, sentinels)
+    prefix = [V.BOS, V.COMP_OPEN] if sentinels else [V.BOS]
+    assert iface.encode(b"ab").tolist() == prefix + [320 + 97, 320 + 98]
+    end = [V.COMP_CLOSE] if sentinels else [V.EOS]
+    assert iface.decode([320 + 104, 320 + 105] + end + [320 + 33]) == b"hi"
+    assert set(iface.end_ids) == {V.EOS} | set(end)
+  # Decoding (one compile): with sentinels, as a run in sentinel mode was trained.
   graphdef, params = _tokens_model()
   cfg = gen.SamplingConfig(max_new_tokens=10, temperature=1.0, n=4, seed=2)
   rows = gen.generate_ids(graphdef, params, [iface.encode(b"def f(x):")], cfg, interface=iface)
-  allowed = set(range(320, 576)) | {V.EOS} | ({V.COMP_CLOSE} if sentinels else set())
+  allowed = set(range(320, 576)) | {V.EOS, V.COMP_CLOSE}
   emitted = {int(i) for r in rows[0] for i in r if i != V.PAD}
   assert emitted and emitted <= allowed  # never a raw byte nor <raw>
   texts = gen.generate(graphdef, params, [b"def f(x):"], cfg, interface=iface)
