@@ -105,7 +105,8 @@ def plan_vocab(config):
     alphabet = d.tokenizer_vocab_size if d.view == "tokenizer" else 256
     note = (f"vocabulary assumed from data.tokenizer_vocab_size={d.tokenizer_vocab_size} "
             "(no data.tokenizer_path; the trained tokenizer may differ slightly)")
-    return vocab_lib.Vocab(alphabet, d.separate_embedding), note
+    return vocab_lib.for_view(alphabet, separate_embedding=d.separate_embedding,
+                              shared_ids=d.get("shared_ids", False)), note
   return pipeline.build_vocab(config), None
 
 

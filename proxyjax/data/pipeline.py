@@ -92,7 +92,9 @@ def build_vocab(config: ml_collections.ConfigDict,
     view = build_view(config)
   if view is None:
     return vocab_lib.Vocab(0)
-  return vocab_lib.Vocab(view.alphabet_size, config.data.separate_embedding, view.literal_bytes)
+  return vocab_lib.for_view(view.alphabet_size, separate_embedding=config.data.separate_embedding,
+                            literal_bytes=view.literal_bytes,
+                            shared_ids=config.data.get("shared_ids", False))
 
 
 def cached_tokenizer_path(config: ml_collections.ConfigDict) -> str:

@@ -163,9 +163,6 @@ def test_shared_ids_in_vanilla_mode_is_accepted():
       "data.view": "deflate"}))
 
 
-@pytest.mark.xfail(strict=True, reason="proxyjax/data/pipeline.py build_vocab does not pass "
-                   "data.shared_ids yet: call vocab.for_view(..., shared_ids=d.shared_ids) "
-                   "there and drop this mark")
 def test_pipeline_vocab_follows_shared_ids():
   c = small_config(**{"data.shared_ids": True, "data.schedule.enabled": False,
                       "data.mode": "vanilla", "data.view": "halfbyte", "data.rate": 1.0})
