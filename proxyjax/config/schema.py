@@ -97,7 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.rules = "fsdp"  # Logical axis rules preset: dp, fsdp, fsdp_tp.
 
   c.eval = e = ml_collections.ConfigDict()
-  e.tasks = "bpb,view_bpb"  # --mode=eval tasks (proxyjax.eval.run.TASKS): bpb, view_bpb, humaneval, humaneval_plus, mbpp, mbpp_plus, recode, compressors.
+  e.tasks = "bpb,view_bpb"  # --mode=eval tasks (proxyjax.eval.run.TASKS): bpb, view_bpb, humaneval, humaneval_plus, mbpp, mbpp_plus, recode, compressors, translation.
   e.train_tasks = "bpb"  # Tasks run during training every eval_every steps (same names).
   e.corpus = ""  # Extra source spec for the bpb task: adds corpus_raw_bpb on all of it ('' = validation split only).
   e.max_docs = 64  # Documents scored for BPB, per corpus (0 = all).
