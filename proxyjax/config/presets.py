@@ -65,6 +65,6 @@ def ladder_config(size: str) -> ml_collections.ConfigDict:
   c.data.num_workers = 4
   m = c.model
   m.d_model, m.d_ff, m.n_layers, m.n_heads, m.head_dim = d, f, layers, heads, 128
-  m.raw_head = True
+  m.num_raw_pred_heads = 1  # one look-ahead raw head (the authors' token-proxy recipe)
   c.opt.peak_lr = lr
   return c
