@@ -86,10 +86,15 @@ def get_config(size: str = "tiny"):
   s.symbol_bits = 16  # N: bits per packed symbol (alphabet 256 + 2^N).
   s.window_bits = 16  # T: bits per equal-information window (multiple of N).
   s.prob_bits = 16  # Precision of the integer frequency tables.
-  s.literal_threshold = 8.0  # Bits/byte above which spans stay literal.
-  s.entropy_window = 16  # Bytes in the segmentation's running mean.
-  s.min_literal_run = 8  # Shorter literal runs are coded.
-  s.context = 1024 if gpu else 256  # Model input ids per row (<= seq_len).
-  s.stride = 0  # New bytes per row after the first (0 = half a row).
-  s.batch_rows = 256 if gpu else 16  # Rows per model call (256 fills an H100 with float64 rows).
+  # Segmentation by the model's predictive entropy h_t (bits): a segment starts where h_t
+  # exceeds entropy_threshold or h_t - h_{t-1} exceeds entropy_jump; segments are coded
+  # independently; one of mean entropy above literal_threshold stays literal bytes.
+  s.entropy_threshold = 6.0  # Global threshold, bits in [0, 8] (8 = never).
+  s.entropy_jump = 2.0  # Monotonicity threshold, bits in [0, 8] (8 = never).
+  s.literal_threshold = 7.0  # Mean entropy (bits/byte) above which a segment stays literal.
+  s.context = 1024 if gpu else 256  # Entropy pass: model input ids per row (<= seq_len).
+  s.stride = 0  # Entropy pass: new bytes per row after the first (0 = half a row).
+  s.window_context = 32  # Ids per window row ([BOS, <raw>] + <= 30 bytes: context restarts).
+  s.batch_rows = 256 if gpu else 16  # Entropy rows per model call (256 fills an H100).
+  s.cache_entries = 1 << 16  # Coded segments cached (same bytes -> same symbols).
   return c

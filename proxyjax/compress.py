@@ -7,11 +7,14 @@ r"""Offline neural compression: documents -> ArrayRecord shards of neural symbol
 Reads every document of ``--input`` (a sources spec, e.g. ``stdlib`` or
 ``jsonl:/data/*.jsonl``; weights are ignored) in order, runs the compressor
 LM in float64 on fixed-shape batches of rows on this process's accelerator
-(``--device``; default ``jax.local_devices()[process_index % count]``), with
-the tables quantised on the device and the next call dispatched before the
-previous one is read, and codes finished documents meanwhile: in a background
-thread (``--coder_workers=0``) or in N worker processes (the coder is pure
-Python: one process codes ~0.5 MB/s), in input order either way. It writes
+(``--device``; default ``jax.local_devices()[process_index % count]``): an
+entropy pass over each document (document context) cuts it into segments,
+then the equal-information windows of many segments share each model call
+(short rows: the model's context restarts at every window), with the tables
+quantised on the device and the next call dispatched before the previous one
+is coded: in this thread (``--coder_workers=0``) or split over N worker
+processes. Repeated segments are coded once (a cache of coded segments; the
+summary reports its hit rate). Documents come out in input order. It writes
 shards of ``docs_per_shard`` documents (``proxyjax.views.neural.shards``); the symbols
 do not depend on ``batch_rows``, the number of workers or the device. Train on
 them with ``data.view='neural'``, ``data.neural_dir=SHARDS_DIR`` and
@@ -52,8 +55,6 @@ from proxyjax.data import sources as sources_lib
 from proxyjax.neural.shard_writer import (
   Options,
   _coder_pool,  # noqa: F401  (benchmarks)
-  _encode_mapped,  # noqa: F401  (benchmarks)
-  _MappedTables,  # noqa: F401  (benchmarks)
   run,
   worker_ready,
 )
@@ -73,7 +74,9 @@ def main(argv) -> None:
       process_count=f.process_count, progress_bar=f.progress_bar))
   t = summary["this_run"]
   print(f"proxyjax.compress: {summary['shards_done']}/{summary['num_shards']} shards, "
-        f"{summary['bytes_per_symbol']:.3f} bytes/symbol, this run {t['bytes'] / 1e6:.2f} MB in "
+        f"{summary['bytes_per_symbol']:.3f} bytes/symbol, literal "
+        f"{summary['literal_fraction']:.1%}, segment cache hits {summary['cache_hit_rate']:.1%}, "
+        f"this run {t['bytes'] / 1e6:.2f} MB in "
         f"{t['wall_seconds']:.1f} s ({t['gb_per_hour_per_process']:.4f} GB/h per process)",
         file=sys.stderr)
 
@@ -88,11 +91,9 @@ def _define_flags() -> None:
   flags.DEFINE_integer("docs_per_shard", 256, "Documents per shard.")
   flags.DEFINE_integer("max_shards", -1, "Stop after writing this many shards (-1 = all).")
   flags.DEFINE_integer("max_docs", -1, "Only the first N documents of the input (-1 = all).")
-  flags.DEFINE_integer("max_doc_bytes", 1 << 22, "Longer documents are skipped (the coder "
-                       "holds 512 bytes of tables per document byte).")
-  flags.DEFINE_integer("coder_workers", 0, "Coder processes (0 = one background thread). The "
-                       "coder is pure Python (~0.5 MB/s per process): use about one per "
-                       "0.5 MB/s the model delivers.")
+  flags.DEFINE_integer("max_doc_bytes", 1 << 22, "Longer documents are skipped.")
+  flags.DEFINE_integer("coder_workers", 0, "Coder processes that code the windows of each "
+                       "model call (0 = the main thread, while the device runs the next call).")
   flags.DEFINE_integer("device", -1, "Local accelerator index (-1 = process_index modulo the "
                        "local device count).")
   flags.DEFINE_integer("process_index", 0, "This process (writes shards s % count == index).")

@@ -46,11 +46,15 @@ cut at a character boundary):
 * **Compression** -- UTF-8 bytes per symbol, symbols per byte, and bits per
   byte at ``log2(alphabet)`` bits per symbol.
 
-``neural`` needs ``neural_dir`` (a trained compressor; else it is skipped);
-its collisions are reported n/a: an arithmetic-coded symbol's bits depend on
-the model state over its whole equal-information window, so no per-symbol
-byte span exists without the coder's internals. ``tokenizer`` and
-``token_bytes`` need ``tokenizer_path``.
+``neural`` needs ``neural_dir`` (a trained compressor; else it is skipped).
+Its collisions are counted per **window symbol sequence**: the ``T/N``
+symbols of one equal-information window are one unit whose chunk is the bytes
+the window codes (a literal is its byte). Since a window's model context
+restarts at its first byte (``proxyjax.views.neural.coder``), a window's symbols
+are a function of its bytes alone, so a sequence that stands for more than one
+chunk is a true collision (the previous coder conditioned each window on the
+whole document before it: the same symbols meant different bytes in different
+places). ``tokenizer`` and ``token_bytes`` need ``tokenizer_path``.
 """
 
 from __future__ import annotations
@@ -197,6 +201,42 @@ def _chunk_keys(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray
   return keys
 
 
+def window_units(symbols: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                 symbols_per_window: int, symbol_bits: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Neural streams: each window's ``T/N`` symbols (>= 256) as one unit.
+
+  Returns ``(units int64, starts, ends)``: a literal keeps its byte value (< 256); a
+  window becomes ``256 + v`` (``v`` its T-bit value; hashed to 62 bits when T > 62),
+  with the window's span. With one symbol per window the units are the symbols.
+  """
+  symbols = np.asarray(symbols, np.int64)
+  if symbols_per_window <= 1 or symbols.size == 0:
+    return symbols, np.asarray(starts), np.asarray(ends)
+  firsts, s = [], 0
+  is_lit = symbols < 256
+  while s < symbols.size:
+    firsts.append(s)
+    s += 1 if is_lit[s] else symbols_per_window
+  firsts = np.asarray(firsts)
+  units = symbols[firsts].copy()
+  for i in np.flatnonzero(~is_lit[firsts]):
+    digits = (symbols[firsts[i]:firsts[i] + symbols_per_window] - 256).tolist()
+    v = 0
+    for d in digits:
+      v = (v << symbol_bits) | d
+    units[i] = 256 + (v if symbols_per_window * symbol_bits <= 62 else hash(v) & ((1 << 62) - 1))
+  return units, np.asarray(starts)[firsts], np.asarray(ends)[firsts]
+
+
+def _window_shape(view) -> tuple[int, int]:
+  """(symbols per window, bits per symbol) of a neural view, else (1, 0)."""
+  settings = getattr(view, "settings", None)
+  if getattr(view, "name", "") != "neural" or settings is None:
+    return 1, 0
+  return int(settings.symbols_per_window), int(settings.symbol_bits)
+
+
 def collision_stats(symbols: np.ndarray, keys: np.ndarray, empty: np.ndarray) -> dict[str, float]:
   """Distinct chunks per symbol from aligned (symbol, chunk key) pairs."""
   symbols = np.asarray(symbols, dtype=np.int64)
@@ -322,6 +362,9 @@ def analyze_view(view, docs: Sequence[bytes], cfg: AnalysisConfig) -> dict[str, 
       except NotAligned as e:
         collisions_na = str(e)
         continue
+      spw, bits = _window_shape(view)
+      if spw > 1:  # a window's symbol sequence is the unit (module docstring)
+        syms, starts, ends = window_units(syms, starts, ends, spw, bits)
       sym_parts.append(np.asarray(syms, dtype=np.int64))
       key_parts.append(_chunk_keys(base, starts, ends))
       empty_parts.append(ends <= starts)
@@ -345,6 +388,8 @@ def analyze_view(view, docs: Sequence[bytes], cfg: AnalysisConfig) -> dict[str, 
   elif sym_parts:
     out["collisions"] = collision_stats(np.concatenate(sym_parts), np.concatenate(key_parts),
                                         np.concatenate(empty_parts))
+    if getattr(view, "name", "") == "neural":
+      out["collisions"]["unit"] = "window symbol sequence"
   else:
     out["collisions"] = {"status": "n/a", "reason": "no documents"}
   return out

@@ -1,13 +1,20 @@
 """The compressor LM behind the neural view: checkpoint loading and a float64 forward.
 
-Context rule (the same for the encoder and the decoder): the table for byte
-``i`` of a document comes from one model *row* ``[BOS, <raw>, doc[s : s+W]]``
-(``W = context - 2`` bytes, PAD-filled past the end), read at row position
-``1 + i - s``; row 0 starts at ``s = 0`` and serves bytes ``0..W``, row
-``j >= 1`` starts at ``s = j * S`` (``S`` = the stride) and serves bytes
-``W + 1 + (j-1) S .. W + j S``. So every byte is conditioned on at least
-``W + 1 - S`` preceding bytes of its document (all of them near the start),
-and position ``n`` (after the last byte) is served like a byte.
+Two kinds of rows (``proxyjax.views.neural.coder`` has the rules):
+
+* **Window rows** (the coder and the decoder): ``[BOS, <raw>, w[0:q]]`` for a
+  window ``w`` -- the model's context restarts at the window's first byte;
+  the table for ``w[q]`` is read at row position ``1 + q``. Rows of
+  ``window_context`` ids (``window_row_ids``), PAD after the window's bytes,
+  ``window_batch_rows`` rows per call.
+* **Entropy rows** (the encoder's segmentation only): the predictive entropy
+  of byte ``i`` of a document comes from one model row ``[BOS, <raw>, doc[s :
+  s+W]]`` (``W = context - 2`` bytes, PAD-filled past the end), read at row
+  position ``1 + i - s``; row 0 starts at ``s = 0`` and serves bytes ``0..W``,
+  row ``j >= 1`` starts at ``s = j * S`` (``S`` = the stride) and serves bytes
+  ``W + 1 + (j-1) S .. W + j S``. So every byte is conditioned on at least
+  ``W + 1 - S`` preceding bytes of its document (all of them near the start).
+  Only the integer entropy and a fragility flag per position leave the device.
 
 **Precision.** The compressor is trained in float32/bfloat16 like any model,
 but coding runs its forward in **float64** (``_logits64``: the training
@@ -83,6 +90,16 @@ def row_ids(data: bytes, j: int, settings: Settings, end: int | None = None) -> 
     stop = min(stop, end)
   chunk = data[start:stop]
   ids = np.zeros(settings.context, np.int32)
+  ids[:2] = PREFIX
+  ids[2:2 + len(chunk)] = vocab_lib.bytes_to_ids(chunk)
+  return ids
+
+
+def window_row_ids(chunk: bytes, settings: Settings) -> np.ndarray:
+  """``[BOS, <raw>, chunk]`` PAD-filled to ``window_context`` ids (a window's row)."""
+  if len(chunk) > settings.window_bytes:
+    raise ValueError(f"a window row holds at most {settings.window_bytes} bytes")
+  ids = np.zeros(settings.window_context, np.int32)
   ids[:2] = PREFIX
   ids[2:2 + len(chunk)] = vocab_lib.bytes_to_ids(chunk)
   return ids
@@ -184,22 +201,32 @@ class ByteModel:
 
   def _check_rows(self, rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, np.int32)
-    if rows.shape != (self.settings.batch_rows, self.settings.context):
-      raise ValueError(f"rows must have shape {(self.settings.batch_rows, self.settings.context)}, "
-                       f"got {rows.shape}")
+    st = self.settings
+    shapes = ((st.batch_rows, st.context), (st.window_batch_rows, st.window_context))
+    if rows.shape not in shapes:
+      raise ValueError(f"rows must have shape {shapes[0]} (entropy rows) or {shapes[1]} "
+                       f"(window rows), got {rows.shape}")
     return rows
 
   def tables_async(self, rows: np.ndarray) -> tuple[jax.Array, jax.Array]:
-    """Dispatches ``[batch_rows, context]`` ids; returns device arrays
-    ``(uint16 tables [R, W + 1, 256], bool fragile [R, W + 1])``.
+    """Dispatches ``[R, L]`` ids (entropy or window rows); returns device arrays
+    ``(uint16 tables [R, L - 1, 256], bool fragile [R, L - 1])``.
 
-    Entry ``q`` of a row starting at document byte ``s`` is the table for byte
-    ``s + q`` (read at row position ``1 + q``).
+    Entry ``q`` of a row starting at byte ``s`` is the table for byte ``s + q``
+    given the row's bytes before it (read at row position ``1 + q``).
     """
     rows = self._check_rows(rows)
     with x64():
       return _tables64(self.params64, jax.device_put(rows, self.device),
                        cfg=self.model_cfg, prob_bits=self.settings.prob_bits)
+
+  def entropy_async(self, rows: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """``tables_async`` reduced on the device to ``(int64 entropy units [R, L - 1],
+    bool fragile [R, L - 1])`` (``quantize.entropy_units``)."""
+    rows = self._check_rows(rows)
+    with x64():
+      return _entropy64(self.params64, jax.device_put(rows, self.device),
+                        cfg=self.model_cfg, prob_bits=self.settings.prob_bits)
 
   def logits(self, rows: np.ndarray) -> np.ndarray:
     """float64 byte logits ``[R, context, 256]`` (synchronous; tests and tools)."""
@@ -243,3 +270,9 @@ _logits64_jit = jax.jit(_logits64, static_argnames=("cfg",))
 def _tables64(params, ids, *, cfg, prob_bits):
   logits = _logits64(params, ids, cfg)
   return quantize.device_tables(logits[:, 1:], prob_bits)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "prob_bits"))
+def _entropy64(params, ids, *, cfg, prob_bits):
+  tables, fragile = _tables64(params, ids, cfg=cfg, prob_bits=prob_bits)
+  return quantize.device_entropy(tables, prob_bits), fragile

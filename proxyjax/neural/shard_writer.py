@@ -8,7 +8,8 @@ the resume/ordering rules are documented there). Its parts, one job each:
     _ProgressBar     tqdm per document, with throughput
     _PendingShards   documents read into their shards (input order); writes a shard once
                      every one of its documents is coded
-    _CoderQueue      model tables -> coder pool, in input order, with bounded pending memory
+    _compress        documents -> NeuralCompressor.encode_stream (entropy pass, segments,
+                     batched window rows, coder processes) -> shards, in input order
     run              plan -> read/model/code/write -> summary.json
 """
 
@@ -20,15 +21,12 @@ import dataclasses
 import math
 import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 import time
 from typing import Any, Iterator
 
 import jax
 import ml_collections
-import numpy as np
 from tqdm import tqdm
 
 from proxyjax.data import sources as sources_lib
@@ -48,9 +46,8 @@ class Options:
   max_shards: int = -1  # stop after writing this many shards (-1 = all)
   max_docs: int = -1  # compress only the first N documents of the input (-1 = all)
   max_doc_bytes: int = 1 << 22  # longer documents are skipped (tables: 512 bytes per byte)
-  max_pending_docs: int = 64  # documents with tables waiting for the coder (memory bound)
-  max_pending_mb: int = 1024  # ... and at most this many MB of their tables
-  coder_workers: int = 0  # 0 = code in a background thread; N = N worker processes
+  max_pending_docs: int = 64  # documents read but not yet coded (memory bound)
+  coder_workers: int = 0  # 0 = code windows in this thread; N = N worker processes
   device: int = -1  # local device index (-1 = process_index % local device count)
   process_index: int = 0
   process_count: int = 1
@@ -93,7 +90,7 @@ def _metadata(config, workdir, model, opts, num_docs, num_shards) -> dict:
 
 _MUST_MATCH = ("format", "settings", "model", "input", "split", "docs_per_shard", "num_docs",
                "num_shards")
-_FREE_SETTINGS = ("batch_rows",)  # do not change the symbols
+_FREE_SETTINGS = ("batch_rows", "cache_entries")  # do not change the symbols
 
 
 def _comparable(k: str, value):
@@ -113,69 +110,19 @@ def _check_or_write_metadata(output: str, meta: dict) -> None:
                        f"{meta[k]!r}); use a new --output directory")
 
 
-def _coder_pool(workers: int) -> concurrent.futures.Executor:
+def _coder_pool(workers: int) -> concurrent.futures.Executor | None:
+  """Coder processes for the windows of each model call (None: code in this thread)."""
   if workers <= 0:
-    return concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    return None
   # spawn: never fork a process that runs JAX (its threads); the workers import
   # only numpy and the coder.
   return concurrent.futures.ProcessPoolExecutor(
       max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-class _MappedTables:
-  """Document tables in memory-mapped files (tmpfs) that coder processes read in
-  place: ~512 bytes per document byte would otherwise be pickled through one
-  pipe (~0.4 GB/s measured on CPU-2, i.e. ~0.7 MB/s of documents)."""
-
-  PREFIX = "proxyjax-compress-"
-
-  def __init__(self):
-    self._np = np
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    _remove_stale_table_dirs(base or tempfile.gettempdir(), self.PREFIX)
-    self.dir = tempfile.mkdtemp(prefix=f"{self.PREFIX}{os.getpid()}-", dir=base)
-    self._count = 0
-
-  def allocate(self, n: int):
-    path = os.path.join(self.dir, f"{self._count}.u16")
-    self._count += 1
-    return self._np.memmap(path, self._np.uint16, mode="w+", shape=(n + 1, 256))
-
-  def close(self) -> None:
-    shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _remove_stale_table_dirs(base: str, prefix: str) -> None:
-  """Table directories left by killed runs (their pid is gone)."""
-  try:
-    names = os.listdir(base)
-  except OSError:
-    return
-  for name in names:
-    if not name.startswith(prefix):
-      continue
-    try:
-      pid = int(name[len(prefix):].split("-", 1)[0])
-      os.kill(pid, 0)
-    except ProcessLookupError:
-      shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-    except (ValueError, PermissionError):
-      pass
-
-
 def worker_ready(_=None) -> bool:
   """A no-op task: running it in a coder process imports this module (benchmarks)."""
   return True
-
-
-def _encode_mapped(text: bytes, path: str, fragile, settings: Settings):
-  """Coder-process side of ``_MappedTables``: maps the tables, unlinks the file."""
-  tables = np.memmap(path, np.uint16, mode="r", shape=(len(text) + 1, 256))
-  try:
-    os.unlink(path)  # the mapping stays valid; nothing is left behind after a crash
-  except FileNotFoundError:
-    pass
-  return coder.encode_document(text, np.asarray(tables), settings, fragile)
 
 
 def _run_record(run_stats: dict, wall: float, opts: Options, shards: int) -> dict:
@@ -261,7 +208,8 @@ class _PendingShards:
                    "shards_total": len(plan.mine),
                    "shards_done_before": len(plan.mine) - len(plan.todo),
                    "shards_written": [], "bytes": 0, "seconds": 0.0}  # progress.json
-    self.run_stats = {"docs": 0, "bytes": 0, "symbols": 0, "skipped": 0}
+    self.run_stats = {"docs": 0, "bytes": 0, "symbols": 0, "skipped": 0, "cache_lookups": 0,
+                      "cache_hits": 0}
 
   def _usable(self, doc: dict) -> bool:
     return (doc["error"] is None and bool(doc["text"])
@@ -305,6 +253,10 @@ class _PendingShards:
                                             source=doc["source"],
                                             alphabet_size=self.settings.alphabet_size))
     entry = stats.as_dict()
+    # The cache's counts depend on what this run saw before (not on the symbols): they
+    # go to the run's record, not to the shard's counts.
+    self.run_stats["cache_lookups"] += entry.pop("cache_lookups")
+    self.run_stats["cache_hits"] += entry.pop("cache_hits")
     entry.update(docs=len(records), skipped=self.skipped.pop(s, 0))
     # The counts first, then the shard: a shard file always has its counts.
     path = self.plan.shard_path(s)
@@ -320,62 +272,24 @@ class _PendingShards:
     self.run_stats["skipped"] += entry["skipped"]
 
 
-class _CoderQueue:
-  """Documents' tables in the coder pool, oldest first, with bounded pending memory.
-
-  ``mapped``: tables in memory-mapped files that coder processes read in place.
-  """
-
-  def __init__(self, pool: concurrent.futures.Executor, opts: Options, settings: Settings,
-               mapped: _MappedTables | None, progress: _ProgressBar):
-    self.pool, self.settings, self.mapped, self.progress = pool, settings, mapped, progress
-    self.max_docs, self.max_bytes = opts.max_pending_docs, opts.max_pending_mb << 20
-    self.in_coder: collections.deque = collections.deque()  # (future, doc bytes), input order
-    self.pending_bytes = 0
-
-  def submit(self, text: bytes, tables, fragile) -> concurrent.futures.Future:
-    if self.mapped is not None:
-      tables.flush()
-      fut = self.pool.submit(_encode_mapped, text, tables.filename, fragile, self.settings)
-    else:
-      fut = self.pool.submit(coder.encode_document, text, tables, self.settings, fragile)
-    self.in_coder.append((fut, len(text)))
-    self.pending_bytes += tables.nbytes
-    return fut
-
-  def collect(self, block: bool) -> None:
-    """Takes the finished documents at the head (with ``block``: at least one)."""
-    while self.in_coder and (block or self.in_coder[0][0].done()):
-      fut, nbytes = self.in_coder.popleft()
-      symbols, _ = fut.result()
-      self.pending_bytes -= 512 * (nbytes + 1)
-      self.progress.document_done(nbytes, len(symbols))
-      block = False
-
-  def full(self) -> bool:
-    return bool(self.in_coder) and (len(self.in_coder) > self.max_docs
-                                    or self.pending_bytes > self.max_bytes)
-
-  def drain(self) -> None:
-    while self.in_coder:
-      self.collect(block=True)
-
-
-def _compress(comp, shards: _PendingShards, opts: Options, settings: Settings,
-              mapped: _MappedTables | None, progress: _ProgressBar) -> None:
-  """Model calls -> coder pool (input order) -> shards."""
-  allocate = mapped.allocate if mapped is not None else None
-  with _coder_pool(opts.coder_workers) as pool:
-    queue = _CoderQueue(pool, opts, settings, mapped, progress)
-    for _, text, tables, fragile in comp.tables(shards.documents(), allocate=allocate):
-      shards.coding(queue.submit(text, tables, fragile))
-      del tables, fragile
-      queue.collect(block=False)
-      while queue.full():
-        queue.collect(block=True)  # the coder is the bottleneck: wait for it
+def _compress(comp, shards: _PendingShards, opts: Options, progress: _ProgressBar) -> None:
+  """Entropy pass -> segments -> batched window rows (coder processes) -> shards."""
+  pool = _coder_pool(opts.coder_workers)
+  try:
+    if pool is not None:  # start the workers (and their imports) before the first call
+      list(pool.map(worker_ready, range(opts.coder_workers)))
+    for _, text, symbols, stats, _ in comp.encode_stream(
+        shards.documents(), pool=pool, workers=opts.coder_workers,
+        max_pending_docs=opts.max_pending_docs):
+      done = concurrent.futures.Future()
+      done.set_result((symbols, stats))
+      shards.coding(done)
+      progress.document_done(len(text), len(symbols))
       shards.write_ready(wait=False)
-    queue.drain()
     shards.write_ready(wait=True)
+  finally:
+    if pool is not None:
+      pool.shutdown()
 
 
 def _summary(plan: _ShardPlan, settings: Settings, this_run: dict, wrote: bool) -> dict:
@@ -401,6 +315,11 @@ def _summary(plan: _ShardPlan, settings: Settings, this_run: dict, wrote: bool) 
       "literal_fraction": totals["literal_bytes"] / max(totals["bytes"], 1),
       "fragile_fraction": totals["fragile_positions"] / max(totals["bytes"] + totals["docs"], 1),
       "window_fill": totals["model_bits"] / max(totals["windows"] * settings.window_bits, 1),
+      "bytes_per_window": totals["coded_bytes"] / max(totals["windows"], 1),
+      "literal_segment_fraction": totals["literal_segments"] / max(totals["segments"], 1),
+      # Segments found in the encoder's cache, over the runs that wrote shards.
+      "cache_hit_rate": (sum(r.get("cache_hits", 0) for r in runs)
+                         / max(sum(r.get("cache_lookups", 0) for r in runs), 1)),
       "runs": runs,
       "gb_per_hour_per_process": run_bytes / 1e9 / max(run_seconds, 1e-9) * 3600,
   }
@@ -433,14 +352,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, opts: Options, *,
                                                   plan.num_shards))
   progress = _ProgressBar(plan, opts.progress_bar, t_start)
   shards = _PendingShards(plan, docs, opts, settings, progress, t_start)
-  mapped = _MappedTables() if plan.todo and opts.coder_workers > 0 else None
-  try:
-    if plan.todo:
-      _compress(codec.NeuralCompressor(model), shards, opts, settings, mapped,
-                progress)
-  finally:
-    if mapped is not None:
-      mapped.close()
+  comp = codec.NeuralCompressor(model)
+  if plan.todo:
+    _compress(comp, shards, opts, progress)
   progress.close()
   this_run = _run_record(shards.run_stats, time.perf_counter() - t_start, opts, len(plan.todo))
   summary = _summary(plan, settings, this_run, wrote=bool(plan.todo))

@@ -145,6 +145,7 @@ def test_neural_collisions_from_a_trained_compressor(neural_compressor_run, tmp_
   neural = s["views"]["neural"]
   assert "neural" not in s["skipped"]
   assert neural["collisions"]["distinct_symbols"] > 0
+  assert neural["collisions"]["unit"] == "window symbol sequence"
   assert 0.0 < neural["compression"]["bytes_per_symbol"]
   assert 0.0 <= neural["stability"]["mean"] <= 1.5
 
@@ -255,3 +256,25 @@ def test_deprecated_module_forwards(tmp_path):
                       f"--out={out}"], capture_output=True, text=True, timeout=120, check=False)
   assert r.returncode == 0, r.stderr
   assert "deprecated" in r.stderr and (out / "compressors.json").exists()
+
+
+def test_neural_collisions_count_window_symbol_sequences():
+  # T = 32, N = 16: two symbols per window. Windows (256+1, 256+2) cover "ab" twice and
+  # "cd" once; (256+1, 256+3) covers "ab". Per symbol, 256+1 would stand for one chunk
+  # and 256+2 for two; per window sequence, (1, 2) stands for {"ab", "cd"}.
+  syms = np.array([256 + 1, 256 + 2, ord("x"), 256 + 1, 256 + 2, 256 + 1, 256 + 2,
+                   256 + 1, 256 + 3])
+  starts = np.array([0, 0, 2, 3, 3, 5, 5, 7, 7])
+  ends = np.array([2, 2, 3, 5, 5, 7, 7, 9, 9])
+  data = b"abxabcdab"
+  units, u_starts, u_ends = compressors.window_units(syms, starts, ends, 2, 16)
+  assert units.tolist() == [256 + (1 << 16 | 2), ord("x"), 256 + (1 << 16 | 2),
+                            256 + (1 << 16 | 2), 256 + (1 << 16 | 3)]
+  assert u_starts.tolist() == [0, 2, 3, 5, 7] and u_ends.tolist() == [2, 3, 5, 7, 9]
+  st = compressors.collision_stats(units, compressors._chunk_keys(data, u_starts, u_ends),
+                                   np.zeros(len(units), bool))
+  assert st["distinct_symbols"] == 3 and st["max_chunks_per_symbol"] == 2
+  assert st["collision_rate"] == pytest.approx(1 / 3)
+  # One symbol per window: the units are the symbols.
+  same, _, _ = compressors.window_units(syms[:3], starts[:3], ends[:3], 1, 16)
+  assert same.tolist() == syms[:3].tolist()

@@ -150,34 +150,48 @@ def _synthetic_table(prefix: bytes) -> np.ndarray:
   return quantize.frequencies(logits)
 
 
-def _tables(data: bytes) -> np.ndarray:
-  return np.stack([_synthetic_table(data[:i]) for i in range(len(data) + 1)])
-
-
 SYNTHETIC = (bytes(range(40, 120)) + b"the tree see " * 6 + bytes(range(200, 256))
              + bytes(np.random.default_rng(1).integers(0, 256, 120, dtype=np.uint8)) + b"abcdef")
+PREDICTABLE = bytes(range(40, 120)) + b"the tree see " * 6 + bytes(range(140, 250))
+ALL_CODED = dict(entropy_threshold=8.0, entropy_jump=8.0, literal_threshold=8.0)
+
+
+def _windows(symbols: np.ndarray, st: Settings) -> list[tuple[int, int]]:
+  """(first symbol, T-bit value) of each window of a stream."""
+  out, s = [], 0
+  while s < len(symbols):
+    if symbols[s] < 256:
+      s += 1
+      continue
+    out.append((s, coder.unpack_window(symbols[s:s + st.symbols_per_window], st)))
+    s += st.symbols_per_window
+  return out
 
 
 @pytest.mark.parametrize("t,n", [(16, 16), (16, 8), (32, 16), (24, 8), (64, 16), (128, 8),
                                  (8, 8), (12, 4)])
 def test_synthetic_round_trip_windows_and_packing(t, n):
-  st = Settings(window_bits=t, symbol_bits=n, literal_threshold=6.0)
-  symbols, stats = coder.encode_document(SYNTHETIC, _tables(SYNTHETIC), st)
-  assert coder.decode_document(symbols, st, _synthetic_table) == SYNTHETIC
+  st = Settings(window_bits=t, symbol_bits=n, **ALL_CODED)
+  symbols, stats = coder.encode_document(PREDICTABLE, st, _synthetic_table)
+  assert coder.decode_document(symbols, st, _synthetic_table) == PREDICTABLE
   assert symbols.max() < 256 + (1 << n)
   # Symbols >= 256 come in whole windows of T/N symbols; each window is a T-bit value.
   is_packed = symbols >= 256
   runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], is_packed, [0]]))))[::2]
   assert all(r % (t // n) == 0 for r in runs)
   assert stats.windows * (t // n) == int(is_packed.sum())
-  assert stats.literal_bytes + stats.coded_bytes == len(SYNTHETIC) == stats.bytes
-  assert stats.symbols == len(symbols)
-  if t >= 16:
-    # The toy model predicts the ascending runs (136 bytes) and nothing else well.
-    assert stats.coded_bytes >= 120 and stats.literal_bytes >= 120
-  if 16 <= t <= 32:  # (longer windows are cut short by the ends of coded spans)
+  assert stats.literal_bytes + stats.coded_bytes == len(PREDICTABLE) == stats.bytes
+  assert stats.symbols == len(symbols) and stats.segments == 1
+  assert stats.windows > 0 or t < 16  # (8- and 12-bit windows do not shrink this toy text)
+  # Random bytes do not shrink: SYNTHETIC under 2-symbol windows of 16 bits stays literal.
+  if (t, n) == (16, 8):
+    assert coder.encode_document(SYNTHETIC, st, _synthetic_table)[1].literal_segments == 1
+  if 16 <= t <= 32:
     # Windows carry close to T bits of model information (termination costs a few).
     assert stats.model_bits > 0.6 * stats.windows * t
+  if t <= 32:  # no window longer than window_context - 2 = 30 bytes
+    _, starts, ends = coder.symbol_spans(PREDICTABLE, st, _synthetic_table)
+    assert np.max(ends - starts) <= st.window_bytes
 
 
 def test_pack_window_msb_first():
@@ -191,25 +205,34 @@ def test_pack_window_msb_first():
     coder.pack_window(1 << 16, Settings())
 
 
-def test_window_decodes_on_its_own():
-  # Each window restarts the coder: decoding needs only the document bytes before it.
-  st = Settings(literal_threshold=float("inf"))
-  symbols, stats = coder.encode_document(SYNTHETIC, _tables(SYNTHETIC), st)
-  assert stats.literal_bytes == 0 and stats.windows == len(symbols)
-  full = coder.decode_document(symbols, st, _synthetic_table)
-  consumed = 0
-  for w in range(len(symbols)):
-    steps = coder.decode_steps(symbols[w:w + 1], st)
-    prefix = full[:consumed]
-    try:
-      out = next(steps)
-      while True:
-        out = steps.send(_synthetic_table(prefix + bytes(out)))
-    except StopIteration as stop:
-      piece = stop.value
-    assert piece and full[consumed:consumed + len(piece)] == piece
-    consumed += len(piece)
-  assert consumed == len(SYNTHETIC)
+@pytest.mark.parametrize("t,n", [(16, 16), (32, 8)])
+def test_every_window_decodes_alone(t, n):
+  # The model's context restarts at each window: a window's symbols alone give its bytes,
+  # with a model that sees only the window's own bytes (no byte before the window).
+  st = Settings(window_bits=t, symbol_bits=n, entropy_threshold=5.0)
+  symbols, starts, ends = coder.symbol_spans(SYNTHETIC, st, _synthetic_table)
+  windows = _windows(symbols, st)
+  assert len(windows) > 20
+  for s, v in windows:
+    assert coder.decode_window(v, st, _synthetic_table) == SYNTHETIC[starts[s]:ends[s]]
+
+
+def test_windows_do_not_depend_on_the_bytes_before_them():
+  # The same segment after different bytes: the same symbols (old coder: different).
+  st = Settings(**ALL_CODED)
+  piece = b"the tree see the tree see "
+  a, _ = coder.encode_document(piece, st, _synthetic_table)
+  for before in (b"x" * 7, bytes(range(60, 90))):
+    segs = [coder.Segment(0, len(before), True), coder.Segment(len(before), len(before) + 26,
+                                                               False)]
+    coded = [None, coder.encode_segment(piece, st, _synthetic_table)]
+    symbols, _, _ = coder.assemble(before + piece, segs, coded, st)
+    np.testing.assert_array_equal(symbols[len(before):], a)
+
+
+def _fragile_model(prefix: bytes):
+  """The toy model, with its table flagged fragile after some window prefixes."""
+  return _synthetic_table(prefix), bool(prefix) and zlib.crc32(prefix) % 5 == 3
 
 
 def _perturbed(table: np.ndarray) -> np.ndarray:
@@ -219,30 +242,22 @@ def _perturbed(table: np.ndarray) -> np.ndarray:
 
 def test_fragile_positions_are_never_relied_on():
   # A decoder whose tables differ from the encoder's at every fragile position (the
-  # worst case of noise there) still reproduces the bytes: those positions are
-  # literal and no window ends just before one.
-  st = Settings(literal_threshold=float("inf"))  # code everything that can be coded
-  n = len(SYNTHETIC)
-  fragile = np.zeros(n + 1, bool)
-  fragile[[0, 5, 6, 41, 90, 91, 150, 200, 260]] = True
-  fragile[n] = True  # the table after the last byte too
-  tables = _tables(SYNTHETIC)
-  symbols, stats = coder.encode_document(SYNTHETIC, tables, st, fragile)
-  assert stats.fragile_positions == int(fragile.sum()) and stats.fragile_literals == 9
-  assert stats.literal_bytes >= 9 and stats.windows > 10
+  # worst case of noise there) still reproduces the bytes: a window never reads one.
+  st = Settings(**ALL_CODED)
+  symbols, stats = coder.encode_document(SYNTHETIC, st, _fragile_model)
+  assert stats.windows > 10
+  # A window whose first table is fragile leaves its byte literal.
+  first_fragile = lambda prefix: (_synthetic_table(prefix), not prefix)  # noqa: E731
+  lit = coder.encode_segment(b"abcdef", st, first_fragile)
+  assert lit.fragile_literals == lit.literal_bytes == 6 and lit.windows == 0
 
   def noisy(prefix: bytes) -> np.ndarray:
-    table = _synthetic_table(prefix)
-    return _perturbed(table) if fragile[len(prefix)] else table
+    table, fragile = _fragile_model(prefix)
+    return _perturbed(table) if fragile else table
 
   assert coder.decode_document(symbols, st, noisy) == SYNTHETIC
-  _, starts, ends = coder.symbol_spans(SYNTHETIC, tables, st, fragile)
-  literal_at = set(starts[symbols < 256].tolist())
-  assert set(np.flatnonzero(fragile[:n]).tolist()) <= literal_at
-  window_ends = set(ends[symbols >= 256].tolist())
-  assert not window_ends & set(np.flatnonzero(fragile).tolist())
-  # Without the flags the same decoder fails (the test would catch the old coder).
-  plain, _ = coder.encode_document(SYNTHETIC, tables, st)
+  # Without the flags the same decoder fails (the test would catch a coder ignoring them).
+  plain, _ = coder.encode_document(SYNTHETIC, st, _synthetic_table)
   try:
     wrong = coder.decode_document(plain, st, noisy)
   except coder.CorruptStreamError:
@@ -251,12 +266,13 @@ def test_fragile_positions_are_never_relied_on():
 
 
 def test_symbol_spans_tile_the_document():
-  st = Settings(window_bits=32, symbol_bits=16, literal_threshold=6.0)
-  tables = _tables(SYNTHETIC)
-  symbols, starts, ends = coder.symbol_spans(SYNTHETIC, tables, st)
-  np.testing.assert_array_equal(symbols, coder.encode_document(SYNTHETIC, tables, st)[0])
+  st = Settings(window_bits=32, symbol_bits=16, entropy_threshold=5.0)
+  symbols, starts, ends = coder.symbol_spans(SYNTHETIC, st, _synthetic_table)
+  np.testing.assert_array_equal(symbols, coder.encode_document(SYNTHETIC, st,
+                                                               _synthetic_table)[0])
   assert len(starts) == len(ends) == len(symbols)
   lit = symbols < 256
+  assert lit.any() and (~lit).any()
   np.testing.assert_array_equal(ends[lit] - starts[lit], 1)
   np.testing.assert_array_equal(symbols[lit], np.frombuffer(SYNTHETIC, np.uint8)[starts[lit]])
   assert np.all(ends[~lit] - starts[~lit] >= 1)
@@ -266,17 +282,72 @@ def test_symbol_spans_tile_the_document():
   assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
   w = np.flatnonzero(~lit)
   assert len(w) % 2 == 0 and np.all(starts[w[::2]] == starts[w[1::2]])
-  assert coder.symbol_spans(b"", np.zeros((1, 256)), st)[0].size == 0
+  assert coder.symbol_spans(b"", st, _synthetic_table)[0].size == 0
 
 
-def test_segmentation_keeps_badly_predicted_spans_literal():
-  st = Settings(literal_threshold=8.0, entropy_window=8, min_literal_run=4)
-  costs = np.concatenate([np.full(50, 1.0), np.full(30, 14.0), np.full(50, 1.0),
-                          np.full(2, 20.0), np.full(20, 1.0)])
-  lit = coder.literal_mask(costs, st)
-  assert not lit[:40].any() and lit[55:75].all() and not lit[95:].any()
-  assert coder.literal_mask(np.zeros(0), st).shape == (0,)
-  assert coder.literal_mask(costs, dataclasses.replace(st, literal_threshold=0.0)).all()
+def _table_with_entropy(top: int) -> np.ndarray:
+  """An integer table (sum 2^16): ``top`` bytes share almost all the mass equally."""
+  f = np.ones(256, np.int64)
+  f[:top] += (65536 - 256) // top
+  f[0] += 65536 - f.sum()
+  return f.astype(np.uint16)
+
+
+def test_integer_entropy_of_hand_built_tables():
+  uniform = np.full(256, 256, np.uint16)
+  assert quantize.entropy_bits(uniform) == 8.0  # exact
+  peaked = np.ones(256, np.uint16)
+  peaked[7] = 65536 - 255
+  for f in (uniform, peaked, _table_with_entropy(4), _table_with_entropy(37)):
+    p = f / 65536.0
+    assert abs(quantize.entropy_bits(f) - float(-(p * np.log2(p)).sum())) < 1e-5
+  assert quantize.entropy_bits(peaked) < 0.07  # the 255 floor entries: 255 * 16 / 65536 bits
+  assert 2.0 < quantize.entropy_bits(_table_with_entropy(4)) < 2.2
+  # The device computes the same integers.
+  tables = np.stack([uniform, peaked, _table_with_entropy(4), _table_with_entropy(37)])
+  with byte_lm.x64():
+    dev = np.asarray(jax.jit(lambda f: quantize.device_entropy(f, 16))(jnp.asarray(tables)))
+  np.testing.assert_array_equal(dev, quantize.entropy_units(tables))
+
+
+def test_entropy_segmentation_on_a_hand_built_table():
+  # h_t by hand (bits). Global threshold 6: starts at 3 (7.0) and 9 (6.5); jump 2:
+  # starts at 6 (1.0 -> 3.5) but not at 4 (a fall) nor 8 (+1.5); 12 is unreliable
+  # (a fragile table): a start whatever its value, and no jump test at 13.
+  h = np.array([5.0, 1.0, 0.5, 7.0, 0.8, 1.0, 3.5, 3.0, 4.5, 6.5, 0.2, 0.1, 0.0, 3.0, 0.2])
+  bad = np.zeros(15, bool)
+  bad[12] = True
+  st = Settings(entropy_threshold=6.0, entropy_jump=2.0, literal_threshold=4.0)
+  starts = coder.segment_starts(h, st, bad)
+  assert np.flatnonzero(starts).tolist() == [0, 3, 6, 9, 12]
+  segs = coder.plan_segments(h, st, bad)
+  assert [(s.start, s.end) for s in segs] == [(0, 3), (3, 6), (6, 9), (9, 12), (12, 15)]
+  # Literal rule (a): mean entropy over reliable positions > 4 bits ([3, 6): 8.8 / 3),
+  # or too short to gain (none here: T/N = 1 symbol per window).
+  assert [s.literal for s in segs] == [False, False, False, False, False]
+  st_lit = dataclasses.replace(st, literal_threshold=2.5)
+  assert [s.literal for s in coder.plan_segments(h, st_lit, bad)] == [False, True, True,
+                                                                       False, False]
+  # [12, 15): position 12 is unreliable, so its mean is (3.0 + 0.2) / 2 = 1.6.
+  assert coder.plan_segments(h, dataclasses.replace(st, literal_threshold=1.59), bad)[-1].literal
+  assert not coder.plan_segments(h, dataclasses.replace(st, literal_threshold=1.61),
+                                 bad)[-1].literal
+  # Thresholds of 8 bits never start a segment; T/N = 2 symbols make 2-byte segments literal.
+  assert coder.segment_starts(h, Settings(**ALL_CODED)).tolist() == [True] + [False] * 14
+  short = coder.plan_segments(np.array([7.0, 1.0, 7.0, 1.0, 1.0]),
+                              Settings(window_bits=32, symbol_bits=16, entropy_threshold=6.0))
+  assert [(s.start, s.end, s.literal) for s in short] == [(0, 2, True), (2, 5, False)]
+  assert coder.plan_segments(np.zeros(0), st) == []
+
+
+def test_literal_rule_b_keeps_segments_that_do_not_shrink():
+  st = Settings(window_bits=16, symbol_bits=8, **ALL_CODED)  # two symbols per window
+  rnd = bytes(np.random.default_rng(3).integers(0, 256, 40, dtype=np.uint8))
+  coded = coder.encode_segment(rnd, st, _synthetic_table)
+  assert len(coded.symbols) >= len(rnd)  # random bytes do not shrink under the toy model
+  symbols, stats, _ = coder.assemble(rnd, [coder.Segment(0, 40, False)], [coded], st)
+  np.testing.assert_array_equal(symbols, np.frombuffer(rnd, np.uint8))
+  assert stats.literal_bytes == 40 and stats.literal_segments == 1 and stats.windows == 0
 
 
 def test_corrupt_streams_are_rejected():
@@ -286,19 +357,34 @@ def test_corrupt_streams_are_rejected():
   with pytest.raises(coder.CorruptStreamError, match="outside"):
     coder.decode_document(np.array([256 + (1 << 16)]), st, _synthetic_table)
   with pytest.raises(ValueError):
-    coder.encode_document(b"abc", _tables(b"ab"), st)
+    coder.code_window(b"abc", np.stack([_synthetic_table(b"")] * 3), None, st)
 
 
 def test_settings_validation():
   from proxyjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   with pytest.raises(ConfigError, match="window_bits"):
     Settings(window_bits=20, symbol_bits=16)
+  for field in ("entropy_threshold", "entropy_jump", "literal_threshold"):
+    for bad in (-0.5, 8.5, float("nan"), float("inf")):
+      with pytest.raises(ConfigError, match=f"compressor.{field}"):
+        Settings(**{field: bad})
+  with pytest.raises(ConfigError, match="compressor.window_context"):
+    Settings(window_context=2)
+  c = compressor_config()
+  c.compressor.entropy_jump = 9
+  with pytest.raises(ConfigError, match="compressor.entropy_jump"):
+    Settings.from_config(c)
   c = compressor_config()
   c.compressor.context = c.seq_len + 1
   with pytest.raises(ConfigError, match="context"):
     Settings.from_config(c)
+  c = compressor_config()
+  c.compressor.entropy_window = 16  # a field of the previous coder
+  with pytest.raises(ConfigError, match="unknown field"):
+    Settings.from_config(c)
   s = Settings.from_config(compressor_config())
   assert s.alphabet_size == 256 + 65536 and s.symbols_per_window == 1
+  assert s.window_bytes == 30 and s.window_batch_rows == s.batch_rows * 8
   assert V.Vocab(s.alphabet_size, literal_bytes=True).num_ids == 320 + 65536
 
 
@@ -326,13 +412,55 @@ def test_round_trips_with_model(trained):
   for _, st in results:
     stats += st
   assert results[3][0].size == 0  # empty document -> no symbols
-  assert stats.windows > 0 and stats.literal_bytes > 0
+  assert stats.windows > 0 and stats.literal_bytes > 0 and stats.segments > 10
   # The random bytes in the mixed document stay literal, the code around them is coded.
   mixed_symbols = results[-1][0]
   assert np.sum(mixed_symbols < 256) >= 100 and np.sum(mixed_symbols >= 256) > 20
-  # Longer than the model's rows (30 bytes): the context slides.
+  # Longer than the model's rows (30 bytes): the entropy pass slides.
   assert len(docs[0]) > 10 * comp.settings.row_bytes
   assert sum(len(s) for s, _ in results) < sum(len(d) for d in docs)
+
+
+def test_every_window_of_several_documents_decodes_alone(trained):
+  # Each window's symbols, decoded with no byte before it (its own model rows only),
+  # give exactly the bytes it covers -- for every window of four documents.
+  _, _, comp = trained
+  st = comp.settings
+  docs = _real_code(1200)
+  values, spans = [], []
+  for doc, (symbols, starts, ends) in zip(docs, comp.symbol_spans(docs)):
+    for s, v in _windows(symbols, st):
+      values.append(v)
+      spans.append(doc[starts[s]:ends[s]])
+  assert len(values) > 100
+  assert comp.decode_windows(values) == spans  # all at once, one row per window
+  for w in range(0, len(values), len(values) // 12):  # and some truly one at a time
+    assert comp.decode_windows([values[w]]) == [spans[w]]
+  assert max(len(p) for p in spans) <= st.window_bytes
+
+
+def test_segment_cache_codes_repeats_once(trained):
+  _, _, comp = trained
+  st = comp.settings
+  base = _real_code(600)
+  docs = base + base[::-1] + [base[0] + base[1]]
+  cached = _with_batch_rows(comp.model, st.batch_rows)
+  results = list(cached.encode_with_stats(docs))
+  stats = coder.EncodeStats()
+  for _, s in results:
+    stats += s
+  # Every coded segment of the repeated documents is a hit; the concatenation hits too.
+  for _, s in results[len(base):2 * len(base)]:
+    assert s.cache_lookups > 0 and s.cache_hits == s.cache_lookups
+  assert results[-1][1].cache_hits > 0.5 * results[-1][1].cache_lookups
+  assert cached.cache.hits == stats.cache_hits and len(cached.cache) > 0
+  no_cache = codec.NeuralCompressor(byte_lm.ByteModel(
+      comp.model.model_cfg, comp.model.host_params, dataclasses.replace(st, cache_entries=0)))
+  plain = no_cache.encode(docs)
+  assert len(no_cache.cache) == 0
+  for (a, _), b in zip(results, plain):
+    np.testing.assert_array_equal(a, b)
+  assert cached.decode([a for a, _ in results]) == docs
 
 
 def test_float64_forward_matches_the_training_forward(wide_model):
@@ -356,22 +484,23 @@ def test_float64_forward_matches_the_training_forward(wide_model):
 
 @pytest.mark.parametrize("which", ["trained", pytest.param("wide", marks=pytest.mark.slow)])
 def test_same_symbols_from_any_batch_rows(which, trained, wide_model):
-  # 4, 16 and 64 rows per call: different compiled shapes, different row slots and
-  # neighbours. Robust tables are bit-identical, and so are the symbols. (With the
-  # float32 forward the wide model's tables differ between 4 and 64 rows.)
+  # 4, 16 and 64 rows per call (32, 128, 512 window rows with the wide model's rows of 64):
+  # different compiled shapes, different row slots and neighbours. Robust entropies are
+  # bit-identical, and so are the symbols. (With the float32 forward the wide model's
+  # tables differ between 4 and 64 rows.)
   model = trained[2].model if which == "trained" else wide_model
   docs = _real_code() + _docs()
   results = {}
   for rows in (4, 16, 64):
     comp = _with_batch_rows(model, rows)
-    results[rows] = (list(comp.tables(docs)), comp.encode(docs))
-  base_tables, base_symbols = results[4]
-  assert sum(int(f.sum()) for *_, f in base_tables) <= 0.01 * sum(len(d) + 1 for d in docs)
+    results[rows] = (list(comp.entropies(docs)), comp.encode(docs))
+  base_h, base_symbols = results[4]
+  assert sum(int(f.sum()) for *_, f in base_h) <= 0.01 * sum(len(d) + 1 for d in docs)
   for rows in (16, 64):
-    tables, symbols = results[rows]
-    for (_, _, t0, f0), (_, _, t1, f1) in zip(base_tables, tables):
+    entropies, symbols = results[rows]
+    for (_, _, h0, f0), (_, _, h1, f1) in zip(base_h, entropies):
       robust = ~(f0 | f1)
-      np.testing.assert_array_equal(t0[robust], t1[robust])
+      np.testing.assert_array_equal(h0[robust], h1[robust])
     for a, b in zip(base_symbols, symbols):
       np.testing.assert_array_equal(a, b)
   # Composition: alone, reversed.
@@ -385,9 +514,9 @@ def test_same_symbols_from_any_batch_rows(which, trained, wide_model):
 
 def test_decode_with_other_batch_rows(wide_model):
   # Encoded 64 rows per call, decoded 4 per call (and with PAD after the prefix).
-  # Everything coded (no literal spans), so nearly every table is read. Fails with
-  # the float32 forward (the decode does not reproduce the CRC32).
-  st = dataclasses.replace(wide_model.settings, literal_threshold=float("inf"))
+  # Everything coded (no literal spans), so nearly every window table is read. Fails
+  # with the float32 forward (the decode does not reproduce the CRC32).
+  st = dataclasses.replace(wide_model.settings, **ALL_CODED)
   model = byte_lm.ByteModel(wide_model.model_cfg, wide_model.host_params, st)
   docs = [d[:300] for d in _real_code()]
   streams = _with_batch_rows(model, 64).encode(docs)

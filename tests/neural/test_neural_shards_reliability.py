@@ -123,3 +123,15 @@ def test_shards_of_the_previous_format_are_refused(tmp_path):
   path = _shard(tmp_path, records)
   with pytest.raises(ConfigError, match=r"re-run `python -m proxyjax.compress`"):
     sources.ArrayRecordSource(path)
+
+
+@pytest.mark.parametrize("old", ["proxyjax.neural/3", "proxyjax.neural/2"])
+def test_shards_whose_windows_saw_earlier_bytes_are_refused(tmp_path, old):
+  # Format 3 windows were conditioned on the whole document before them (issue 13): their
+  # symbols mean other bytes, so the view refuses them with the command that rewrites them.
+  from proxyjax.views.neural import NeuralView  # pylint: disable=g-import-not-at-top
+  assert shards_lib.FORMAT == "proxyjax.neural/4" and old in shards_lib.OLD_FORMATS
+  shards_lib.write_json(str(tmp_path / shards_lib.METADATA), {"format": old, "settings": {}})
+  with pytest.raises(ValueError, match=r"re-run `python -m proxyjax.compress`") as e:
+    NeuralView(str(tmp_path))
+  assert old in str(e.value) and shards_lib.FORMAT in str(e.value)

@@ -3,6 +3,8 @@
 Symbols: 0..255 are literal bytes (spans the compressor leaves uncoded),
 ``256 + v`` are packed N-bit pieces of T-bit equal-information windows
 (``proxyjax.views.neural.coder``); alphabet ``256 + 2^N``, ``literal_bytes=True``.
+Each window depends on its own bytes only: the model's context restarts at its
+first byte, so a window decodes from its symbols alone.
 
 Training normally reads the symbols precomputed by ``python -m
 proxyjax.compress`` from ArrayRecord shards (documents carry them as
@@ -15,7 +17,7 @@ never load it). Symbols are the same whatever ``batch_rows`` or device the
 compressor runs with (``proxyjax.views.neural.quantize``).
 
 This package holds everything of the neural view that needs no model: ``settings``
-(T, N, precision, segmentation, context; the compressor's training config),
+(T, N, precision, entropy segmentation, contexts; the compressor's training config),
 ``quantize`` (float64 logits -> integer frequency tables), ``coder`` (segmentation,
 equal-information windows, N-bit packing, decoder) and ``shards`` (the ArrayRecord
 shard format, numpy only). The compressor model is ``proxyjax.neural``, above the
@@ -90,7 +92,8 @@ class NeuralView(base.View):
       if meta.get("format") != shards_lib.FORMAT:
         raise ValueError(f"neural view: {neural_dir} holds shards of format "
                          f"{meta.get('format')!r}, this proxyjax reads {shards_lib.FORMAT!r} "
-                         "(float64 tables, CRC32, a checksum over each record's text and "
+                         "(windows that restart the model's context, entropy segments, "
+                         "float64 tables, CRC32, a checksum over each record's text and "
                          f"symbols): {shards_lib.RECOMPRESS_HINT}")
       self.workdir = meta["model"]["workdir"]
       self.config = config or ml_collections.ConfigDict(meta["config"])

@@ -173,3 +173,46 @@ def cost_table(prob_bits: int) -> np.ndarray:
     table = prob_bits - np.log2(f)
   table.setflags(write=False)
   return table
+
+
+# --- predictive entropy of an integer table (segmentation; encoder only) ------------
+
+ENTROPY_FRAC_BITS = 20
+"""h_t is computed in integer units of 2^-(prob_bits + 20) bits (exact sums)."""
+
+
+@functools.lru_cache(maxsize=None)
+def entropy_table(prob_bits: int) -> np.ndarray:
+  """``ENT[f] = round(f * log2(f) * 2^20)`` (int64) for f in [0, 2^prob_bits]."""
+  f = np.arange((1 << prob_bits) + 1, dtype=np.float64)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    v = np.where(f > 0, f * np.log2(np.maximum(f, 1.0)), 0.0)
+  table = np.rint(v * (1 << ENTROPY_FRAC_BITS)).astype(np.int64)
+  table.setflags(write=False)
+  return table
+
+
+def entropy_units(freqs: np.ndarray, prob_bits: int = 16) -> np.ndarray:
+  """Integer entropy of tables ``[..., 256]`` (sum ``M = 2^prob_bits``):
+  ``prob_bits * M * 2^20 - sum_c ENT[f_c]``, i.e. ``h * M * 2^20`` with
+  ``h = -sum_c (f_c / M) log2(f_c / M)`` (the table's entropy in bits). A function of
+  the integer table alone, so equal tables give equal entropies on any device."""
+  ent = entropy_table(prob_bits)[np.asarray(freqs, np.int64)]
+  return (prob_bits << (prob_bits + ENTROPY_FRAC_BITS)) - ent.sum(-1)
+
+
+def units_to_bits(units: np.ndarray, prob_bits: int = 16) -> np.ndarray:
+  """``entropy_units`` -> float64 bits (exact: a division by a power of two)."""
+  return np.asarray(units, np.int64).astype(np.float64) / float(1 << (prob_bits + ENTROPY_FRAC_BITS))
+
+
+def entropy_bits(freqs: np.ndarray, prob_bits: int = 16) -> np.ndarray:
+  """The predictive entropy ``h`` in bits of tables ``[..., 256]``."""
+  return units_to_bits(entropy_units(freqs, prob_bits), prob_bits)
+
+
+def device_entropy(freqs, prob_bits: int):
+  """``entropy_units`` in ``jax.numpy`` (int64: call with x64 enabled, inside a jit)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  ent = jnp.asarray(entropy_table(prob_bits), jnp.int64)[freqs.astype(jnp.int32)]
+  return (prob_bits << (prob_bits + ENTROPY_FRAC_BITS)) - jnp.sum(ent, axis=-1)

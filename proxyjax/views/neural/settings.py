@@ -4,13 +4,12 @@ The compressor is a small raw-byte LM trained with the normal training loop;
 its config carries one extra section, ``compressor``, read by
 :meth:`Settings.from_config`. Every field of that section changes the symbols
 produced, so the shards record them (``neural.json``) and a decoder must use
-the same values (``batch_rows`` excepted) and the same checkpoint.
+the same values (``batch_rows`` and ``cache_entries`` excepted) and the same checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import ml_collections
 
@@ -22,36 +21,45 @@ SECTION = "compressor"
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  """How bytes become neural symbols.
+  """How bytes become neural symbols (``proxyjax.views.neural.coder`` has the rules).
 
   Attributes:
     symbol_bits: N, bits per packed symbol (alphabet 256 literals + 2^N).
     window_bits: T, bits per equal-information window (a multiple of N).
     prob_bits: precision of the integer frequency tables (sum 2^prob_bits,
       every byte >= 1).
-    literal_threshold: a byte stays literal where the mean model cost over
-      ``entropy_window`` bytes centred on it exceeds this many bits per byte
-      (inf: code everything; <= 0: everything literal).
-    entropy_window: bytes in the running mean of the segmentation.
-    min_literal_run: literal runs shorter than this are coded instead.
-    context: model input length in ids (``[BOS, <raw>]`` + up to
-      ``context - 2`` bytes of the document).
-    stride: new bytes predicted per model row after the first row
-      (0 = half of ``context - 2``).
-    batch_rows: rows per model call (the compiled batch shape). The only field
-      that does not change the symbols (float64 tables with fragility flags:
+    entropy_threshold: global segmentation threshold: a segment starts at byte
+      t where the model's predictive entropy h_t (bits, in [0, 8]) exceeds it
+      (8: never).
+    entropy_jump: monotonicity threshold: a segment starts at byte t where
+      ``h_t - h_{t-1}`` exceeds it (8: never).
+    literal_threshold: a segment stays literal where its mean entropy exceeds
+      this many bits per byte (8: never; 0: every segment with any entropy).
+    context: entropy pass: model input length in ids (``[BOS, <raw>]`` + up to
+      ``context - 2`` bytes of the document before each byte).
+    stride: entropy pass: new bytes predicted per model row after the first
+      row (0 = half of ``context - 2``).
+    window_context: ids per window row (``[BOS, <raw>]`` + the window's bytes):
+      a window codes at most ``window_context - 2`` bytes, with no bytes before it.
+    batch_rows: entropy rows per model call (the compiled batch shape; window
+      calls take ``window_batch_rows`` rows of the same total size). Does not
+      change the symbols (float64 tables with fragility flags:
       ``proxyjax.views.neural.quantize``); raise it on an accelerator (e.g. 256).
+    cache_entries: coded segments kept in the encoder's cache (same bytes, same
+      model -> same symbols; 0 = no cache). Does not change the symbols.
   """
 
   symbol_bits: int = 16
   window_bits: int = 16
   prob_bits: int = 16
-  literal_threshold: float = 8.0
-  entropy_window: int = 16
-  min_literal_run: int = 8
+  entropy_threshold: float = 6.0
+  entropy_jump: float = 2.0
+  literal_threshold: float = 7.0
   context: int = 256
   stride: int = 0
+  window_context: int = 32
   batch_rows: int = 16
+  cache_entries: int = 1 << 16
 
   def __post_init__(self):
     n, t = self.symbol_bits, self.window_bits
@@ -62,19 +70,22 @@ class Settings:
                         f"symbol_bits={n}, got {t}")
     if not 9 <= self.prob_bits <= 16:
       raise ConfigError(f"{SECTION}.prob_bits", f"must be in [9, 16], got {self.prob_bits}")
-    if math.isnan(self.literal_threshold):
-      raise ConfigError(f"{SECTION}.literal_threshold", "must be a number")
-    if self.entropy_window < 1:
-      raise ConfigError(f"{SECTION}.entropy_window", "must be >= 1")
-    if self.min_literal_run < 1:
-      raise ConfigError(f"{SECTION}.min_literal_run", "must be >= 1")
+    for name in ("entropy_threshold", "entropy_jump", "literal_threshold"):
+      value = getattr(self, name)
+      if not isinstance(value, (int, float)) or not 0.0 <= value <= 8.0:
+        raise ConfigError(f"{SECTION}.{name}", f"must be a number of bits in [0, 8], got {value!r}")
     if self.context < 4:
       raise ConfigError(f"{SECTION}.context", f"must be >= 4, got {self.context}")
     if not 0 <= self.stride <= self.row_bytes:
       raise ConfigError(f"{SECTION}.stride", f"must be in [0, context - 2 = "
                         f"{self.row_bytes}], got {self.stride}")
+    if not 3 <= self.window_context <= 4096:
+      raise ConfigError(f"{SECTION}.window_context", f"must be in [3, 4096], got "
+                        f"{self.window_context}")
     if self.batch_rows < 1:
       raise ConfigError(f"{SECTION}.batch_rows", "must be >= 1")
+    if self.cache_entries < 0:
+      raise ConfigError(f"{SECTION}.cache_entries", "must be >= 0")
 
   @property
   def row_bytes(self) -> int:
@@ -85,6 +96,16 @@ class Settings:
   def row_stride(self) -> int:
     """S: bytes by which consecutive rows advance (new predictions per row)."""
     return self.stride or max(self.row_bytes // 2, 1)
+
+  @property
+  def window_bytes(self) -> int:
+    """The most bytes one window codes (``window_context - 2``)."""
+    return self.window_context - 2
+
+  @property
+  def window_batch_rows(self) -> int:
+    """Window rows per model call: as many ids per call as an entropy call."""
+    return self.batch_rows * max(1, self.context // self.window_context)
 
   @property
   def alphabet_size(self) -> int:
@@ -103,9 +124,13 @@ class Settings:
     if unknown:
       raise ConfigError(f"{SECTION}.{unknown[0]}", f"unknown field; known: {sorted(fields)}")
     kwargs = {k: section[k] for k in fields if k in section}
-    if "literal_threshold" in kwargs:
-      kwargs["literal_threshold"] = float(kwargs["literal_threshold"])
+    for name in ("entropy_threshold", "entropy_jump", "literal_threshold"):
+      if name in kwargs and isinstance(kwargs[name], (int, float)):
+        kwargs[name] = float(kwargs[name])
     settings = cls(**kwargs)
+    if settings.window_context > config.seq_len:
+      raise ConfigError(f"{SECTION}.window_context", f"{settings.window_context} exceeds the "
+                        f"length the compressor was trained on (seq_len={config.seq_len})")
     if settings.context > config.seq_len:
       raise ConfigError(f"{SECTION}.context", f"{settings.context} exceeds the length the "
                         f"compressor was trained on (seq_len={config.seq_len})")
@@ -150,12 +175,14 @@ def compressor_config(size: str = "tiny") -> ml_collections.ConfigDict:
   s.symbol_bits = defaults.symbol_bits  # N: bits per packed symbol (alphabet 256 + 2^N).
   s.window_bits = defaults.window_bits  # T: bits per equal-information window (multiple of N).
   s.prob_bits = defaults.prob_bits  # Precision of the integer frequency tables.
-  s.literal_threshold = defaults.literal_threshold  # Bits/byte above which spans stay literal.
-  s.entropy_window = defaults.entropy_window  # Bytes in the segmentation's running mean.
-  s.min_literal_run = defaults.min_literal_run  # Shorter literal runs are coded.
-  s.context = defaults.context  # Model input ids per row (<= seq_len).
-  s.stride = defaults.stride  # New bytes per row after the first (0 = half a row).
+  s.entropy_threshold = defaults.entropy_threshold  # A segment starts where h_t exceeds this (bits).
+  s.entropy_jump = defaults.entropy_jump  # ... or where h_t - h_{t-1} exceeds this (bits).
+  s.literal_threshold = defaults.literal_threshold  # Segments of higher mean entropy stay literal.
+  s.context = defaults.context  # Entropy pass: model input ids per row (<= seq_len).
+  s.stride = defaults.stride  # Entropy pass: new bytes per row after the first (0 = half a row).
+  s.window_context = defaults.window_context  # Ids per window row: a window codes <= this - 2 bytes.
   s.batch_rows = defaults.batch_rows  # Rows per model call (fixed compiled shape; symbols do not depend on it).
+  s.cache_entries = defaults.cache_entries  # Coded segments cached (symbols do not depend on it).
   if size == "gpu":
     base = config_lib.base_config()  # accelerator defaults: bf16, remat, auto attention, scan
     for k in ("dtype", "remat", "attention", "scan_layers"):

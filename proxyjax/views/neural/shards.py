@@ -26,7 +26,9 @@ whose text or symbols changed (a permutation included) fails it. Readers check
 both (:func:`verify_record`; the training source skips a failing record and
 counts it as ``corrupt_record``, a ``neural`` field that is not base64 as
 ``malformed_symbols``). Shards of format 2 (no ``record_crc32``) are refused
-with a message to re-run ``python -m proxyjax.compress``. ``text`` holds the
+with a message to re-run ``python -m proxyjax.compress``, and so are shards of
+format 3 (windows conditioned on the whole document before them: their symbols
+mean something else). ``text`` holds the
 bytes as a str (invalid UTF-8 is smuggled as lone surrogates:
 ``bytes.decode('utf-8', 'surrogateescape')``, which the source reverses). A
 shard file appears (atomic rename) only once complete, so its presence is the
@@ -50,8 +52,9 @@ from typing import Any
 import numpy as np
 from array_record.python import array_record_module
 
-FORMAT = "proxyjax.neural/3"  # 3: + per-record checksum over text and symbols (record_crc32)
-OLD_FORMATS = ("proxyjax.neural/2",)  # readable by nothing here: recompress
+FORMAT = "proxyjax.neural/4"  # 4: windows restart the model's context; entropy segments
+# Readable by nothing here: recompress. (The last is the one without record checksums.)
+OLD_FORMATS = ("proxyjax.neural/3", "proxyjax.neural/2")
 METADATA = "neural.json"
 PROGRESS = "progress.json"
 SUMMARY = "summary.json"
