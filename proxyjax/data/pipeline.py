@@ -52,6 +52,7 @@ from proxyjax.data import mixture as mixture_lib
 from proxyjax.data import sources as sources_lib
 from proxyjax.data import stats as stats_lib
 from proxyjax.data import validation as data_validation
+from proxyjax.data.sources import globs
 from proxyjax.errors import ConfigError
 
 SPLITS = ("train", "validation")
@@ -75,11 +76,26 @@ def build_view(config: ml_collections.ConfigDict) -> views_lib.View | None:
     if not os.path.isdir(neural_dir):
       raise ConfigError("data.neural_dir", f"no such directory: {neural_dir}")
   try:
-    return views_lib.build(d.view, views_lib.ViewOptions.from_config(
+    view = views_lib.build(d.view, views_lib.ViewOptions.from_config(
         d, tokenizer_path=path, neural_dir=neural_dir))
+    if d.view == "neural":
+      for shards_dir in _neural_shard_dirs(d.sources):
+        view.check_shards(shards_dir)
+    return view
   except (NotImplementedError, ValueError, OSError) as e:
     field = "data.neural_dir" if d.view == "neural" else "data.view"
     raise ConfigError(field, str(e)) from e
+
+
+def _neural_shard_dirs(sources: str) -> list[str]:
+  """The directories of ``arrayrecord:`` sources (their ``neural.json``, if any,
+  must match the neural view)."""
+  out = []
+  for spec in sources_lib.parse_sources(sources):
+    if spec.kind == "arrayrecord":
+      root, _ = globs.split_glob(spec.location)
+      out.append(root if os.path.isdir(root) else os.path.dirname(root))
+  return out
 
 
 def build_vocab(config: ml_collections.ConfigDict,

@@ -33,6 +33,7 @@ from proxyjax.data import sources as sources_lib
 from proxyjax.neural import byte_lm as model_lib
 from proxyjax.neural import codec
 from proxyjax.views.neural import coder, quantize
+from proxyjax.views.neural import settings as settings_lib
 from proxyjax.views.neural import shards as shards_lib
 from proxyjax.views.neural.settings import Settings
 
@@ -90,12 +91,11 @@ def _metadata(config, workdir, model, opts, num_docs, num_shards) -> dict:
 
 _MUST_MATCH = ("format", "settings", "model", "input", "split", "docs_per_shard", "num_docs",
                "num_shards")
-_FREE_SETTINGS = ("batch_rows", "cache_entries")  # do not change the symbols
 
 
 def _comparable(k: str, value):
   if k == "settings" and isinstance(value, dict):
-    return {f: v for f, v in value.items() if f not in _FREE_SETTINGS}
+    return {f: v for f, v in value.items() if f not in settings_lib.FREE_FIELDS}
   return value
 
 

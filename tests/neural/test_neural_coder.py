@@ -379,7 +379,15 @@ def test_settings_validation():
   with pytest.raises(ConfigError, match="context"):
     Settings.from_config(c)
   c = compressor_config()
-  c.compressor.entropy_window = 16  # a field of the previous coder
+  c.compressor.entropy_window = 16  # fields of the coder before shard format 4
+  c.compressor.min_literal_run = 8
+  with pytest.raises(ConfigError, match="predates shard format 4") as e:
+    Settings.from_config(c)
+  message = str(e.value)
+  assert "compressor.entropy_window" in message and "compressor.min_literal_run" in message
+  assert "\n" not in message and "config.json" in message
+  c = compressor_config()
+  c.compressor.window_size = 16  # never a field
   with pytest.raises(ConfigError, match="unknown field"):
     Settings.from_config(c)
   s = Settings.from_config(compressor_config())

@@ -135,3 +135,71 @@ def test_shards_whose_windows_saw_earlier_bytes_are_refused(tmp_path, old):
   with pytest.raises(ValueError, match=r"re-run `python -m proxyjax.compress`") as e:
     NeuralView(str(tmp_path))
   assert old in str(e.value) and shards_lib.FORMAT in str(e.value)
+
+
+def _shards_meta(directory, workdir, **settings):
+  from proxyjax.views.neural import Settings  # pylint: disable=g-import-not-at-top
+  meta = {"format": shards_lib.FORMAT, "settings": Settings(**settings).to_dict(),
+          "config": {}, "model": {"workdir": str(workdir), "fingerprint": "f" * 64}}
+  directory.mkdir(exist_ok=True)
+  shards_lib.write_json(str(directory / shards_lib.METADATA), meta)
+
+
+def _compressor_run(workdir, **compressor):
+  from proxyjax.views.neural import compressor_config  # pylint: disable=g-import-not-at-top
+  c = compressor_config()
+  c.compressor.update(compressor)
+  (workdir / "checkpoints").mkdir(parents=True)
+  (workdir / "config.json").write_text(c.to_json())
+
+
+def test_shards_and_a_run_with_other_settings_are_refused_naming_both(tmp_path):
+  from proxyjax.views.neural import NeuralView  # pylint: disable=g-import-not-at-top
+  run, shards = tmp_path / "run", tmp_path / "shards"
+  _compressor_run(run, entropy_threshold=5.0, batch_rows=4)
+  # batch_rows / cache_entries do not change the symbols: not a mismatch.
+  _shards_meta(shards, run, entropy_threshold=5.0, batch_rows=64, cache_entries=0)
+  assert NeuralView(str(shards)).settings.entropy_threshold == 5.0
+  # The run's config now codes differently from the shards: refused, naming both.
+  _shards_meta(shards, run, entropy_threshold=6.0)
+  with pytest.raises(ValueError, match="do not match") as e:
+    NeuralView(str(shards))
+  message = str(e.value)
+  assert str(shards) in message and str(run) in message
+  assert "compressor.entropy_threshold: 6.0" in message and "5.0" in message
+  # Training with data.neural_dir = the run and data.sources = those shards: ConfigError.
+  c = base_config()
+  c.data.view, c.data.neural_dir = "neural", str(run)
+  c.data.sources = f"arrayrecord:{shards}/*.array_record"
+  with pytest.raises(ConfigError, match="data.neural_dir") as e:
+    pipeline.build_view(c)
+  assert str(shards) in str(e.value) and str(run) in str(e.value)
+  assert "entropy_threshold" in str(e.value)
+
+
+def test_shards_of_another_compressor_run_are_refused(tmp_path):
+  run, other, shards = tmp_path / "run", tmp_path / "other", tmp_path / "shards"
+  _compressor_run(run)
+  _compressor_run(other)
+  _shards_meta(shards, other)
+  c = base_config()
+  c.data.view, c.data.neural_dir = "neural", str(run)
+  c.data.sources = f"arrayrecord:{shards}/*.array_record"
+  with pytest.raises(ConfigError, match="compressor run") as e:
+    pipeline.build_view(c)
+  assert str(other) in str(e.value) and str(run) in str(e.value)
+  c.data.neural_dir = str(shards)  # the shards' own directory: accepted
+  assert pipeline.build_view(c).workdir == str(other)
+
+
+def test_an_old_compressor_run_is_refused_in_one_line(tmp_path):
+  c = base_config()
+  run = tmp_path / "run"
+  _compressor_run(run)
+  config = json.loads((run / "config.json").read_text())
+  config["compressor"]["entropy_window"] = 16  # written by the coder before format 4
+  (run / "config.json").write_text(json.dumps(config))
+  c.data.view, c.data.neural_dir = "neural", str(run)
+  with pytest.raises(ConfigError, match="predates shard format 4") as e:
+    pipeline.build_view(c)
+  assert "compressor.entropy_window" in str(e.value) and "\n" not in str(e.value)

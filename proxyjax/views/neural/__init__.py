@@ -50,6 +50,17 @@ def set_compressor_loader(loader: Callable[..., Any]) -> None:
   _LOADER = loader
 
 
+def check_same_settings(a: Settings, a_dir: str, b: Settings, b_dir: str) -> None:
+  """ValueError naming both directories and every coding field in which they differ."""
+  diff = a.coding_differences(b)
+  if diff:
+    fields = "; ".join(f"compressor.{k}: {va!r} in {a_dir} vs {vb!r} in {b_dir}"
+                       for k, (va, vb) in sorted(diff.items()))
+    raise ValueError(f"neural view: the compressor settings of {a_dir} and {b_dir} do not "
+                     f"match ({fields}); the symbols of one cannot be read with the other: "
+                     "point data.neural_dir at the shards' own directory, or recompress")
+
+
 class NeuralView(base.View):
   """bytes <-> neural symbols with one compressor checkpoint.
 
@@ -99,6 +110,7 @@ class NeuralView(base.View):
       self.config = config or ml_collections.ConfigDict(meta["config"])
       self.settings = Settings(**meta["settings"])
       self._fingerprint = meta["model"]["fingerprint"]
+      self._check_run_settings(neural_dir)
     elif neural_dir and os.path.isdir(os.path.join(neural_dir, "checkpoints")):
       self.workdir = neural_dir
       self.config = config or config_lib.load_run_config(neural_dir) or compressor_config()
@@ -108,6 +120,41 @@ class NeuralView(base.View):
           f"neural view: {neural_dir!r} is neither a shards directory (no "
           f"{shards_lib.METADATA}) nor a compressor run (no checkpoints/)")
     self.alphabet_size = self.settings.alphabet_size
+
+  def _check_run_settings(self, shards_dir: str) -> None:
+    """Refuses shards whose compressor run now records other coding settings.
+
+    The shards' ``neural.json`` holds the settings they were written with; if the
+    compressor run's own ``config.json`` has since changed (or the run directory
+    was reused for another compressor), decoding or re-encoding with either set
+    would not reproduce the shards' symbols.
+    """
+    run_config = config_lib.load_run_config(self.workdir) if os.path.isdir(self.workdir) else None
+    if run_config is None or not run_config.get("compressor"):
+      return
+    try:
+      run_settings = Settings.from_config(run_config)
+    except Exception as e:  # noqa: BLE001 - reported with both directories
+      raise ValueError(f"the shards in {shards_dir} were written by the compressor run "
+                       f"{self.workdir}, whose config.json no longer gives usable settings "
+                       f"({e})") from e
+    check_same_settings(self.settings, shards_dir, run_settings, self.workdir)
+
+  def check_shards(self, shards_dir: str) -> None:
+    """Raises ValueError if the shards in ``shards_dir`` were not written with this
+    view's compressor run and coding settings (naming both)."""
+    meta = shards_lib.read_metadata(shards_dir)
+    if meta is None:
+      return
+    where = self.neural_dir or "this view"
+    if meta.get("format") != shards_lib.FORMAT:
+      raise ValueError(f"{shards_dir} holds neural shards of format {meta.get('format')!r}, "
+                       f"this proxyjax reads {shards_lib.FORMAT!r}: {shards_lib.RECOMPRESS_HINT}")
+    check_same_settings(Settings(**meta["settings"]), shards_dir, self.settings, where)
+    run = meta.get("model", {}).get("workdir", "")
+    if self.workdir and run and os.path.realpath(run) != os.path.realpath(self.workdir):
+      raise ValueError(f"the shards in {shards_dir} were written by the compressor run {run}, "
+                       f"but data.neural_dir={where} uses the compressor run {self.workdir}")
 
   @property
   def compressor(self):

@@ -10,6 +10,7 @@ the same values (``batch_rows`` and ``cache_entries`` excepted) and the same che
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import ml_collections
 
@@ -17,6 +18,14 @@ from proxyjax import config as config_lib
 from proxyjax.errors import ConfigError
 
 SECTION = "compressor"
+
+# Fields of compressor runs trained before shard format 4 (windows that restart
+# the model's context, entropy segmentation). Their meaning is gone, so a run
+# that records them is refused rather than silently coded with other rules.
+REMOVED_FIELDS = ("entropy_window", "min_literal_run")
+
+# Settings that do not change the symbols (a decoder may use other values).
+FREE_FIELDS = ("batch_rows", "cache_entries")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +129,16 @@ class Settings:
     """Reads ``config.compressor`` (missing fields keep their defaults)."""
     section = config.get(SECTION) or {}
     fields = {f.name for f in dataclasses.fields(cls)}
+    removed = sorted(set(section) & set(REMOVED_FIELDS))
+    if removed:
+      names = ", ".join(f"{SECTION}.{k}" for k in removed)
+      raise ConfigError(f"{SECTION}.{removed[0]}",
+                        f"this compressor run predates shard format 4 and records {names} "
+                        "(removed: windows now restart the model's context and segments follow "
+                        "the predictive entropy, fields entropy_threshold / entropy_jump / "
+                        "literal_threshold / window_context); delete those keys from the "
+                        "run's config.json to code with the new rules, or retrain with "
+                        "configs/compressor.py")
     unknown = sorted(set(section) - fields)
     if unknown:
       raise ConfigError(f"{SECTION}.{unknown[0]}", f"unknown field; known: {sorted(fields)}")
@@ -138,6 +157,14 @@ class Settings:
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
+
+  def coding_differences(self, other: "Settings") -> dict[str, tuple[Any, Any]]:
+    """``{field: (self's, other's)}`` for the fields that change the symbols and differ."""
+    out = {}
+    for f in dataclasses.fields(self):
+      if f.name not in FREE_FIELDS and getattr(self, f.name) != getattr(other, f.name):
+        out[f.name] = (getattr(self, f.name), getattr(other, f.name))
+    return out
 
 
 COMPRESSOR_SIZES = ("tiny", "gpu")
