@@ -29,6 +29,18 @@ def small_config(**overrides):
   return c
 
 
+def data_config(**data):
+  """The base config with rows of 64 ids, 4 rows per step and a 4-step warm-up;
+  ``data`` sets fields of ``config.data`` (data-pipeline tests)."""
+  c = config_lib.base_config()
+  c.seq_len = 64
+  c.batch_size = 4
+  c.data.schedule.warmup_steps = 4
+  for k, v in data.items():
+    c.data[k] = v
+  return c
+
+
 def model_config(c):
   return transformer.ModelConfig.from_config(c, pipeline.build_vocab(c))
 

@@ -4,24 +4,14 @@ import os
 
 import numpy as np
 import pytest
+from helpers import data_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxyjax import vocab as V
-from proxyjax.config import base_config
 from proxyjax.data import mixing, pipeline, sources
 from proxyjax.errors import ConfigError
 from proxyjax.views import make_view
-
-
-def _config(**data):
-  c = base_config()
-  c.seq_len = 64
-  c.batch_size = 4
-  c.data.schedule.warmup_steps = 4
-  for k, v in data.items():
-    c.data[k] = v
-  return c
 
 
 def _take(it, n):
@@ -43,7 +33,7 @@ def _stream(batches):
 
 @pytest.mark.parametrize("packing", ["concat", "first_fit"])
 def test_resume_reproduces_batches(packing):
-  c = _config(packing=packing)
+  c = data_config(packing=packing)
   n, k = 12, 5
   straight_it = pipeline.make_iterator(c, process_index=0, process_count=1)
   straight = _take(straight_it, n)
@@ -63,7 +53,7 @@ def test_resume_reproduces_batches(packing):
 def test_resume_with_worker_processes_and_orbax(tmp_path):
   import grain
   import orbax.checkpoint as ocp
-  c = _config(num_workers=2)
+  c = data_config(num_workers=2)
   n, k = 10, 4
   it = pipeline.make_iterator(c, process_index=0, process_count=1)
   straight = _take(it, n)
@@ -85,7 +75,7 @@ def test_resume_with_worker_processes_and_orbax(tmp_path):
 
 
 def test_worker_count_changes_are_refused():
-  c = _config(num_workers=2)
+  c = data_config(num_workers=2)
   it = pipeline.make_iterator(c, process_index=0, process_count=1)
   _take(it, 2)
   state = it.get_state()
@@ -98,7 +88,7 @@ def test_worker_count_changes_are_refused():
 
 def test_processes_get_disjoint_documents():
   docs = [b"doc %d\n" % i for i in range(40)]
-  c = _config(shuffle=False, num_epochs=1)
+  c = data_config(shuffle=False, num_epochs=1)
   c.data.schedule.enabled = False
   c.data.rate = 0.0
   seen = []
@@ -114,7 +104,7 @@ def test_processes_get_disjoint_documents():
 
 def test_schedule_follows_stream_position():
   # Rate 0 for step 0, 0.5 at step 1, 1.0 from step 2 on; sentinel mode throughout.
-  c = _config(shuffle=False)
+  c = data_config(shuffle=False)
   sched = mixing.Schedule(initial_rate=0.0, peak_rate=1.0, final_rate=1.0, warmup_steps=2,
                           initial_mode="sentinel", steady_mode="sentinel", final_mode="sentinel")
   docs = [b"x" * (i % 13 + 1) for i in range(500)]
@@ -141,7 +131,7 @@ def test_bad_input_is_counted_not_fatal(tmp_path):
   (root / "long.py").write_bytes(b"x = 1\n" * 2000)  # many rows long
   (root / "ok.py").write_bytes(b"print('hi')\n")
   (root / "gone.py").write_bytes(b"vanishes\n")
-  c = _config(sources=f"files:{root}", validation_fraction=0.0, shuffle=False, num_epochs=1)
+  c = data_config(sources=f"files:{root}", validation_fraction=0.0, shuffle=False, num_epochs=1)
   ds = pipeline.build_dataset(c, process_index=0, process_count=1)
   os.remove(root / "gone.py")  # vanishes after listing, before reading
   it = iter(ds)
@@ -160,7 +150,7 @@ def test_bad_input_is_counted_not_fatal(tmp_path):
 def test_bad_jsonl_lines_are_counted(tmp_path):
   path = tmp_path / "data.jsonl"
   path.write_text('{"text": "a = 1"}\n{not json\n{"content": "b = 2"}\n{"other": 1}\n')
-  c = _config(sources=f"jsonl:{path}", validation_fraction=0.0, shuffle=False, num_epochs=1)
+  c = data_config(sources=f"jsonl:{path}", validation_fraction=0.0, shuffle=False, num_epochs=1)
   it = pipeline.make_iterator(c, process_index=0, process_count=1)
   list(it)
   stats = pipeline.pipeline_stats(it)
@@ -176,28 +166,28 @@ def test_bad_jsonl_lines_are_counted(tmp_path):
     ("sources", "nosuchkind:x", "data.sources"),
 ])
 def test_bad_config_names_the_field(field, value, match):
-  c = _config(**{field: value})
+  c = data_config(**{field: value})
   with pytest.raises(ConfigError, match=match):
     pipeline.build_dataset(c, process_index=0, process_count=1)
 
 
 def test_bad_top_level_config():
-  c = _config()
+  c = data_config()
   c.seq_len = 3
   with pytest.raises(ConfigError, match="seq_len"):
     pipeline.build_dataset(c, process_index=0, process_count=1)
-  c = _config()
+  c = data_config()
   c.data.schedule.peak_rate = -0.1
   with pytest.raises(ConfigError, match="data.schedule.peak_rate"):
     pipeline.build_dataset(c, process_index=0, process_count=1)
 
 
 def test_vocab_size_is_derived():
-  assert pipeline.build_vocab(_config(view="raw")).size == 384
-  assert pipeline.build_vocab(_config(view="deflate")).size == 640
-  assert pipeline.build_vocab(_config(view="deflate", separate_embedding=False)).size == 384
-  assert pipeline.build_vocab(_config(view="doublebyte")).size == 320 + 65536 + 64
-  assert pipeline.build_vocab(_config(view="halfbyte")).size == 384
+  assert pipeline.build_vocab(data_config(view="raw")).size == 384
+  assert pipeline.build_vocab(data_config(view="deflate")).size == 640
+  assert pipeline.build_vocab(data_config(view="deflate", separate_embedding=False)).size == 384
+  assert pipeline.build_vocab(data_config(view="doublebyte")).size == 320 + 65536 + 64
+  assert pipeline.build_vocab(data_config(view="halfbyte")).size == 384
 
 
 _MODES = ["sentinel", "translation_random", "parallel_random", "translation_raw_compressed",
@@ -210,7 +200,7 @@ _MODES = ["sentinel", "translation_random", "parallel_random", "translation_raw_
        seq_len=st.integers(4, 48), heads=st.integers(1, 3),
        view=st.sampled_from(["deflate", "halfbyte", "gzip"]))
 def test_unpacking_recovers_every_document(docs, mode, rate, seq_len, heads, view):
-  c = _config(shuffle=False, num_epochs=1, view=view)
+  c = data_config(shuffle=False, num_epochs=1, view=view)
   c.seq_len = seq_len
   c.batch_size = 3
   c.model.num_pred_heads = heads
@@ -258,7 +248,7 @@ def test_unpacking_recovers_every_document(docs, mode, rate, seq_len, heads, vie
 def test_weighted_source_mixing():
   a = sources.ListSource([b"a%d" % i for i in range(50)], name="a")
   b = sources.ListSource([b"b%d" % i for i in range(50)], name="b")
-  c = _config()
+  c = data_config()
   it = pipeline.make_iterator(c, process_index=0, process_count=1, view=None,
                               sources=[(a, 3.0), (b, 1.0)])
   _take(it, 20)
@@ -270,7 +260,7 @@ def test_weighted_source_mixing():
 
 def test_too_large_documents_are_skipped_and_counted():
   docs = [b"x" * 100, b"y" * 10, b"z" * 5000]
-  c = _config(shuffle=False, num_epochs=1, max_document_bytes=1000)
+  c = data_config(shuffle=False, num_epochs=1, max_document_bytes=1000)
   it = pipeline.make_iterator(c, process_index=0, process_count=1, view=None,
                               sources=[(sources.ListSource(docs), 1.0)])
   out = [V.ids_to_bytes(d[0].ids) for d in V.parse_documents(_stream(list(it)))]
@@ -280,7 +270,7 @@ def test_too_large_documents_are_skipped_and_counted():
 
 def test_schedule_follows_position_with_worker_processes():
   # With 2 workers, batch b comes from worker b % 2 and is the process's step b.
-  c = _config(shuffle=False, num_workers=2)
+  c = data_config(shuffle=False, num_workers=2)
   c.data.schedule.update(initial_rate=0.0, peak_rate=1.0, final_rate=1.0, warmup_steps=4,
                          initial_mode="sentinel", steady_mode="sentinel", final_mode="sentinel")
   docs = [b"q" * (i % 7 + 1) for i in range(400)]
