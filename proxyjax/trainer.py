@@ -37,13 +37,14 @@ from tqdm import tqdm
 
 from proxyjax import parallel, rundir
 from proxyjax.data import pipeline
+from proxyjax.eval import generate, validation
 from proxyjax.eval import run as eval_run
-from proxyjax.eval import validation
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import loss as loss_lib
 from proxyjax.train import metrics as metrics_lib
 from proxyjax.train import step as step_lib
+from proxyjax.train import summary as summary_lib
 
 log = logging.getLogger(__name__)
 
@@ -423,11 +424,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   (multi-process: every process must stop at the same step, see
   ``proxyjax.distributed.StopAgreement``).
   """
+  t_start = time.perf_counter()
   validation.validate(config)
   run = _Run(config, workdir)
   finished = False  # True once the loop ends normally (a failed last save then raises)
+  stopped = False
   try:
-    run.loop(stop_at_step, stop)
+    stopped = run.loop(stop_at_step, stop)
     finished = True
   except OSError as e:  # metrics on a full or read-only disk: one line, not a traceback
     cause = ckpt_lib.disk_error(e)
@@ -439,4 +442,34 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   finally:
     run.close(finished)
   run.last["step"] = run.step
+  if not stopped:
+    summarize(run, time.perf_counter() - t_start)
   return run.last
+
+
+def summary_sample(run: _Run) -> str:
+  """Greedy completion of ``config.summary_prompt`` through the raw-byte interface, by the
+  generation evaluation uses (``proxyjax.eval.generate``); at most
+  ``summary.SAMPLE_MAX_BYTES`` bytes, ending at ``</raw>`` or the model's context."""
+  config = run.config
+  prompt = config.summary_prompt.encode("utf-8")
+  room = config.seq_len - len(generate.RAW.encode(prompt)) + 1  # positions left in context
+  cfg = generate.SamplingConfig(max_new_tokens=max(1, min(summary_lib.SAMPLE_MAX_BYTES, room)),
+                                temperature=0.0, n=1, seed=config.seed)
+  return generate.generate(run.setup.graphdef, run.state["params"], [prompt], cfg,
+                           batch_size=config.eval.batch_size, mesh=run.mesh,
+                           rules=run.setup.rules, interface=generate.RAW,
+                           context_len=config.seq_len)[0][0]
+
+
+def summarize(run: _Run, wall_s: float) -> None:
+  """Prints the end-of-run summary (``proxyjax.train.summary``) on process 0; every process
+  takes part in the sample's generation (the parameters may be sharded over all)."""
+  sample = summary_sample(run) if run.config.get("summary_prompt", "") else None
+  if not run.is_main:
+    return
+  text = summary_lib.format_summary(
+      run.config, run.workdir, summary_lib.read_metrics(run.workdir), wall_s=wall_s,
+      start_step=run.start, end_step=run.step, checkpoints=summary_lib.checkpoint_steps(run.workdir),
+      sample=sample)
+  print(text, flush=True)

@@ -136,4 +136,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.async_checkpointing = True  # Save in the background while training continues.
   c.restore_policy = "strict"  # Resume when the config changed: 'strict' refuses changed model/data-stream fields (the error names the field); 'fresh_data' keeps params, optimizer and step and restarts the data stream (and its mixing schedule). Model-shape changes are always refused.
   c.progress_bar = True  # tqdm progress bar with ETA (compile time excluded).
+  c.summary_prompt = ""  # End-of-run summary: greedy raw-byte completion of this prompt ('' = no sample; costs a compile).
   return c

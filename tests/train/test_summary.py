@@ -1,0 +1,97 @@
+"""The end-of-run summary (``proxyjax.train.summary``, printed by ``trainer.train``) and the
+progress bar's raw BPB for a log window without raw bytes."""
+
+import re
+
+import pytest
+from helpers import model_config, restored_params, small_config
+
+from proxyjax import parallel, trainer
+from proxyjax.eval import generate
+from proxyjax.train import metrics as metrics_lib
+from proxyjax.train import step as step_lib
+from proxyjax.train import summary as summary_lib
+
+
+def test_window_without_raw_bytes_shows_a_dash_not_zero():
+  """A window whose targets were all compressed has no raw_bpb in its metric line, and the
+  progress bar shows "–" for it (a window with raw bytes shows the number)."""
+  c = small_config()
+  window = trainer._Window()
+  window.steps, window.tokens = 1, 512
+  window.add({"loss": 5.0, "grad_norm": 1.0, "param_norm": 2.0, "lr": 1e-3,
+              "raw_nll_sum": 0.0, "raw_count": 0.0, "comp_nll_sum": 2560.0,
+              "comp_count": 512.0})
+  line = window.scalars(1.0, model_config(c), 1000, None, {})
+  assert "raw_bpb" not in line and "raw_loss" not in line and line["comp_loss"] == 5.0
+  assert metrics_lib.progress_postfix(line) == {"loss": "5.000", "bpb": "–"}
+  window = trainer._Window()
+  window.steps, window.tokens = 1, 512
+  window.add({"loss": 5.0, "grad_norm": 1.0, "param_norm": 2.0, "lr": 1e-3,
+              "raw_nll_sum": 0.0, "raw_count": 4.0, "comp_nll_sum": 0.0, "comp_count": 0.0})
+  line = window.scalars(1.0, model_config(c), 1000, None, {})
+  assert line["raw_bpb"] == 0.0 and metrics_lib.progress_postfix(line)["bpb"] == "0.000"
+
+
+def test_summary_text_without_validation_or_sample(tmp_path):
+  c = small_config()
+  lines = [{"step": 5, "loss": 3.0, "total_symbols": 100, "total_raw_bytes": 30,
+            "total_compressed_symbols": 10, "total_utf8_bytes": 40}]
+  text = summary_lib.format_summary(c, str(tmp_path), lines, wall_s=75.4, start_step=0,
+                                    end_step=5, argv=["--config=configs/x.py", "--mode=train"])
+  assert "steps 0->5 in 1 min 15 s" in text
+  assert "validation raw BPB: none" in text
+  assert "trained on 100 symbols; of the document symbols, 75% raw bytes (30) and 25% " \
+         "compressed symbols (10)" in text
+  assert f"python -m proxyjax.main --config=configs/x.py --workdir={tmp_path} --mode=eval" in text
+  assert "greedy sample" not in text
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """A 6-step run with validation at steps 3 and 6 and a summary sample."""
+  root = tmp_path_factory.mktemp("summary")
+  corpus = root / "corpus"  # small documents: validation on them takes little time
+  corpus.mkdir()
+  for i in range(16):
+    body = "".join(f"def f{i}_{j}(x):\n    return x * {j} + {i}\n\n" for j in range(20))
+    (corpus / f"m{i}.py").write_text(f'"""Module {i}."""\n\n' + body)
+  c = small_config()
+  c.data.sources, c.data.validation_fraction = f"files:{corpus}", 0.25
+  c.num_steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 3, 3, 6
+  c.opt.peak_lr, c.opt.warmup_steps = 1e-2, 1
+  c.eval.max_docs = 1
+  c.summary_prompt = "def f(x):\n"
+  return c, str(root / "run")
+
+
+def test_summary_numbers_and_sample_match_the_run(finished_run, capsys):
+  c, workdir = finished_run
+  trainer.train(c, workdir)
+  text = capsys.readouterr().out
+  lines = summary_lib.read_metrics(workdir)
+  ev = [(x["step"], x["eval/raw_bpb"]) for x in lines if "eval/raw_bpb" in x]
+  assert [s for s, _ in ev] == [3, 6]
+  assert (f"{ev[0][1]:.3f} at step 3 -> {ev[1][1]:.3f} at step 6") in text
+  last = [x for x in lines if "loss" in x][-1]
+  raw, comp = int(last["total_raw_bytes"]), int(last["total_compressed_symbols"])
+  assert raw > 0 and comp > 0
+  m = re.search(r"trained on ([\d,]+) symbols; of the document symbols, (\d+)% raw bytes "
+                r"\(([\d,]+)\) and (\d+)% compressed symbols \(([\d,]+)\)", text)
+  assert m, text
+  assert int(m[1].replace(",", "")) == int(last["total_symbols"]) == 6 * c.batch_size * c.seq_len
+  assert int(m[3].replace(",", "")) == raw and int(m[5].replace(",", "")) == comp
+  assert int(m[2]) == round(100 * raw / (raw + comp))
+  assert "checkpoints/    steps 6 " in text and workdir in text
+  # The sample is the greedy raw-interface generation of eval, from the final parameters.
+  step, params = restored_params(workdir, c)
+  assert step == 6
+  room = c.seq_len - len(generate.RAW.encode(c.summary_prompt.encode())) + 1
+  cfg = generate.SamplingConfig(max_new_tokens=min(summary_lib.SAMPLE_MAX_BYTES, room))
+  graphdef = step_lib.build(c, model_config(c), parallel.make_mesh(c.mesh.shape)).graphdef
+  want = generate.generate(graphdef, params, [c.summary_prompt.encode()], cfg,
+                           interface=generate.RAW, context_len=c.seq_len)[0][0]
+  shown = (c.summary_prompt + "\n".join(want.split("\n")[:summary_lib.SAMPLE_MAX_LINES]))
+  want_block = "\n".join("    | " + x for x in shown.split("\n"))
+  assert "greedy sample through the raw-byte interface" in text
+  assert text.rstrip("\n").endswith(want_block), (text, want)
