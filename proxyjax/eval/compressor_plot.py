@@ -75,6 +75,16 @@ class ViewSpans:
   empty_symbols: int  # symbols covering no input byte (headers, tables, padding): not drawn
   lanes: int  # rows of boxes needed so that overlapping spans do not hide each other
 
+  @property
+  def shades(self) -> list[int]:
+    """0/1 per box, alternating along each lane (neighbours in a lane always differ)."""
+    seen: dict[int, int] = {}
+    out = []
+    for b in self.boxes:
+      out.append(seen.get(b.lane, 0) % 2)
+      seen[b.lane] = seen.get(b.lane, 0) + 1
+    return out
+
 
 def span_boxes(starts: Sequence[int], ends: Sequence[int]) -> ViewSpans:
   """Groups consecutive symbols with one span into a box and gives each box a lane.
@@ -129,7 +139,7 @@ def plot_symbol_spans(data: bytes, spans: Mapping[str, tuple[Sequence[int], Sequ
   ``spans[name] = (starts, ends)`` as ``compressor_analysis.symbol_spans`` returns them
   (byte offsets into ``span_bytes``, default ``data``; ``doublebyte`` pads odd input with
   a 0x00 drawn as ``∅``). Consecutive symbols with the same span are one box,
-  labelled ``×n`` when n > 1 (sub-byte views: n symbols per byte); neighbouring boxes
+  labelled ``×n`` when n > 1 (sub-byte views: n symbols per byte); the boxes of a lane
   alternate shades, and a vertical line marks every box edge. The text wraps every
   ``line_bytes`` bytes; a box crossing a line end continues on the next line.
   Returns what was drawn per view (``ViewSpans``), in the order of ``spans``.
@@ -167,13 +177,14 @@ def plot_symbol_spans(data: bytes, spans: Mapping[str, tuple[Sequence[int], Sequ
       ax.text(-0.6, y - v.lanes * lane_h / 2, name, ha="right", va="center", fontsize=9)
       tones = (cmap(k % 10), tuple(0.55 * c + 0.45 for c in cmap(k % 10)[:3]) + (1.0,))
       for j, box in enumerate(v.boxes):
+        shade = v.shades[j]
         s, e = max(box.start, lo), min(box.end, hi)
         if s >= e:
           continue
         y0 = y - (box.lane + 1) * lane_h
         x0, x1, b0, b1 = s - lo, e - lo, y0 + 0.06, y0 + lane_h - 0.06
         rects.append([(x0, b0), (x1, b0), (x1, b1), (x0, b1)])
-        colors.append(tones[j % 2])
+        colors.append(tones[shade])
         for edge, at in ((box.start, s), (box.end, e)):
           if edge == at:  # a symbol's boundary, not a line break
             edges.append([(at - lo, y0 + 0.02), (at - lo, y0 + lane_h - 0.02)])
