@@ -37,6 +37,8 @@ EXPECTED = {
     "mixing": ("| arm |", 2, ("report.md", "report.json", "bpb_vs_utf8_bytes.png")),
 }
 NOTEBOOKS = sorted(n for n in EXPECTED if os.path.exists(os.path.join(COLABS, f"{n}.py")))
+# Notebooks whose committed .ipynb holds the outputs of a cpu-scale run (execute.py --scale=cpu).
+CPU_OUTPUTS = ["compressors"]
 COLAB_URL = "https://colab.research.google.com/github/proxyjax/proxyjax/blob/main/colabs/"
 
 
@@ -76,6 +78,17 @@ def test_badge_install_and_settings(name):
   assert 'os.environ.get("PROXYJAX_SCALE"' in text and "ablation.detect_scale()" in text
   assert 'os.environ.get("PROXYJAX_WORKDIR"' in text
   assert "auto_backend()" in text
+
+
+@pytest.mark.parametrize("name", CPU_OUTPUTS)
+def test_committed_outputs_are_a_cpu_run(name):
+  """The committed notebook shows a real run at the cpu scale, without errors."""
+  nb = nbformat.read(execute.paths(name)[1], as_version=4)
+  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  assert not [o for o in outputs if o.output_type == "error"]
+  text = "".join(o.get("text", "") for o in outputs)
+  assert "scale cpu," in text
+  assert any("image/png" in o.get("data", {}) for o in outputs)
 
 
 def _outputs(nb):
