@@ -372,6 +372,72 @@ def plot_exposure(runs: Sequence[Run], path: str) -> None:
   plt.close(fig)
 
 
+# Axes of ``plot_against``: name -> (the logged total, or None for training wall time; label).
+AXES = {"utf8_bytes": ("total_utf8_bytes", "UTF-8 bytes seen"),
+        "train_flops": ("total_train_flops", "training FLOPs"),
+        "symbols": ("total_symbols", "symbols trained"),
+        "wall_time": (None, "training wall time (s, without eval and checkpoints)")}
+
+
+def axis_values(run: Run, axis: str) -> np.ndarray:
+  """``run``'s position on ``axis`` (``AXES``) at each training line (empty when the run
+  did not log that total)."""
+  total, _ = AXES[axis]
+  if total is None:
+    return run.wall_cum
+  return run.totals.get(total, np.zeros(0))
+
+
+def curve_on(run: Run, axis: str, key: str = "eval/raw_bpb") -> tuple[np.ndarray, np.ndarray]:
+  """(x, values) of an eval metric on ``axis``, each eval line placed by its step."""
+  xs = axis_values(run, axis)
+  if not len(xs):
+    return np.zeros(0), np.zeros(0)
+  pts = [(int(e["step"]), float(e[key])) for e in run.evals
+         if isinstance(e.get(key), (int, float))]
+  x = np.asarray([_at_step(run, xs, s) for s, _ in pts], dtype=np.float64)
+  return x, np.asarray([v for _, v in pts], dtype=np.float64)
+
+
+def plot_against(runs: Sequence[Run], axis: str, path: str, title: str | None = None,
+                 names: Sequence[str] | None = None, dpi: int = 100) -> None:
+  """Raw BPB against one axis (``AXES``), one colour per run: eval points joined by a
+  line, train raw BPB (byte targets of the training batches) as a thin dashed line."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  _, label = AXES[axis]
+  fig, ax = plt.subplots(figsize=(7.5, 4.8))
+  for i, run in enumerate(runs):
+    name = names[i] if names is not None else run.name
+    color = f"C{i % 10}"
+    xs = axis_values(run, axis)
+    if not len(xs):
+      continue
+    bpb = np.asarray([_num(r, "raw_bpb") for r in run.train])
+    if np.any(np.isfinite(bpb)):
+      ax.plot(xs, bpb, "--", color=color, alpha=0.45, linewidth=1)
+    ex, ev = curve_on(run, axis)
+    if len(ev):
+      ax.plot(ex, ev, "o-", color=color, label=name)
+    else:
+      ax.plot(xs, bpb, "-", color=color, label=f"{name} (train)")
+  ax.set_xlabel(label)
+  ax.set_ylabel("raw bits per byte (eval; dashed: train)")
+  if title:
+    ax.set_title(title)
+  ax.grid(alpha=0.3)
+  xs_all = [x for line in ax.lines for x in np.asarray(line.get_xdata(), dtype=float)]
+  if xs_all and np.nanmin(xs_all) > 0:
+    ax.set_xscale("log")
+  if ax.lines:
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+
+
 def write_report(dirs: Sequence[str], out: str = "report.md",
                  devices: int | None = None) -> str:
   """Writes ``out`` (Markdown) and ``<out stem>_curves.png`` (and ``<out

@@ -1,0 +1,169 @@
+"""Scales: the base config every arm of an ablation starts from, per machine size.
+
+``ci`` is seconds per arm (tests), ``cpu`` about five minutes per arm on two cores,
+``colab_gpu`` / ``colab_tpu`` a free Colab accelerator, ``pod`` a SPEC ladder rung
+(``proxyjax.config.ladder_config``). ``detect_scale`` picks cpu / colab_gpu / colab_tpu
+from the local JAX platform (for the notebooks).
+
+The number of steps is not part of a scale: the runner sets it from the ablation's
+budget (``proxyjax.ablation.budget``) and ``finalize`` then derives the step-dependent
+fields (optimizer and mixing warm-ups, log / eval / checkpoint intervals) from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sysconfig
+
+import ml_collections
+
+from proxyjax import config as config_lib
+from proxyjax.errors import UserError
+
+SCALES = ("ci", "cpu", "colab_gpu", "colab_tpu", "pod")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """How the step-dependent fields follow ``num_steps`` at a scale.
+
+  Attributes:
+    opt_warmup: learning-rate warm-up, as a fraction of the steps.
+    mix_warmup: the mixing schedule's warm-up (translation pairs), a fraction.
+    log_lines: metric lines per arm (about).
+    evals: validations (raw BPB) per arm, the last one at the final step.
+    checkpoints: checkpoints per arm (a kill loses at most 1/checkpoints of an arm).
+  """
+  opt_warmup: float = 0.1
+  mix_warmup: float = 0.3
+  log_lines: int = 20
+  evals: int = 4
+  checkpoints: int = 8
+
+
+SCHEDULES = {
+    "ci": Schedule(opt_warmup=0.2, mix_warmup=0.3, log_lines=8, evals=2, checkpoints=4),
+    "cpu": Schedule(opt_warmup=0.1, mix_warmup=0.3, log_lines=20, evals=4, checkpoints=5),
+    "colab_gpu": Schedule(opt_warmup=0.05, mix_warmup=0.2, log_lines=50, evals=5, checkpoints=10),
+    "colab_tpu": Schedule(opt_warmup=0.05, mix_warmup=0.2, log_lines=50, evals=5, checkpoints=10),
+    "pod": Schedule(opt_warmup=0.01, mix_warmup=0.2, log_lines=5000, evals=25, checkpoints=50),
+}
+
+
+def check_scale(scale: str) -> str:
+  if scale not in SCALES:
+    raise UserError(f"unknown scale {scale!r}; known: {', '.join(SCALES)}")
+  return scale
+
+
+def detect_scale() -> str:
+  """``colab_tpu``, ``colab_gpu`` or ``cpu``, from ``jax.devices()[0].platform``."""
+  import jax  # pylint: disable=g-import-not-at-top  (only when asked: importing JAX is slow)
+  platform = jax.devices()[0].platform
+  return {"tpu": "colab_tpu", "gpu": "colab_gpu", "cuda": "colab_gpu",
+          "rocm": "colab_gpu"}.get(platform, "cpu")
+
+
+def _ci_sources() -> str:
+  """A small slice of the standard library (29 files, ~380 kB): a tokenizer trains in
+  about a second and the validation split still holds 5 documents."""
+  return "files:" + os.path.join(sysconfig.get_paths()["stdlib"], "email")
+
+
+def _cpu_model(c: ml_collections.ConfigDict) -> None:
+  m = c.model
+  m.dtype, m.remat, m.attention, m.scan_layers = "float32", "none", "xla", False
+
+
+def _ci(workdir: str) -> ml_collections.ConfigDict:
+  c = config_lib.tiny_config()
+  c.seq_len, c.batch_size = 128, 8
+  c.data.sources, c.data.validation_fraction = _ci_sources(), 0.1
+  c.data.tokenizer_vocab_size = 512
+  c.data.tokenizer_cache_dir = os.path.join(workdir, "tokenizers")
+  m = c.model
+  m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim, m.d_ff = 64, 2, 4, 0, 16, 128
+  m.logits_chunk = 128
+  _cpu_model(c)
+  c.opt.peak_lr = 3e-3
+  e = c.eval
+  e.max_docs, e.batch_size, e.translation_docs, e.translation_max_bytes = 4, 8, 2, 24
+  c.keep_checkpoints, c.async_checkpointing = 2, False
+  return c
+
+
+def _cpu(workdir: str) -> ml_collections.ConfigDict:
+  del workdir
+  c = config_lib.tiny_config()  # d 256, 4 layers, seq 512, batch 8: configs/tiny.py
+  _cpu_model(c)
+  c.eval.max_docs, c.eval.translation_docs, c.eval.translation_max_bytes = 16, 4, 64
+  c.keep_checkpoints = 2
+  return c
+
+
+def _accelerator(c: ml_collections.ConfigDict) -> None:
+  m = c.model
+  m.dtype, m.attention, m.scan_layers, m.remat = "bfloat16", "auto", True, "none"
+  c.eval.translation_docs, c.eval.translation_max_bytes = 8, 128
+  c.data.num_workers = 2
+  c.keep_checkpoints = 2
+
+
+def _colab_gpu(workdir: str) -> ml_collections.ConfigDict:
+  del workdir
+  c = config_lib.tiny_config()
+  c.seq_len, c.batch_size = 1024, 16
+  m = c.model
+  m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim, m.d_ff = 512, 8, 8, 0, 64, 1536
+  m.logits_chunk = 1024
+  c.opt.peak_lr = 2e-3
+  c.eval.max_docs = 32
+  _accelerator(c)
+  return c
+
+
+def _colab_tpu(workdir: str) -> ml_collections.ConfigDict:
+  del workdir
+  c = config_lib.tiny_config()
+  c.seq_len, c.batch_size = 2048, 32
+  m = c.model
+  m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim, m.d_ff = 768, 12, 12, 0, 64, 2048
+  m.logits_chunk = 1024
+  c.opt.peak_lr = 1.5e-3
+  c.eval.max_docs = 64
+  _accelerator(c)
+  return c
+
+
+def _pod(workdir: str, size: str = "0.5b") -> ml_collections.ConfigDict:
+  del workdir
+  c = config_lib.ladder_config(size)
+  c.eval.translation_docs, c.eval.translation_max_bytes = 16, 256
+  return c
+
+
+_BUILDERS = {"ci": _ci, "cpu": _cpu, "colab_gpu": _colab_gpu, "colab_tpu": _colab_tpu,
+             "pod": _pod}
+
+
+def base_config(scale: str, workdir: str) -> ml_collections.ConfigDict:
+  """The config of ``scale`` before the arm's overrides and the budget's steps.
+
+  ``workdir``: the ablation's directory (the ci scale keeps its tokenizers there).
+  """
+  c = _BUILDERS[check_scale(scale)](workdir)
+  c.progress_bar = scale not in ("ci",)
+  return c
+
+
+def finalize(c: ml_collections.ConfigDict, scale: str, num_steps: int) -> None:
+  """Sets ``num_steps`` and the fields that follow it (in place)."""
+  s = SCHEDULES[check_scale(scale)]
+  n = max(int(num_steps), 1)
+  c.num_steps = n
+  c.opt.warmup_steps = max(1, round(s.opt_warmup * n))
+  c.data.schedule.warmup_steps = max(1, round(s.mix_warmup * n))
+  c.log_every = max(1, n // s.log_lines)
+  c.eval_every = max(1, -(-n // s.evals))
+  c.checkpoint_every = max(1, n // s.checkpoints)

@@ -1,0 +1,196 @@
+"""The ablation runner at ci scale: two arms of ``views`` (bytes, deflate), the second
+preempted mid-arm, then finished by the command line; an uninterrupted reference.
+
+One run is shared by the tests of this module (module-scoped fixtures); the train
+steps compile once thanks to a module-local persistent compilation cache.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from proxyjax import ablation, report
+from proxyjax.ablation import catalog, probe, runner, scales
+from proxyjax.errors import UserError
+
+ARMS = "bytes,deflate"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+  """A module-local persistent compilation cache (also for the CLI subprocess)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+  old = {n: getattr(jax.config, n) for n in names}
+  if old["jax_compilation_cache_dir"]:  # configured by someone else: leave it alone
+    yield old["jax_compilation_cache_dir"]
+    return
+  path = str(tmp_path_factory.mktemp("xla_cache"))
+  compilation_cache.reset_cache()
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  try:
+    yield path
+  finally:
+    for n, v in old.items():
+      jax.config.update(n, v)
+    compilation_cache.reset_cache()
+
+
+def _cli(args, cache=None):
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  if cache:
+    env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+  return subprocess.run([sys.executable, "-m", "proxyjax.ablate", *args], capture_output=True,
+                        text=True, env=env, cwd=ROOT, timeout=600)
+
+
+def _mtimes(path):
+  return {f: os.stat(os.path.join(path, f)).st_mtime_ns
+          for f in ("metrics.jsonl", "eval/bpb.json", "arm.json")}
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory, _compilation_cache):
+  """W after: bytes done, deflate preempted at step 6; then the CLI finishing it."""
+  w = str(tmp_path_factory.mktemp("ablation") / "views")
+  lines = []
+  with pytest.raises(ablation.Interrupted, match="'deflate' stopped at step 6 of 12"):
+    ablation.run("views", scale="ci", workdir=w, arms=ARMS, preempt_at=("deflate", 6),
+                 log=lines.append)
+  bytes_dir = os.path.join(w, "arms", "bytes")
+  deflate_dir = os.path.join(w, "arms", "deflate")
+  before = {
+      "bytes": _mtimes(bytes_dir),
+      "deflate_status": json.load(open(os.path.join(deflate_dir, "arm.json")))["status"],
+      "deflate_steps": sorted(int(s) for s in os.listdir(os.path.join(deflate_dir,
+                                                                      "checkpoints"))
+                              if s.isdigit()),
+  }
+  proc = _cli(["--ablation=views", "--scale=ci", f"--workdir={w}", f"--arms={ARMS}"],
+              _compilation_cache)
+  return w, before, proc
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, resumed):
+  """The deflate arm trained without interruption (in another W)."""
+  del resumed  # after it: the compilation cache holds its steps
+  w = str(tmp_path_factory.mktemp("ablation") / "reference")
+  return ablation.run("views", scale="ci", workdir=w, arms="deflate", log=lambda s: None)
+
+
+def _report(w):
+  with open(os.path.join(w, "report.json")) as f:
+    return json.load(f)
+
+
+def test_cli_writes_the_report(resumed):
+  w, _, proc = resumed
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  data = _report(w)
+  rows = {r["name"]: r for r in data["rows"]}
+  assert list(rows) == ["bytes", "deflate"]
+  assert data["scale"] == "ci" and data["budget"] == "steps:12"
+  assert data["skipped"] == {}
+  for name, r in rows.items():
+    assert r["steps"] == r["planned_steps"] == 12, name
+    assert 1.0 < r["eval_raw_bpb"] < 12.0, name  # finite, below 8+ bits of a fresh model
+    assert r["total_utf8_bytes"] > 1000 and r["total_train_flops"] > 1e8, name
+    assert r["wall_s"] > 0 and r["attention"] == "xla", name
+  assert rows["bytes"]["compressed_share"] == 0.0
+  assert 0.05 < rows["deflate"]["compressed_share"] < 1.0
+  assert rows["bytes"]["translation_byte_accuracy"] is None  # no compressed view
+  assert 0.0 <= rows["deflate"]["translation_byte_accuracy"] <= 1.0
+  # Matched FLOPs: the deflate arm (smaller vocabulary, one head) spent fewer FLOPs, so
+  # the match is at its total and its value is its last validation.
+  matched = {m["axis"]: m["at"] for m in data["matched"]}
+  assert matched["train_flops"] == min(r["total_train_flops"] for r in rows.values())
+  assert rows["deflate"]["bpb_at_matched_train_flops"] == pytest.approx(
+      rows["deflate"]["last_validation_raw_bpb"])
+  assert set(data["plots"]) == {"utf8_bytes", "train_flops", "wall_time"}
+  for png in data["plots"].values():
+    with open(os.path.join(w, png), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  md = open(os.path.join(w, "report.md")).read()
+  assert proc.stdout.endswith(md)  # the CLI prints the report last
+  assert "| bytes | " in md and "| deflate | " in md and "bpb_vs_train_flops.png" in md
+
+
+def test_resume_skips_finished_arms_and_continues_the_partial_one(resumed):
+  w, before, proc = resumed
+  assert before["deflate_status"] == "planned"
+  assert 6 in before["deflate_steps"] and max(before["deflate_steps"]) == 6
+  assert _mtimes(os.path.join(w, "arms", "bytes")) == before["bytes"]  # not retrained
+  assert "arm bytes: done earlier, skipped" in proc.stderr
+  assert "steps 6->12" in proc.stderr + proc.stdout  # resumed from the checkpoint
+  run = report.load_run(os.path.join(w, "arms", "deflate"))
+  assert list(run.steps) == list(range(1, 13))
+  state = json.load(open(os.path.join(w, "state.json")))
+  assert state["arms"] == {"bytes": "done", "deflate": "done"}
+
+
+def test_resumed_arm_equals_an_uninterrupted_one(resumed, reference):
+  w, _, _ = resumed
+  got = {r["name"]: r for r in _report(w)["rows"]}["deflate"]
+  want = reference.rows[0]
+  assert want["name"] == "deflate"
+  assert got["eval_raw_bpb"] == pytest.approx(want["eval_raw_bpb"], abs=1e-6)
+  for key in ("steps", "total_utf8_bytes", "total_train_flops", "total_symbols",
+              "total_compressed_symbols"):
+    assert got[key] == want[key], key
+  assert reference.plots["utf8_bytes"].endswith("bpb_vs_utf8_bytes.png")
+  assert reference.markdown == open(reference.report_md).read()
+
+
+def test_probe_flops_are_the_trainers(resumed):
+  """The probe's FLOPs per step follow the trainer's formula on the same batches (the
+  bytes arm's stream has a constant rate, so the probe reads exactly its batches)."""
+  w, _, _ = resumed
+  arm = ablation.ABLATIONS["views"].arms[0]
+  c = runner.arm_config("ci", w, arm)
+  scales.finalize(c, "ci", 12)
+  model_cfg, n_dense = probe.dense_params(c)
+  phase = probe.probe_phase(c, 0.0, "sentinel", model_cfg=model_cfg, n_dense=n_dense,
+                            min_batches=3, max_batches=3)
+  run = report.load_run(os.path.join(w, "arms", "bytes"))
+  assert run.steps[2] == 3
+  assert phase.flops_per_step * 3 == pytest.approx(run.totals["total_train_flops"][2],
+                                                   rel=1e-12)
+  assert phase.symbols_per_step == 8 * 128  # concat packing: no padding
+  assert np.isfinite(phase.bytes_per_id) and phase.bytes_per_id == pytest.approx(1.0, abs=0.05)
+
+
+def test_another_scale_or_budget_in_the_same_workdir_is_refused(resumed):
+  w, _, _ = resumed
+  with pytest.raises(ablation.WorkdirMismatch, match="scale 'cpu'"):
+    ablation.run("views", scale="cpu", workdir=w, arms=ARMS)
+  with pytest.raises(ablation.WorkdirMismatch, match="budget 'steps:5'"):
+    ablation.run("views", scale="ci", workdir=w, budget="steps:5")
+  proc = _cli(["--ablation=mixing", "--scale=ci", f"--workdir={w}"])
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+  assert "holds the 'views' ablation" in proc.stderr
+
+
+def test_unknown_ablation_or_arm_is_one_line(tmp_path):
+  with pytest.raises(UserError, match="unknown ablation 'nope'"):
+    ablation.run("nope", scale="ci", workdir=str(tmp_path))
+  with pytest.raises(UserError, match="has no arm 'zzz'"):
+    ablation.run("views", scale="ci", workdir=str(tmp_path), arms="bytes,zzz")
+  for args, match in ((["--ablation=nope"], "unknown ablation 'nope'"),
+                      (["--ablation=views", "--arms=bytes,zzz"], "no arm 'zzz'"),
+                      (["--ablation=views", "--budget=flops:5"], "KIND one of")):
+    proc = _cli([*args, "--scale=ci", f"--workdir={tmp_path}/w"])
+    assert proc.returncode == 2, args
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("proxyjax.ablate: error: "), proc.stderr
+    assert match in lines[0]
+  assert not os.path.exists(tmp_path / "w")  # nothing written for a bad request
+  assert catalog.get("views").name == "views"
