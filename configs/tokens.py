@@ -4,7 +4,7 @@
 
 SIZE is tiny (the default), 0.5b, 1.5b, 4b, 7b or 14b: the model, batch, optimiser, mesh and
 data sources are those of configs/<SIZE>.py (open it to see them); this file changes only
-the data's view, below. A byte-level BPE of data.tokenizer_vocab_size ids (4096 for tiny,
+the data's view, below. A byte-level BPE of data.tokenizer_vocab_size ids (1024 for tiny,
 32768 for the ladder) is trained on the train split unless data.tokenizer_path is set.
 tests/config/test_configs.py pins the result for every SIZE.
 """
@@ -27,4 +27,5 @@ def get_config(size="tiny"):
   c.data.rate = 1.0  # ...every document is tokenized...
   c.data.mode = "vanilla"  # ...with no <comp> sentinels around it.
   c.model.num_raw_pred_heads = 0  # No raw targets to train look-ahead raw heads on.
+  c.summary_prompt = ""  # No raw-byte sample at the end: this model never sees raw bytes.
   return c

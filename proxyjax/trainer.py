@@ -38,6 +38,7 @@ from tqdm import tqdm
 from proxyjax import parallel, rundir
 from proxyjax.data import pipeline
 from proxyjax.eval import generate, validation
+from proxyjax.eval import interface as interface_lib
 from proxyjax.eval import run as eval_run
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
@@ -465,7 +466,10 @@ def summary_sample(run: _Run) -> str:
 def summarize(run: _Run, wall_s: float) -> None:
   """Prints the end-of-run summary (``proxyjax.train.summary``) on process 0; every process
   takes part in the sample's generation (the parameters may be sharded over all)."""
-  sample = summary_sample(run) if run.config.get("summary_prompt", "") else None
+  # A model that never saw raw bytes (every document compressed) has no raw-byte sample.
+  wanted = run.config.get("summary_prompt", "") and not interface_lib.compressed_only(
+      run.config.data)
+  sample = summary_sample(run) if wanted else None
   if not run.is_main:
     return
   text = summary_lib.format_summary(

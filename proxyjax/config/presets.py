@@ -34,7 +34,9 @@ SIZES = ("tiny",) + tuple(LADDER)
 
 
 def tiny_config() -> ml_collections.ConfigDict:
-  """CPU demo: ~3.6M params on the embedded stdlib corpus, ~7 minutes on 2 cores."""
+  """A ~3.6M-param CPU config on the embedded stdlib corpus (deflate view, rows of 512):
+  the base of the tests' configs and of the neural compressor's. The README's demo,
+  configs/tiny.py, is its own recipe (tests/config/test_configs.py pins how they differ)."""
   c = base_config()
   c.seq_len, c.batch_size = 512, 8
   c.num_steps, c.log_every, c.eval_every = 200, 10, 100

@@ -93,9 +93,40 @@ def test_rung_files_match_ladder_preset(size):
   assert load(f"configs/{size}.py").to_dict() == config_lib.ladder_config(size).to_dict()
 
 
-def test_tiny_file_matches_tiny_preset():
+# configs/tiny.py (the README's demo) is proxyjax.config.tiny_config() (the base of the tests'
+# configs and of the neural compressor's: ~3.6M params, deflate, rows of 512) with the demo's
+# own recipe: exactly these fields differ (field: the demo's value).
+DEMO_RECIPE = {
+    "checkpoint_every": 400,
+    "data.max_document_bytes": 8192,
+    "data.schedule.final_rate": 0.5,
+    "data.schedule.peak_rate": 0.5,
+    "data.schedule.warmup_steps": 200,
+    "data.tokenizer_vocab_size": 1024,
+    "data.view": "tokenizer",
+    "eval.batch_size": 32,
+    "eval_every": 400,
+    "model.d_ff": 512,
+    "model.d_model": 192,
+    "model.logits_chunk": 256,
+    "model.n_heads": 3,
+    "num_steps": 800,
+    "opt.peak_lr": 0.005,
+    "opt.warmup_steps": 40,
+    "seq_len": 256,
+    "summary_prompt": "def fibonacci(n):\n",
+}
+
+
+def _flat(c: ml_collections.ConfigDict) -> dict:
+  return {name: value for name, kind, value in _fields(c) if kind != "ConfigDict"}
+
+
+def test_tiny_file_is_tiny_preset_plus_demo_recipe():
   from proxyjax import config as config_lib  # pylint: disable=g-import-not-at-top
-  assert load("configs/tiny.py").to_dict() == config_lib.tiny_config().to_dict()
+  demo, preset = _flat(load("configs/tiny.py")), _flat(config_lib.tiny_config())
+  assert sorted(demo) == sorted(preset)
+  assert {k: v for k, v in demo.items() if v != preset[k]} == DEMO_RECIPE
 
 
 @pytest.mark.parametrize("size", ["tiny", "gpu"])

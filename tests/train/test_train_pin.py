@@ -3,8 +3,8 @@
 ``tests/fixtures/train_pin.json`` holds, per step of ``configs/tiny.py`` cut to 20
 steps of 8 rows of 128 ids (log every step, validation at steps 8 and 16 inside the loop and at the
 last step after it, a checkpoint at 10 and 20), the loss and the other
-deterministic scalars written to ``metrics.jsonl``, recorded before the loop was
-split into parts. Regenerate (only for an intended change) with
+deterministic scalars written to ``metrics.jsonl``; regenerated when the demo's recipe
+changed (issue 14: tokenizer view, 2M params). Regenerate (only for an intended change) with
 ``PROXYJAX_REGEN_PINS=1 pytest tests/train/test_train_pin.py``.
 """
 
@@ -14,18 +14,20 @@ import os
 from proxyjax import config as config_lib
 from proxyjax import trainer
 
-FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "train_pin.json")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "train_pin.json")
 # Timing-dependent scalars (step_time, mfu, ...) are not pinned.
 PINNED = ("loss", "raw_loss", "comp_loss", "raw_bpb", "grad_norm", "param_norm", "lr",
           "compressed_fraction", "compression_ratio", "docs_skipped", "devices")
 
 
 def _config():
-  c = config_lib.tiny_config()
+  c = config_lib.load_config(os.path.join(ROOT, "configs", "tiny.py"))
   c.seq_len = 128  # the demo's model and data, shorter rows (CPU time)
   c.num_steps, c.log_every, c.eval_every, c.checkpoint_every = 20, 1, 8, 10
   c.eval.max_docs = 2
   c.progress_bar, c.async_checkpointing = False, False
+  c.summary_prompt = ""  # no sample (tests/train/test_summary.py tests it)
   return c
 
 
