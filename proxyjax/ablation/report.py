@@ -140,7 +140,7 @@ def render(ablation, scale: str, budget: str, rows: Sequence[dict[str, Any]],
       tr = "–"
       if math.isfinite(r["translation_byte_accuracy"]):
         tr = f"{r['translation_exact_match']:.2f} / {r['translation_byte_accuracy']:.2f}"
-      name = r["name"] + (" (tokens)" if r["eval_interface"] == "tokens" else "")
+      name = r["name"] + (" (via tokenizer)" if r["eval_interface"] == "tokens" else "")
       lines.append("| " + " | ".join([
           name, _fmt(r["eval_raw_bpb"]), _fmt(r["bpb_at_matched_utf8_bytes"]),
           _fmt(r["bpb_at_matched_train_flops"]), _fmt(r["steps"], "int"),
@@ -149,7 +149,7 @@ def render(ablation, scale: str, budget: str, rows: Sequence[dict[str, Any]],
     lines += [
         "",
         "- **eval raw BPB**: bits per UTF-8 byte of the final checkpoint on the validation "
-        "split (`eval/bpb.json`; \"(tokens)\": through the arm's tokenizer, bits per UTF-8 "
+        "split (`eval/bpb.json`; \"(via tokenizer)\": through the arm's tokenizer, bits per UTF-8 "
         "byte of tokenized documents).",
         "- **@ matched**: validation raw BPB interpolated at the largest amount of UTF-8 bytes "
         "seen / training FLOPs that every arm reached (– where an arm's validation points "

@@ -63,6 +63,18 @@ def eval_tasks(config: ml_collections.ConfigDict) -> str:
   return ",".join(tasks)
 
 
+# Symbols per byte of the re-coded views: a translation prompt of N bytes holds N x this.
+SYMBOLS_PER_BYTE = {"halfbyte": 2, "doublebit": 4, "bit": 8}
+
+
+def fit_translation(config: ml_collections.ConfigDict) -> None:
+  """Caps ``eval.translation_max_bytes`` so that the prompt (the document's symbols) and
+  the answer (its bytes) fit the model's context (in place)."""
+  per_byte = SYMBOLS_PER_BYTE.get(config.data.view, 1)
+  cap = max(1, (int(config.seq_len) - 8) // (per_byte + 1))
+  config.eval.translation_max_bytes = min(int(config.eval.translation_max_bytes), cap)
+
+
 def attention_backend(config: ml_collections.ConfigDict) -> str:
   """The attention backend the arm trains with (``auto`` resolved here)."""
   name = config.model.attention
@@ -104,6 +116,7 @@ class _Arm:
       plan = self._plan(c)
     scales.finalize(c, self.scale, plan["num_steps"])
     c.eval.tasks = eval_tasks(c)
+    fit_translation(c)
     return c
 
   def _plan(self, c: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -111,11 +124,10 @@ class _Arm:
     probe = None
     if self.budget.kind != "steps":
       self.log(f"arm {self.arm.name}: probing the data stream for the {self.budget} budget")
-      probe = probe_lib.probe(c)
-    sched = scales.SCHEDULES[self.scale]
+      probe = probe_lib.probe(c, min_documents=scales.SCHEDULES[self.scale].probe_documents)
 
     def warmup_of(n: int) -> int:
-      return max(1, round(sched.mix_warmup * n))
+      return scales.mix_warmup_steps(self.scale, n)
 
     steps = budget_lib.steps_for(self.budget, probe, warmup_of)
     plan = {"budget": str(self.budget), "num_steps": steps,

@@ -34,16 +34,19 @@ class Schedule:
     log_lines: metric lines per arm (about).
     evals: validations (raw BPB) per arm, the last one at the final step.
     checkpoints: checkpoints per arm (a kill loses at most 1/checkpoints of an arm).
+    probe_documents: documents the budget probe reads per mixing phase (at least).
   """
   opt_warmup: float = 0.1
   mix_warmup: float = 0.3
   log_lines: int = 20
   evals: int = 4
   checkpoints: int = 8
+  probe_documents: int = 48
 
 
 SCHEDULES = {
-    "ci": Schedule(opt_warmup=0.2, mix_warmup=0.3, log_lines=8, evals=2, checkpoints=4),
+    "ci": Schedule(opt_warmup=0.2, mix_warmup=0.3, log_lines=8, evals=2, checkpoints=4,
+                   probe_documents=8),
     "cpu": Schedule(opt_warmup=0.1, mix_warmup=0.3, log_lines=20, evals=4, checkpoints=5),
     "colab_gpu": Schedule(opt_warmup=0.05, mix_warmup=0.2, log_lines=50, evals=5, checkpoints=10),
     "colab_tpu": Schedule(opt_warmup=0.05, mix_warmup=0.2, log_lines=50, evals=5, checkpoints=10),
@@ -88,7 +91,7 @@ def _ci(workdir: str) -> ml_collections.ConfigDict:
   _cpu_model(c)
   c.opt.peak_lr = 3e-3
   e = c.eval
-  e.max_docs, e.batch_size, e.translation_docs, e.translation_max_bytes = 4, 8, 2, 24
+  e.max_docs, e.batch_size, e.translation_docs, e.translation_max_bytes = 2, 32, 2, 24
   c.keep_checkpoints, c.async_checkpointing = 2, False
   return c
 
@@ -110,6 +113,19 @@ def _accelerator(c: ml_collections.ConfigDict) -> None:
   c.keep_checkpoints = 2
 
 
+def _gpu_without_bf16() -> bool:
+  """The local accelerator is an NVIDIA GPU older than sm80 (a Colab T4: no bf16 units)."""
+  import jax  # pylint: disable=g-import-not-at-top  (only for this scale: importing JAX is slow)
+  device = jax.devices()[0]
+  if device.platform != "gpu":
+    return False
+  cc = getattr(device, "compute_capability", None)
+  try:
+    return cc is not None and int(str(cc).partition(".")[0]) < 8
+  except ValueError:
+    return False
+
+
 def _colab_gpu(workdir: str) -> ml_collections.ConfigDict:
   del workdir
   c = config_lib.tiny_config()
@@ -120,6 +136,8 @@ def _colab_gpu(workdir: str) -> ml_collections.ConfigDict:
   c.opt.peak_lr = 2e-3
   c.eval.max_docs = 32
   _accelerator(c)
+  if _gpu_without_bf16():  # a T4 emulates bf16 slowly; float32 runs at its native rate
+    m.dtype = "float32"
   return c
 
 
@@ -157,13 +175,18 @@ def base_config(scale: str, workdir: str) -> ml_collections.ConfigDict:
   return c
 
 
+def mix_warmup_steps(scale: str, num_steps: int) -> int:
+  """The mixing schedule's warm-up of a ``num_steps`` run at ``scale``."""
+  return max(1, round(SCHEDULES[check_scale(scale)].mix_warmup * max(int(num_steps), 1)))
+
+
 def finalize(c: ml_collections.ConfigDict, scale: str, num_steps: int) -> None:
   """Sets ``num_steps`` and the fields that follow it (in place)."""
   s = SCHEDULES[check_scale(scale)]
   n = max(int(num_steps), 1)
   c.num_steps = n
   c.opt.warmup_steps = max(1, round(s.opt_warmup * n))
-  c.data.schedule.warmup_steps = max(1, round(s.mix_warmup * n))
+  c.data.schedule.warmup_steps = mix_warmup_steps(scale, n)
   c.log_every = max(1, n // s.log_lines)
   c.eval_every = max(1, -(-n // s.evals))
   c.checkpoint_every = max(1, n // s.checkpoints)

@@ -97,3 +97,12 @@ def test_catalog_and_scales(tmp_path):
   assert runner.eval_tasks(runner.arm_config("ci", str(tmp_path), views["gzip"])) == (
       "bpb,translation")
   assert math.isclose(scales.SCHEDULES["ci"].mix_warmup, 0.3)
+
+
+def test_translation_fits_the_context(tmp_path):
+  # A bit-view prompt holds 8 symbols per byte: at ci (128 ids) 13 bytes = 104 symbols,
+  # plus sentinels and the 13-byte answer, fit; deflate keeps the scale's 24 bytes.
+  for view, want in (("bit", 13), ("halfbyte", 24), ("deflate", 24)):
+    c = runner.arm_config("ci", str(tmp_path), catalog.Arm(view, "", {"data.view": view}))
+    runner.fit_translation(c)
+    assert c.eval.translation_max_bytes == want, view

@@ -1,8 +1,9 @@
-"""The ablation runner at ci scale: two arms of ``views`` (bytes, deflate), the second
+"""The ablation runner at ci scale: two arms of ``views`` (deflate, gzip), the second
 preempted mid-arm, then finished by the command line; an uninterrupted reference.
 
-One run is shared by the tests of this module (module-scoped fixtures); the train
-steps compile once thanks to a module-local persistent compilation cache.
+One run is shared by the tests of this module (module-scoped fixtures). deflate and
+gzip have the same model (256-symbol alphabets), so with a module-local persistent
+compilation cache the train step, validation and translation compile once.
 """
 
 import json
@@ -10,14 +11,15 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from proxyjax import ablation, report
 from proxyjax.ablation import catalog, probe, runner, scales
+from proxyjax.data import pipeline
 from proxyjax.errors import UserError
+from proxyjax.train import metrics
 
-ARMS = "bytes,deflate"
+ARMS = "deflate,gzip"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -58,18 +60,18 @@ def _mtimes(path):
 
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory, _compilation_cache):
-  """W after: bytes done, deflate preempted at step 6; then the CLI finishing it."""
+  """W after: deflate done, gzip preempted at step 6; then the CLI finishing it."""
   w = str(tmp_path_factory.mktemp("ablation") / "views")
   lines = []
-  with pytest.raises(ablation.Interrupted, match="'deflate' stopped at step 6 of 12"):
-    ablation.run("views", scale="ci", workdir=w, arms=ARMS, preempt_at=("deflate", 6),
+  with pytest.raises(ablation.Interrupted, match="'gzip' stopped at step 6 of 12"):
+    ablation.run("views", scale="ci", workdir=w, arms=ARMS, preempt_at=("gzip", 6),
                  log=lines.append)
-  bytes_dir = os.path.join(w, "arms", "bytes")
-  deflate_dir = os.path.join(w, "arms", "deflate")
+  done_dir = os.path.join(w, "arms", "deflate")
+  partial_dir = os.path.join(w, "arms", "gzip")
   before = {
-      "bytes": _mtimes(bytes_dir),
-      "deflate_status": json.load(open(os.path.join(deflate_dir, "arm.json")))["status"],
-      "deflate_steps": sorted(int(s) for s in os.listdir(os.path.join(deflate_dir,
+      "done": _mtimes(done_dir),
+      "partial_status": json.load(open(os.path.join(partial_dir, "arm.json")))["status"],
+      "partial_steps": sorted(int(s) for s in os.listdir(os.path.join(partial_dir,
                                                                       "checkpoints"))
                               if s.isdigit()),
   }
@@ -80,10 +82,10 @@ def resumed(tmp_path_factory, _compilation_cache):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, resumed):
-  """The deflate arm trained without interruption (in another W)."""
+  """The gzip arm trained without interruption (in another W)."""
   del resumed  # after it: the compilation cache holds its steps
   w = str(tmp_path_factory.mktemp("ablation") / "reference")
-  return ablation.run("views", scale="ci", workdir=w, arms="deflate", log=lambda s: None)
+  return ablation.run("views", scale="ci", workdir=w, arms="gzip", log=lambda s: None)
 
 
 def _report(w):
@@ -96,52 +98,50 @@ def test_cli_writes_the_report(resumed):
   assert proc.returncode == 0, proc.stderr[-3000:]
   data = _report(w)
   rows = {r["name"]: r for r in data["rows"]}
-  assert list(rows) == ["bytes", "deflate"]
+  assert list(rows) == ["deflate", "gzip"]
   assert data["scale"] == "ci" and data["budget"] == "steps:12"
   assert data["skipped"] == {}
   for name, r in rows.items():
     assert r["steps"] == r["planned_steps"] == 12, name
-    assert 1.0 < r["eval_raw_bpb"] < 12.0, name  # finite, below 8+ bits of a fresh model
+    assert 1.0 < r["eval_raw_bpb"] < 12.0, name  # finite, about 8 bits for a fresh model
     assert r["total_utf8_bytes"] > 1000 and r["total_train_flops"] > 1e8, name
     assert r["wall_s"] > 0 and r["attention"] == "xla", name
-  assert rows["bytes"]["compressed_share"] == 0.0
-  assert 0.05 < rows["deflate"]["compressed_share"] < 1.0
-  assert rows["bytes"]["translation_byte_accuracy"] is None  # no compressed view
-  assert 0.0 <= rows["deflate"]["translation_byte_accuracy"] <= 1.0
-  # Matched FLOPs: the deflate arm (smaller vocabulary, one head) spent fewer FLOPs, so
-  # the match is at its total and its value is its last validation.
+    assert 0.05 < r["compressed_share"] < 1.0, name
+    assert 0.0 <= r["translation_byte_accuracy"] <= 1.0, name
+  # Matched FLOPs: at the smaller total, where that arm's value is its last validation.
   matched = {m["axis"]: m["at"] for m in data["matched"]}
-  assert matched["train_flops"] == min(r["total_train_flops"] for r in rows.values())
-  assert rows["deflate"]["bpb_at_matched_train_flops"] == pytest.approx(
-      rows["deflate"]["last_validation_raw_bpb"])
+  least = min(rows.values(), key=lambda r: r["total_train_flops"])
+  assert matched["train_flops"] == least["total_train_flops"]
+  assert least["bpb_at_matched_train_flops"] == pytest.approx(least["last_validation_raw_bpb"])
   assert set(data["plots"]) == {"utf8_bytes", "train_flops", "wall_time"}
   for png in data["plots"].values():
     with open(os.path.join(w, png), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   md = open(os.path.join(w, "report.md")).read()
   assert proc.stdout.endswith(md)  # the CLI prints the report last
-  assert "| bytes | " in md and "| deflate | " in md and "bpb_vs_train_flops.png" in md
+  assert "| deflate | " in md and "| gzip | " in md and "bpb_vs_train_flops.png" in md
 
 
 def test_resume_skips_finished_arms_and_continues_the_partial_one(resumed):
   w, before, proc = resumed
-  assert before["deflate_status"] == "planned"
-  assert 6 in before["deflate_steps"] and max(before["deflate_steps"]) == 6
-  assert _mtimes(os.path.join(w, "arms", "bytes")) == before["bytes"]  # not retrained
-  assert "arm bytes: done earlier, skipped" in proc.stderr
+  assert before["partial_status"] == "planned"
+  assert max(before["partial_steps"]) == 6
+  assert _mtimes(os.path.join(w, "arms", "deflate")) == before["done"]  # not retrained
+  assert "arm deflate: done earlier, skipped" in proc.stderr
   assert "steps 6->12" in proc.stderr + proc.stdout  # resumed from the checkpoint
-  run = report.load_run(os.path.join(w, "arms", "deflate"))
+  run = report.load_run(os.path.join(w, "arms", "gzip"))
   assert list(run.steps) == list(range(1, 13))
   state = json.load(open(os.path.join(w, "state.json")))
-  assert state["arms"] == {"bytes": "done", "deflate": "done"}
+  assert state["arms"] == {"deflate": "done", "gzip": "done"}
 
 
 def test_resumed_arm_equals_an_uninterrupted_one(resumed, reference):
   w, _, _ = resumed
-  got = {r["name"]: r for r in _report(w)["rows"]}["deflate"]
+  got = {r["name"]: r for r in _report(w)["rows"]}["gzip"]
   want = reference.rows[0]
-  assert want["name"] == "deflate"
+  assert want["name"] == "gzip"
   assert got["eval_raw_bpb"] == pytest.approx(want["eval_raw_bpb"], abs=1e-6)
+  assert got["translation_byte_accuracy"] == want["translation_byte_accuracy"]
   for key in ("steps", "total_utf8_bytes", "total_train_flops", "total_symbols",
               "total_compressed_symbols"):
     assert got[key] == want[key], key
@@ -150,21 +150,27 @@ def test_resumed_arm_equals_an_uninterrupted_one(resumed, reference):
 
 
 def test_probe_flops_are_the_trainers(resumed):
-  """The probe's FLOPs per step follow the trainer's formula on the same batches (the
-  bytes arm's stream has a constant rate, so the probe reads exactly its batches)."""
+  """The probe counts parameters as the trainer does: its FLOPs on the arm's own first
+  batches equal the trainer's logged total; a probe phase uses the same formula."""
   w, _, _ = resumed
-  arm = ablation.ABLATIONS["views"].arms[0]
+  arm = {a.name: a for a in ablation.ABLATIONS["views"].arms}["deflate"]
   c = runner.arm_config("ci", w, arm)
   scales.finalize(c, "ci", 12)
   model_cfg, n_dense = probe.dense_params(c)
-  phase = probe.probe_phase(c, 0.0, "sentinel", model_cfg=model_cfg, n_dense=n_dense,
-                            min_batches=3, max_batches=3)
-  run = report.load_run(os.path.join(w, "arms", "bytes"))
-  assert run.steps[2] == 3
-  assert phase.flops_per_step * 3 == pytest.approx(run.totals["total_train_flops"][2],
-                                                   rel=1e-12)
+  it = pipeline.make_iterator(c, "train", process_index=0, process_count=1)
+  flops = 0
+  for _ in range(3):
+    seg = next(it)["segment_ids"]
+    flops += metrics.train_flops(model_cfg, n_dense, int((seg > 0).sum()),
+                                 metrics.visible_pairs(seg, model_cfg.window))
+  run = report.load_run(os.path.join(w, "arms", "deflate"))
+  assert run.steps[2] == 3 and run.totals["total_train_flops"][2] == flops
+  phase = probe.probe_phase(c, 0.9, "sentinel", model_cfg=model_cfg, n_dense=n_dense,
+                            min_batches=2, max_batches=2)
   assert phase.symbols_per_step == 8 * 128  # concat packing: no padding
-  assert np.isfinite(phase.bytes_per_id) and phase.bytes_per_id == pytest.approx(1.0, abs=0.05)
+  assert phase.flops_per_step == pytest.approx(
+      6 * n_dense * 1024 + 12 * 4 * 16 * 2 * phase.pairs_per_step)  # 6 N S + 12 H E L P
+  assert 1.5 < phase.bytes_per_id < 6  # DEFLATE at rate 0.9: several bytes per id
 
 
 def test_another_scale_or_budget_in_the_same_workdir_is_refused(resumed):

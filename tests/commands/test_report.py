@@ -154,3 +154,21 @@ def test_raw_bpb_against_exposure_totals(runs, tmp_path):
   text2 = report.write_report(list(runs), str(out2))
   assert not (tmp_path / "old" / "report_exposure.png").exists()
   assert "matched exposure" not in text2
+
+
+def test_raw_bpb_against_one_axis(tmp_path):
+  a = _write_run(tmp_path, "small", [
+      _exposed(10, 3.0, 1), {"step": 10, "eval/raw_bpb": 2.9},
+      _exposed(20, 2.5, 1), {"step": 20, "eval/raw_bpb": 2.4}])
+  b = _write_run(tmp_path, "big", [_exposed(10, 2.8, 2), _exposed(20, 2.0, 2)])
+  ra, rb = report.load_run(a), report.load_run(b)
+  # Eval points on each axis: the logged totals, or training wall time (10 steps x 0.5 s).
+  x, v = report.curve_on(ra, "utf8_bytes")
+  assert list(x) == [10000.0, 20000.0] and list(v) == [2.9, 2.4]
+  assert list(report.curve_on(ra, "wall_time")[0]) == [5.0, 10.0]
+  assert list(report.axis_values(rb, "train_flops")) == list(rb.totals["total_train_flops"])
+  assert len(report.curve_on(rb, "utf8_bytes")[1]) == 0  # no eval lines
+  for axis in report.AXES:
+    path = tmp_path / f"{axis}.png"
+    report.plot_against([ra, rb], axis, str(path), title=axis)
+    assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 5000
