@@ -33,12 +33,16 @@ EXPECTED = {
     "compressors": ("| view | alphabet | bytes / symbol |", 2,
                     ("compressors.json", "compressors.png", "compressors.md",
                      "symbol_spans.png")),
-    "proxy_vs_bytes": ("| arm |", 2, ("report.md", "report.json", "bpb_vs_utf8_bytes.png")),
-    "mixing": ("| arm |", 2, ("report.md", "report.json", "bpb_vs_utf8_bytes.png")),
+    "proxy_vs_bytes": ("| arm | eval raw BPB |", 4,
+                       ("report.md", "report.json", "bpb_vs_utf8_bytes.png",
+                        "bpb_vs_train_flops.png", "eval_raw_bpb_by_arm.png")),
+    "mixing": ("| arm | eval raw BPB |", 4,
+               ("report.md", "report.json", "bpb_vs_utf8_bytes.png", "bpb_vs_train_flops.png",
+                "eval_raw_bpb_by_arm.png")),
 }
 NOTEBOOKS = sorted(n for n in EXPECTED if os.path.exists(os.path.join(COLABS, f"{n}.py")))
 # Notebooks whose committed .ipynb holds the outputs of a cpu-scale run (execute.py --scale=cpu).
-CPU_OUTPUTS = ["compressors"]
+CPU_OUTPUTS = ["quickstart", "compressors"]
 COLAB_URL = "https://colab.research.google.com/github/proxyjax/proxyjax/blob/main/colabs/"
 
 
