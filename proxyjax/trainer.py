@@ -266,6 +266,9 @@ class _Run:
     self.config, self.workdir = config, workdir
     self.is_main = jax.process_index() == 0
     self.mesh = parallel.make_mesh(config.mesh.shape, dcn_shape=config.mesh.dcn_shape)
+    if config.eval_every:  # an empty validation split fails before a tokenizer is trained
+      eval_run.check_train_inputs(eval_run.Context(config, None, None, 0),
+                                  config.eval.train_tasks)
     self.vocab = pipeline.build_vocab(config)
     self.model_cfg = transformer.ModelConfig.from_config(config, self.vocab)
     self.setup = step_lib.build(config, self.model_cfg, self.mesh)
