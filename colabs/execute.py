@@ -8,7 +8,8 @@ sources; outputs stay in the .ipynb), then the .ipynb runs top to bottom in the 
 kernel (nbclient) with ``PROXYJAX_SCALE`` and ``PROXYJAX_WORKDIR`` set, and is written back
 with its outputs. The kernel runs in this folder, with this checkout first on ``PYTHONPATH``
 (so it imports the code next to the notebook, without installing it); at the ``ci`` scale
-XLA compiles without backend optimisations (those runs are mostly compiles). A cell that raises
+XLA compiles without backend optimisations into a persistent compilation cache (those runs
+are mostly compiles; ``kernel_env``). A cell that raises
 stops the run and leaves the .ipynb as it was. ``tests/colabs/test_notebooks.py`` executes
 the notebooks the same way (``execute``) at the ``ci`` scale.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 
 import jupytext
@@ -44,31 +46,39 @@ def sync(name: str) -> None:
   jupytext.cli.jupytext(["--sync", "--quiet", py])
 
 
-def kernel_env(scale: str, workdir: str) -> dict[str, str]:
+def kernel_env(scale: str, workdir: str, jax_cache: str = "") -> dict[str, str]:
   """The kernel's environment: this one, plus the scale, the workdir and the checkout on
-  ``PYTHONPATH``; one CPU device (no fake multi-device XLA_FLAGS from a test run)."""
+  ``PYTHONPATH``; one CPU device (no fake multi-device XLA_FLAGS from a test run). At the
+  ``ci`` scale XLA skips its backend optimisations and compiled programs are kept in the
+  persistent cache ``jax_cache`` (default a folder in the temp dir), so arms of one
+  ablation with the same shapes compile once."""
   env = dict(os.environ)
   env["PROXYJAX_SCALE"] = scale
   env["PROXYJAX_WORKDIR"] = workdir
   env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH", "")) if p)
   env.pop("XLA_FLAGS", None)
-  if scale == "ci":  # seconds-long smoke runs are mostly XLA compiles: skip its optimisations
+  if scale == "ci":  # seconds-long smoke runs are mostly XLA compiles
     env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+    env["JAX_COMPILATION_CACHE_DIR"] = jax_cache or os.path.join(tempfile.gettempdir(),
+                                                                 "proxyjax-colabs-jax-cache")
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
   env.setdefault("TOKENIZERS_PARALLELISM", "false")
   env.setdefault("MPLBACKEND", "Agg")
   return env
 
 
 def execute(nb: nbformat.NotebookNode, scale: str, workdir: str,
-            timeout: int = 3600) -> nbformat.NotebookNode:
-  """Runs ``nb`` (in place) in the python3 kernel; ``timeout`` seconds per cell.
+            timeout: int = 3600, jax_cache: str = "") -> nbformat.NotebookNode:
+  """Runs ``nb`` (in place) in the python3 kernel; ``timeout`` seconds per cell
+  (``jax_cache``: ``kernel_env``).
 
   Raises ``nbclient.exceptions.CellExecutionError`` at the first cell that raises.
   """
   os.makedirs(workdir, exist_ok=True)
   client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                           resources={"metadata": {"path": HERE}})
-  client.execute(env=kernel_env(scale, workdir), cwd=HERE)
+  client.execute(env=kernel_env(scale, workdir, jax_cache), cwd=HERE)
   return nb
 
 

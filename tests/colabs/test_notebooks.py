@@ -99,13 +99,20 @@ def _outputs(nb):
   return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
 
 
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+  """One persistent compilation cache for the notebooks of this run (the ablation
+  notebooks' ci arms share a model shape)."""
+  return str(tmp_path_factory.mktemp("jax_cache"))
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_at_ci_scale(name, tmp_path):
+def test_notebook_runs_at_ci_scale(name, tmp_path, jax_cache):
   header, min_images, files = EXPECTED[name]
   nb = nbformat.read(execute.paths(name)[1], as_version=4)
   workdir = str(tmp_path / "work")
   t0 = time.perf_counter()
-  execute.execute(nb, "ci", workdir, timeout=TIMEOUT_S)
+  execute.execute(nb, "ci", workdir, timeout=TIMEOUT_S, jax_cache=jax_cache)
   seconds = time.perf_counter() - t0
   print(f"colabs/{name}.ipynb at ci scale: {seconds:.1f} s")
   assert seconds < TIMEOUT_S
