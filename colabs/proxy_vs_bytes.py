@@ -162,7 +162,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 rows = [r for r in result.rows if r["eval_raw_bpb"] is not None
         and math.isfinite(r["eval_raw_bpb"])]
 BARS_PNG = os.path.join(WORKDIR, "eval_raw_bpb_by_arm.png")
-fig, ax = plt.subplots(figsize=(1.2 + 0.9 * max(len(rows), 2), 3.6))
+fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 0.9 * len(rows)), 3.8))
 ax.bar(range(len(rows)), [r["eval_raw_bpb"] for r in rows],
        color=["tab:gray" if r["compressed_share"] == 0 else "tab:blue" for r in rows])
 for i, r in enumerate(rows):
@@ -171,7 +171,7 @@ for i, r in enumerate(rows):
 ax.set_xticks(range(len(rows)))
 ax.set_xticklabels([r["name"] for r in rows], rotation=30, ha="right")
 ax.set_ylabel("eval raw BPB (lower is better)")
-ax.set_title(f"Views ablation ({SCALE} scale, {result.budget} per arm)")
+ax.set_title(f"Views ablation\n{SCALE} scale, {result.budget} per arm", fontsize=10)
 fig.tight_layout()
 fig.savefig(BARS_PNG, dpi=100)
 plt.close(fig)
