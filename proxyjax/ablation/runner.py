@@ -28,9 +28,14 @@ from proxyjax.ablation import catalog, scales
 from proxyjax.ablation import probe as probe_lib
 from proxyjax.ablation import report as ablation_report
 from proxyjax.ablation import workdir as workdir_lib
+from proxyjax.data import pipeline
+from proxyjax.data import sources as sources_lib
 from proxyjax.errors import UserError
+from proxyjax.eval import compressor_analysis
 from proxyjax.eval import interface as interface_lib
 from proxyjax.eval import run as eval_run
+from proxyjax.model import attention
+from proxyjax.neural import codec
 
 
 class Interrupted(UserError):
@@ -80,7 +85,6 @@ def attention_backend(config: ml_collections.ConfigDict) -> str:
   name = config.model.attention
   if name != "auto":
     return name
-  from proxyjax.model import attention  # pylint: disable=g-import-not-at-top
   backend, why = attention.auto_backend()
   return f"{backend} (auto: {why})"
 
@@ -109,8 +113,7 @@ class _Arm:
     """The arm's full config; plans the steps (and saves the plan) on first use."""
     c = arm_config(self.scale, self.root, self.arm)
     if self.arm.overrides.get("data.view") == "neural":
-      from proxyjax.neural import codec  # pylint: disable=g-import-not-at-top
-      codec.register()
+      codec.register()  # the neural view loads its compressor through the codec (as main)
     plan = self.record.get("plan")
     if plan is None:
       plan = self._plan(c)
@@ -176,9 +179,6 @@ class _Arm:
 def _compressors(ablation: catalog.Ablation, arms: Sequence[catalog.Arm], scale: str,
                  workdir: str, log: Callable[[str], Any]) -> dict[str, Any]:
   """The compressor analysis of the arms' views (cached in W/compressors.json)."""
-  from proxyjax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from proxyjax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top
-  from proxyjax.eval import compressor_analysis  # pylint: disable=g-import-not-at-top
   out = os.path.join(workdir, "compressors.json")
   cached = workdir_lib.read_json(out)
   names = tuple(a.overrides["data.view"] for a in arms if not a.skip)

@@ -47,7 +47,7 @@ class Schedule:
 SCHEDULES = {
     "ci": Schedule(opt_warmup=0.2, mix_warmup=0.3, log_lines=8, evals=2, checkpoints=4,
                    probe_documents=8),
-    "cpu": Schedule(opt_warmup=0.1, mix_warmup=0.3, log_lines=20, evals=4, checkpoints=5),
+    "cpu": Schedule(opt_warmup=0.1, mix_warmup=0.3, log_lines=20, evals=3, checkpoints=5),
     "colab_gpu": Schedule(opt_warmup=0.05, mix_warmup=0.2, log_lines=50, evals=5, checkpoints=10),
     "colab_tpu": Schedule(opt_warmup=0.05, mix_warmup=0.2, log_lines=50, evals=5, checkpoints=10),
     "pod": Schedule(opt_warmup=0.01, mix_warmup=0.2, log_lines=5000, evals=25, checkpoints=50),
@@ -100,7 +100,7 @@ def _cpu(workdir: str) -> ml_collections.ConfigDict:
   del workdir
   c = config_lib.tiny_config()  # d 256, 4 layers, seq 512, batch 8: configs/tiny.py
   _cpu_model(c)
-  c.eval.max_docs, c.eval.translation_docs, c.eval.translation_max_bytes = 16, 4, 64
+  c.eval.max_docs, c.eval.translation_docs, c.eval.translation_max_bytes = 8, 4, 64
   c.keep_checkpoints = 2
   return c
 

@@ -199,4 +199,7 @@ def test_unknown_ablation_or_arm_is_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("proxyjax.ablate: error: "), proc.stderr
     assert match in lines[0]
   assert not os.path.exists(tmp_path / "w")  # nothing written for a bad request
+  listing = _cli(["--list"])
+  assert listing.returncode == 0 and "token_bytes_gray" in listing.stdout
+  assert "jax" not in listing.stderr.lower()  # listing needs no JAX (nor its warnings)
   assert catalog.get("views").name == "views"
