@@ -75,7 +75,7 @@ class Ablation:
 
 # Default budgets: the same steps for every arm, so every arm trains on the same
 # number of symbols (and close to the same FLOPs); a bytes or FLOP budget is a flag away.
-_TRAIN_BUDGETS = {"ci": "steps:12", "cpu": "steps:100", "colab_gpu": "steps:2000",
+_TRAIN_BUDGETS = {"ci": "steps:12", "cpu": "steps:400", "colab_gpu": "steps:2000",
                   "colab_tpu": "steps:3000", "pod": "steps:50000"}
 
 _BYTES = {"data.view": "raw", "data.schedule.enabled": False, "data.rate": 0.0,
