@@ -467,11 +467,11 @@ def summary_sample(run: _Run) -> str:
 
 
 def summarize(run: _Run, wall_s: float) -> None:
-  """Prints the end-of-run summary (``proxyjax.train.summary``) on process 0; every process
-  takes part in the sample's generation (the parameters may be sharded over all)."""
-  # A model that never saw raw bytes (every document compressed) has no raw-byte sample.
-  wanted = run.config.get("summary_prompt", "") and not interface_lib.compressed_only(
-      run.config.data)
+  """Prints the end-of-run summary (``proxyjax.train.summary``) on process 0."""
+  # A model that never saw raw bytes (every document compressed) has no raw-byte sample;
+  # multi-process runs skip it (generation is single-process; --mode=eval samples instead).
+  wanted = (run.config.get("summary_prompt", "") and jax.process_count() == 1
+            and not interface_lib.compressed_only(run.config.data))
   sample = summary_sample(run) if wanted else None
   if not run.is_main:
     return
