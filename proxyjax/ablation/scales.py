@@ -86,7 +86,7 @@ def _ci(workdir: str) -> ml_collections.ConfigDict:
   c.data.tokenizer_vocab_size = 512
   c.data.tokenizer_cache_dir = os.path.join(workdir, "tokenizers")
   m = c.model
-  m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim, m.d_ff = 64, 2, 4, 0, 16, 128
+  m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim, m.d_ff = 64, 1, 4, 0, 16, 128
   m.logits_chunk = 128
   _cpu_model(c)
   c.opt.peak_lr = 3e-3

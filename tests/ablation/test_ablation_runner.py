@@ -169,7 +169,7 @@ def test_probe_flops_are_the_trainers(resumed):
                             min_batches=2, max_batches=2)
   assert phase.symbols_per_step == 8 * 128  # concat packing: no padding
   assert phase.flops_per_step == pytest.approx(
-      6 * n_dense * 1024 + 12 * 4 * 16 * 2 * phase.pairs_per_step)  # 6 N S + 12 H E L P
+      6 * n_dense * 1024 + 12 * 4 * 16 * 1 * phase.pairs_per_step)  # 6 N S + 12 H E L P
   assert 1.5 < phase.bytes_per_id < 6  # DEFLATE at rate 0.9: several bytes per id
 
 
