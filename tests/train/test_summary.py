@@ -3,7 +3,6 @@ progress bar's raw BPB for a log window without raw bytes."""
 
 import re
 
-import pytest
 from helpers import model_config, restored_params, small_config
 
 from proxyjax import parallel, trainer
@@ -47,45 +46,29 @@ def test_summary_text_without_validation_or_sample(tmp_path):
   assert "greedy sample" not in text
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-  """A 6-step run with validation at steps 3 and 6 and a summary sample."""
-  root = tmp_path_factory.mktemp("summary")
-  corpus = root / "corpus"  # small documents: validation on them takes little time
-  corpus.mkdir()
-  for i in range(16):
-    body = "".join(f"def f{i}_{j}(x):\n    return x * {j} + {i}\n\n" for j in range(20))
-    (corpus / f"m{i}.py").write_text(f'"""Module {i}."""\n\n' + body)
-  c = small_config()
-  c.data.sources, c.data.validation_fraction = f"files:{corpus}", 0.25
-  c.num_steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 3, 3, 6
-  c.opt.peak_lr, c.opt.warmup_steps = 1e-2, 1
-  c.eval.max_docs = 1
-  c.summary_prompt = "def f(x):\n"
-  return c, str(root / "run")
+def check_summary(c, workdir: str, text: str) -> None:
+  """The summary printed by a finished ``trainer.train(c, workdir)`` (``text``) shows the
+  numbers of its metrics.jsonl, and its sample is the greedy raw-interface generation
+  of ``proxyjax.eval.generate`` from the final checkpoint's parameters.
 
-
-def test_summary_numbers_and_sample_match_the_run(finished_run, capsys):
-  c, workdir = finished_run
-  trainer.train(c, workdir)
-  text = capsys.readouterr().out
+  Called by tests/train/test_train_pin.py on its 20-step run of the demo (CI time)."""
   lines = summary_lib.read_metrics(workdir)
   ev = [(x["step"], x["eval/raw_bpb"]) for x in lines if "eval/raw_bpb" in x]
-  assert [s for s, _ in ev] == [3, 6]
-  assert (f"{ev[0][1]:.3f} at step 3 -> {ev[1][1]:.3f} at step 6") in text
+  assert len(ev) >= 2
+  assert (f"{ev[0][1]:.3f} at step {ev[0][0]} -> {ev[-1][1]:.3f} at step {ev[-1][0]}") in text
   last = [x for x in lines if "loss" in x][-1]
   raw, comp = int(last["total_raw_bytes"]), int(last["total_compressed_symbols"])
   assert raw > 0 and comp > 0
   m = re.search(r"trained on ([\d,]+) symbols; of the document symbols, (\d+)% raw bytes "
                 r"\(([\d,]+)\) and (\d+)% compressed symbols \(([\d,]+)\)", text)
   assert m, text
-  assert int(m[1].replace(",", "")) == int(last["total_symbols"]) == 6 * c.batch_size * c.seq_len
+  assert int(m[1].replace(",", "")) == int(last["total_symbols"])
   assert int(m[3].replace(",", "")) == raw and int(m[5].replace(",", "")) == comp
   assert int(m[2]) == round(100 * raw / (raw + comp))
-  assert "checkpoints/    steps 6 " in text and workdir in text
-  # The sample is the greedy raw-interface generation of eval, from the final parameters.
+  steps = summary_lib.checkpoint_steps(workdir)
+  assert f"checkpoints/    steps {', '.join(map(str, steps))} " in text and workdir in text
   step, params = restored_params(workdir, c)
-  assert step == 6
+  assert step == c.num_steps == steps[-1]
   room = c.seq_len - len(generate.RAW.encode(c.summary_prompt.encode())) + 1
   cfg = generate.SamplingConfig(max_new_tokens=min(summary_lib.SAMPLE_MAX_BYTES, room))
   graphdef = step_lib.build(c, model_config(c), parallel.make_mesh(c.mesh.shape)).graphdef

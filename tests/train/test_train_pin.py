@@ -11,6 +11,8 @@ changed (issue 14: tokenizer view, 2M params). Regenerate (only for an intended 
 import json
 import os
 
+import test_summary
+
 from proxyjax import config as config_lib
 from proxyjax import trainer
 
@@ -27,7 +29,7 @@ def _config():
   c.num_steps, c.log_every, c.eval_every, c.checkpoint_every = 20, 1, 8, 10
   c.eval.max_docs = 2
   c.progress_bar, c.async_checkpointing = False, False
-  c.summary_prompt = ""  # no sample (tests/train/test_summary.py tests it)
+  # summary_prompt kept: the end-of-run summary and its greedy sample are checked here too.
   return c
 
 
@@ -44,8 +46,11 @@ def _snapshot(workdir: str) -> dict:
                                 if n.isdigit())}
 
 
-def test_tiny_demo_20_steps_bit_identical(tmp_path):
+def test_tiny_demo_20_steps_bit_identical(tmp_path, capsys):
   got = _snapshot(str(tmp_path / "run"))
+  # The end-of-run summary agrees with metrics.jsonl; its sample is eval's greedy generation
+  # (tests/train/test_summary.py).
+  test_summary.check_summary(_config(), str(tmp_path / "run"), capsys.readouterr().out)
   if os.environ.get("PROXYJAX_REGEN_PINS"):
     with open(FIXTURE, "w") as f:
       json.dump(got, f, indent=1, sort_keys=True)
