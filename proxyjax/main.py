@@ -95,9 +95,6 @@ def _run(config, mode: str, workdir: str | None) -> None:
   from proxyjax.eval import validation
   validation.validate(config)  # bad config: one line, before connecting to other processes
   distributed.initialize(_distributed_options(distributed))  # before anything touches devices
-  if config.data.view == "neural":  # documents without precomputed symbols are coded
-    from proxyjax.neural import codec
-    codec.register()  # the neural view restores its compressor through proxyjax.neural.codec
   if mode == "train":
     import jax
 

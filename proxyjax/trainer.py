@@ -41,6 +41,7 @@ from proxyjax.eval import generate, validation
 from proxyjax.eval import interface as interface_lib
 from proxyjax.eval import run as eval_run
 from proxyjax.model import transformer
+from proxyjax.neural import codec
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import loss as loss_lib
 from proxyjax.train import metrics as metrics_lib
@@ -430,6 +431,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   """
   t_start = time.perf_counter()
   validation.validate(config)
+  if config.data.view == "neural":  # documents without precomputed symbols are coded
+    codec.register()  # the neural view restores its compressor through proxyjax.neural.codec
   run = _Run(config, workdir)
   finished = False  # True once the loop ends normally (a failed last save then raises)
   stopped = False

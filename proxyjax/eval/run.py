@@ -71,6 +71,7 @@ from proxyjax.eval import (
 )
 from proxyjax.eval import interface as interface_lib
 from proxyjax.eval import recode as robustness
+from proxyjax.neural import codec
 from proxyjax.train import load as load_lib
 
 
@@ -576,6 +577,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """
   tasks = parse_tasks(config.eval.tasks)
   tasks_inputs(config, tasks)
+  if config.data.view == "neural":  # view_bpb codes documents with the run's compressor
+    codec.register()
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory) or not os.listdir(directory):
     raise NoCheckpointError(workdir)  # early, before building the model

@@ -352,9 +352,8 @@ def register() -> None:
   """Lets ``NeuralView`` load compressors from run directories (idempotent).
 
   The views sit below the model and training layers, so the neural view does not
-  import this module; it receives ``load_compressor`` here instead.
+  import this module; it receives ``load_compressor`` here instead. Called by the entry
+  points that may build a neural view (``trainer.train``, ``eval.run.evaluate``, the
+  compressor analysis); importing this module alone does not register it.
   """
   neural_view.set_compressor_loader(load_compressor)
-
-
-register()

@@ -58,7 +58,8 @@ def _cli_overrides(overrides):
 
 
 def _config(overrides):
-  c = config_lib.tiny_config()
+  """The config the launched processes build (``--config=configs/tiny.py`` + overrides)."""
+  c = config_lib.load_config(os.path.join(ROOT, "configs", "tiny.py"))
   c.update_from_flattened_dict(overrides)
   return c
 

@@ -11,6 +11,7 @@ import pytest
 
 from proxyjax import views
 from proxyjax.eval import compressor_analysis as compressors
+from proxyjax.neural import codec
 from proxyjax.views import deflate_inspect
 
 SMALL = compressors.AnalysisConfig(num_docs=6, max_doc_bytes=4096, window_chars=400)
@@ -128,6 +129,7 @@ def test_neural_collisions_from_a_trained_compressor(neural_compressor_run, tmp_
   same stability / collision / ratio analysis; the run's config.json rebuilds its model."""
   _, workdir = neural_compressor_run
   assert os.path.exists(os.path.join(workdir, "config.json"))
+  codec.register()  # what the entry points do before building a neural view
   view = views.make_view("neural", neural_dir=workdir)
   data = b"def f(x):\n    return x + 1\n" * 6
   symbols, starts, ends, base = compressors.symbol_spans(view, data)

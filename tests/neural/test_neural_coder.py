@@ -562,6 +562,7 @@ def test_neural_view_registry_and_round_trip(trained):
   with pytest.raises(NotImplementedError, match="proxyjax.compress"):
     views.make_view("neural")
   config, workdir, comp = trained
+  codec.register()  # what the entry points do before building a neural view
   view = views.make_view("neural", neural_dir=workdir)  # lazily loaded; default config
   assert view.alphabet_size == 256 + 65536 and view.literal_bytes and view.lossless
   view = NeuralView(workdir, config)
