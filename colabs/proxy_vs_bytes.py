@@ -108,6 +108,7 @@ NEURAL_DIR = os.environ.get("PROXYJAX_NEURAL_DIR", "")
 from IPython.display import Image, Markdown, display  # noqa: E402
 
 from proxyjax import ablation  # noqa: E402
+from proxyjax.ablation import report as ablation_report  # noqa: E402
 
 ABL = ablation.ABLATIONS["views"]
 OPTIONS = ablation.Options(neural_dir=NEURAL_DIR)
@@ -117,15 +118,7 @@ OPTIONS = ablation.Options(neural_dir=NEURAL_DIR)
 # writes the report.
 ARMS = (os.environ.get("PROXYJAX_ARMS", "").split(",") if os.environ.get("PROXYJAX_ARMS")
         else ("deflate", "token_bytes") if SCALE == "ci" else None)
-arm_table = [f"{ABL.description} Budget `{BUDGET or ABL.budgets.get(SCALE)}` per arm "
-             f"at scale `{SCALE}`.", "", "| arm | what | config fields | here |",
-             "|---|---|---|---|"]
-for arm in ABL.make_arms(OPTIONS):
-  here = ("skipped: " + arm.skip if arm.skip
-          else "runs" if not ARMS or arm.name in ARMS else "not selected")
-  fields = ", ".join(f"`{k}={v!r}`" for k, v in arm.overrides.items())
-  arm_table.append(f"| `{arm.name}` | {arm.description} | {fields} | {here} |")
-display(Markdown("\n".join(arm_table)))
+display(Markdown(ablation_report.arms_markdown(ABL, OPTIONS, SCALE, BUDGET, ARMS)))
 
 # %% [markdown]
 # ## Run
@@ -152,29 +145,8 @@ print(f"{time.perf_counter() - t0:.1f} s; report {result.report_md}")
 # through raw bytes (the tokens-only baseline through its own tokenizer, per UTF-8 byte).
 
 # %%
-import math  # noqa: E402
-
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-rows = [r for r in result.rows if r["eval_raw_bpb"] is not None
-        and math.isfinite(r["eval_raw_bpb"])]
 BARS_PNG = os.path.join(WORKDIR, "eval_raw_bpb_by_arm.png")
-fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 0.9 * len(rows)), 3.8))
-ax.bar(range(len(rows)), [r["eval_raw_bpb"] for r in rows],
-       color=["tab:gray" if r["compressed_share"] == 0 else "tab:blue" for r in rows])
-for i, r in enumerate(rows):
-  ax.text(i, r["eval_raw_bpb"], f"{r['eval_raw_bpb']:.2f}", ha="center", va="bottom",
-          fontsize=8)
-ax.set_xticks(range(len(rows)))
-ax.set_xticklabels([r["name"] for r in rows], rotation=30, ha="right")
-ax.set_ylabel("eval raw BPB (lower is better)")
-ax.set_title(f"Views ablation\n{SCALE} scale, {result.budget} per arm", fontsize=10)
-fig.tight_layout()
-fig.savefig(BARS_PNG, dpi=100)
-plt.close(fig)
+ablation_report.plot_eval_bars(result, BARS_PNG)
 for r in result.rows:
   print(f"{r['name']:<17} eval raw BPB {r['eval_raw_bpb']:.4f}  steps {r['steps']}  "
         f"compressed share {r['compressed_share']:.2f}  wall {r['wall_s']:.0f} s")

@@ -229,3 +229,44 @@ def write(ablation, scale: str, budget: str, workdir: str, arms: Sequence[tuple]
   return Result(ablation=ablation.name, scale=scale, budget=budget, workdir=workdir,
                 markdown=text, report_md=md, report_json=js, plots=plots, rows=rows,
                 skipped=dict(skipped))
+
+
+def arms_markdown(ablation, options, scale: str, budget: str | None,
+                  selected: Sequence[str] | None) -> str:
+  """A Markdown table of ``ablation``'s arms (what each changes, whether it runs), for
+  the notebooks: ``selected`` are the arms picked (None: all)."""
+  lines = [f"{ablation.description} Budget `{budget or ablation.budgets.get(scale)}` per arm "
+           f"at scale `{scale}`.", "", "| arm | what | config fields | here |",
+           "|---|---|---|---|"]
+  for arm in ablation.make_arms(options):
+    here = ("skipped: " + arm.skip if arm.skip
+            else "runs" if not selected or arm.name in selected else "not selected")
+    fields = ", ".join(f"`{k}={v!r}`" for k, v in arm.overrides.items())
+    lines.append(f"| `{arm.name}` | {arm.description} | {fields} | {here} |")
+  return "\n".join(lines)
+
+
+def plot_eval_bars(result: Result, path: str) -> list[dict[str, Any]]:
+  """Bars of each arm's eval raw BPB (gray: no compressed symbols) saved to ``path``;
+  returns the rows drawn (arms without a finite eval raw BPB are left out)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  rows = [r for r in result.rows if r.get("eval_raw_bpb") is not None
+          and math.isfinite(r["eval_raw_bpb"])]
+  fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 0.9 * len(rows)), 3.8))
+  ax.bar(range(len(rows)), [r["eval_raw_bpb"] for r in rows],
+         color=["tab:gray" if r["compressed_share"] == 0 else "tab:blue" for r in rows])
+  for i, r in enumerate(rows):
+    ax.text(i, r["eval_raw_bpb"], f"{r['eval_raw_bpb']:.2f}", ha="center", va="bottom",
+            fontsize=8)
+  ax.set_xticks(range(len(rows)))
+  ax.set_xticklabels([r["name"] for r in rows], rotation=30, ha="right")
+  ax.set_ylabel("eval raw BPB (lower is better)")
+  ax.set_title(f"{result.ablation.capitalize()} ablation\n{result.scale} scale, "
+               f"{result.budget} per arm", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return rows

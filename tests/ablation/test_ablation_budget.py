@@ -106,3 +106,28 @@ def test_translation_fits_the_context(tmp_path):
     c = runner.arm_config("ci", str(tmp_path), catalog.Arm(view, "", {"data.view": view}))
     runner.fit_translation(c)
     assert c.eval.translation_max_bytes == want, view
+
+
+def test_notebook_helpers_arms_table_and_eval_bars(tmp_path):
+  from proxyjax import ablation  # pylint: disable=g-import-not-at-top
+  from proxyjax.ablation import report  # pylint: disable=g-import-not-at-top
+  views = ablation.ABLATIONS["views"]
+  table = report.arms_markdown(views, ablation.Options(), "cpu", None, ["bytes", "deflate"])
+  lines = table.splitlines()
+  assert "`steps:400`" in lines[0]
+  by_arm = {line.split("|")[1].strip(" `"): line for line in lines[4:]}
+  assert by_arm["bytes"].endswith("| runs |") and by_arm["deflate"].endswith("| runs |")
+  assert by_arm["gzip"].endswith("| not selected |")
+  assert "skipped: no --neural_dir" in by_arm["neural"]
+  assert "`data.view='gzip'`" in by_arm["gzip"]
+  rows = [{"name": "bytes", "eval_raw_bpb": 3.5, "compressed_share": 0.0},
+          {"name": "deflate", "eval_raw_bpb": float("nan"), "compressed_share": 0.8},
+          {"name": "gzip", "eval_raw_bpb": None, "compressed_share": 0.8},
+          {"name": "tokenizer", "eval_raw_bpb": 3.1, "compressed_share": 0.6}]
+  result = report.Result(ablation="views", scale="cpu", budget="steps:400",
+                         workdir=str(tmp_path), markdown="", report_md="", report_json="",
+                         plots={}, rows=rows, skipped={})
+  path = tmp_path / "bars.png"
+  drawn = report.plot_eval_bars(result, str(path))
+  assert [r["name"] for r in drawn] == ["bytes", "tokenizer"]  # NaN / missing left out
+  assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -153,6 +153,14 @@ def _compressor_run(workdir, **compressor):
   (workdir / "config.json").write_text(c.to_json())
 
 
+def _train_on(shards, neural_dir):
+  """A neural-view config training on ``shards`` with ``data.neural_dir=neural_dir``."""
+  c = base_config()
+  c.data.view, c.data.neural_dir = "neural", str(neural_dir)
+  c.data.sources = f"arrayrecord:{shards}/*.array_record"
+  return c
+
+
 def test_shards_and_a_run_with_other_settings_are_refused_naming_both(tmp_path):
   from proxyjax.views.neural import NeuralView  # pylint: disable=g-import-not-at-top
   run, shards = tmp_path / "run", tmp_path / "shards"
@@ -168,9 +176,7 @@ def test_shards_and_a_run_with_other_settings_are_refused_naming_both(tmp_path):
   assert str(shards) in message and str(run) in message
   assert "compressor.entropy_threshold: 6.0" in message and "5.0" in message
   # Training with data.neural_dir = the run and data.sources = those shards: ConfigError.
-  c = base_config()
-  c.data.view, c.data.neural_dir = "neural", str(run)
-  c.data.sources = f"arrayrecord:{shards}/*.array_record"
+  c = _train_on(shards, neural_dir=run)
   with pytest.raises(ConfigError, match="data.neural_dir") as e:
     pipeline.build_view(c)
   assert str(shards) in str(e.value) and str(run) in str(e.value)
@@ -182,9 +188,7 @@ def test_shards_of_another_compressor_run_are_refused(tmp_path):
   _compressor_run(run)
   _compressor_run(other)
   _shards_meta(shards, other)
-  c = base_config()
-  c.data.view, c.data.neural_dir = "neural", str(run)
-  c.data.sources = f"arrayrecord:{shards}/*.array_record"
+  c = _train_on(shards, neural_dir=run)
   with pytest.raises(ConfigError, match="compressor run") as e:
     pipeline.build_view(c)
   assert str(other) in str(e.value) and str(run) in str(e.value)
