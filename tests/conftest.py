@@ -33,6 +33,18 @@ CI_SLOW = (
     # matches one process on the same global batches and the local launcher script
     "commands/test_multihost.py::test_tensor_axis_across_processes_replicates_the_rows",
     "commands/test_multihost.py::test_two_process_checkpoint_restores_on_other_meshes",
+    # the GPU suite's dry run on CPU (59 s) is for the session before a device run; CI keeps
+    # its hung-section and partial-report tests
+    "commands/test_gpu_suite.py::test_dry_run_writes_every_section_with_numbers",
+    # decoding with other batch rows: CI keeps neural/test_neural_coder.py::
+    # test_decode_with_other_batch_rows_and_crc (trained compressor, 4 vs 16 rows, CRC32)
+    "neural/test_neural_coder.py::test_decode_with_other_batch_rows",
+    # compressor pins: CI keeps the tiny and gqa_window cases
+    "model/test_transformer_pins.py::test_compressor_tables_and_symbols_are_pinned[wide]",
+    # KV-cache decode = full forward: CI keeps float32 (the dtype generation runs in) with a
+    # window and GQA; float64 decode is not on any production path (the compressor codes
+    # window rows with the full forward, pinned in neural/test_neural_coder.py)
+    "model/test_decode.py::test_decode_equals_full_forward_float64[5]",
 )
 
 
