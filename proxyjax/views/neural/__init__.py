@@ -50,6 +50,16 @@ def set_compressor_loader(loader: Callable[..., Any]) -> None:
   _LOADER = loader
 
 
+def _check_format(meta: dict, directory: str) -> None:
+  """ValueError (with the command that rewrites them) for shards of another format."""
+  if meta.get("format") != shards_lib.FORMAT:
+    raise ValueError(f"neural view: {directory} holds shards of format "
+                     f"{meta.get('format')!r}, this proxyjax reads {shards_lib.FORMAT!r} "
+                     "(windows that restart the model's context, entropy segments, "
+                     "float64 tables, CRC32, a checksum over each record's text and "
+                     f"symbols): {shards_lib.RECOMPRESS_HINT}")
+
+
 def check_same_settings(a: Settings, a_dir: str, b: Settings, b_dir: str) -> None:
   """ValueError naming both directories and every coding field in which they differ."""
   diff = a.coding_differences(b)
@@ -100,12 +110,7 @@ class NeuralView(base.View):
       self.config = config
       self.settings = compressor.settings
     elif meta is not None:
-      if meta.get("format") != shards_lib.FORMAT:
-        raise ValueError(f"neural view: {neural_dir} holds shards of format "
-                         f"{meta.get('format')!r}, this proxyjax reads {shards_lib.FORMAT!r} "
-                         "(windows that restart the model's context, entropy segments, "
-                         "float64 tables, CRC32, a checksum over each record's text and "
-                         f"symbols): {shards_lib.RECOMPRESS_HINT}")
+      _check_format(meta, neural_dir)
       self.workdir = meta["model"]["workdir"]
       self.config = config or ml_collections.ConfigDict(meta["config"])
       self.settings = Settings(**meta["settings"])
@@ -147,9 +152,7 @@ class NeuralView(base.View):
     if meta is None:
       return
     where = self.neural_dir or "this view"
-    if meta.get("format") != shards_lib.FORMAT:
-      raise ValueError(f"{shards_dir} holds neural shards of format {meta.get('format')!r}, "
-                       f"this proxyjax reads {shards_lib.FORMAT!r}: {shards_lib.RECOMPRESS_HINT}")
+    _check_format(meta, shards_dir)
     check_same_settings(Settings(**meta["settings"]), shards_dir, self.settings, where)
     run = meta.get("model", {}).get("workdir", "")
     if self.workdir and run and os.path.realpath(run) != os.path.realpath(self.workdir):
