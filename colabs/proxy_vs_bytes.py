@@ -31,9 +31,9 @@
 # modelling does training on cheap compressed symbols buy, for the same symbols or bytes?
 
 # %%
-# Install proxyjax: from the checkout this notebook sits in, else from PROXYJAX_SOURCE
-# (skipped when proxyjax already imports).
-PROXYJAX_SOURCE = "git+https://github.com/proxyjax/proxyjax"
+# Install proxyjax (skipped when it already imports): from the checkout this notebook sits
+# in, else from a clone of PROXYJAX_REPO (the notebooks read configs/ from the checkout).
+PROXYJAX_REPO = "https://github.com/proxyjax/proxyjax"
 
 import importlib  # noqa: E402
 import importlib.util  # noqa: E402
@@ -52,43 +52,29 @@ def _checkout():
 
 if importlib.util.find_spec("proxyjax") is None:
   _root = _checkout()
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                  *(["-e", str(_root)] if _root else [PROXYJAX_SOURCE])], check=True)
-  if _root:
-    sys.path.insert(0, str(_root))
+  if _root is None:
+    _root = pathlib.Path.home() / "proxyjax"
+    if not _root.exists():
+      subprocess.run(["git", "clone", "-q", "--depth", "1", PROXYJAX_REPO, str(_root)],
+                     check=True)
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(_root)], check=True)
+  sys.path.insert(0, str(_root))
   importlib.invalidate_caches()
 if importlib.util.find_spec("matplotlib") is None:
   subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], check=True)
   importlib.invalidate_caches()
 
 # %%
-# Scale and work directory: PROXYJAX_SCALE / PROXYJAX_WORKDIR, else set them here
-# ('' = pick the scale from the runtime; a directory under /content on Colab, else a temp dir).
+# Scale, work directory and runtime: PROXYJAX_SCALE / PROXYJAX_WORKDIR, or pass them here
+# ('' = the scale from the runtime: cpu, colab_gpu or colab_tpu; the work directory under
+# /content on Colab, else a temporary one). On CPU and on GPUs older than sm_80,
+# model.attention='auto' falls back to dense XLA attention; the cell prints the choice.
 import os  # noqa: E402
-import tempfile  # noqa: E402
 
-NAME = "proxy_vs_bytes"
-SCALE = os.environ.get("PROXYJAX_SCALE", "")  # '', 'ci', 'cpu', 'colab_gpu' or 'colab_tpu'
-WORKDIR = os.environ.get("PROXYJAX_WORKDIR", "")
-if not SCALE:
-  from proxyjax import ablation
-  SCALE = ablation.detect_scale()
-if not WORKDIR:
-  WORKDIR = (f"/content/proxyjax-{NAME}" if os.path.isdir("/content")
-             else tempfile.mkdtemp(prefix=f"proxyjax-{NAME}-"))
-os.makedirs(WORKDIR, exist_ok=True)
-print(f"scale {SCALE}, workdir {WORKDIR}")
+from proxyjax import ablation  # noqa: E402
 
-# %%
-# The runtime: devices and the attention backend model.attention='auto' resolves to
-# (on CPU, and on GPUs older than sm_80, it falls back to dense XLA attention).
-import jax  # noqa: E402
-
-from proxyjax.model import attention  # noqa: E402
-
-BACKEND, WHY = attention.auto_backend()
-print(f"jax {jax.__version__}: {jax.device_count()} x {jax.devices()[0].device_kind}")
-print(f"model.attention='auto' -> {BACKEND} ({WHY})")
+RT = ablation.notebook_runtime("proxy_vs_bytes", scale="", workdir="")
+SCALE, WORKDIR = RT.scale, RT.workdir
 
 # %%
 # The ablation's options: a budget per arm (None = the ablation's default for the scale) and,
@@ -107,7 +93,6 @@ NEURAL_DIR = os.environ.get("PROXYJAX_NEURAL_DIR", "")
 # %%
 from IPython.display import Image, Markdown, display  # noqa: E402
 
-from proxyjax import ablation  # noqa: E402
 from proxyjax.ablation import report as ablation_report  # noqa: E402
 
 ABL = ablation.ABLATIONS["views"]

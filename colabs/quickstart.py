@@ -18,18 +18,20 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/proxyjax/proxyjax/blob/main/colabs/quickstart.ipynb)
 #
-# Trains the tiny proxy-compression preset (`proxyjax.config.tiny_config()`: raw UTF-8 bytes
-# and DEFLATE bytes of the Python standard library, `<raw>`/`<comp>` sentinels, translation pairs early
-# on), looks at the packed rows it is fed, evaluates raw bits per byte, generates code from a
-# prompt and translates DEFLATE back to text in context -- always through raw bytes.
+# Trains the README's tiny demo (`configs/tiny.py`: one small model on the raw UTF-8 bytes
+# and the BPE token ids of the Python standard library, `<raw>`/`<comp>` sentinels,
+# translation pairs early on), looks at the packed rows it is fed, evaluates raw bits per
+# byte, generates code from a prompt and translates token ids back to text in context --
+# always through raw bytes.
 #
-# The scale follows the runtime (CPU, Colab GPU, Colab TPU); set `PROXYJAX_SCALE` (or `SCALE`
-# below) to choose: `ci` is a seconds-long smoke run, `cpu` the tiny demo (minutes on 2 cores).
+# The scale follows the runtime (CPU, Colab GPU, Colab TPU); set `PROXYJAX_SCALE` (or
+# `scale=` below) to choose: `ci` is a seconds-long smoke run, `cpu` the demo as the README
+# runs it (minutes on 2 cores).
 
 # %%
-# Install proxyjax: from the checkout this notebook sits in, else from PROXYJAX_SOURCE
-# (skipped when proxyjax already imports).
-PROXYJAX_SOURCE = "git+https://github.com/proxyjax/proxyjax"
+# Install proxyjax (skipped when it already imports): from the checkout this notebook sits
+# in, else from a clone of PROXYJAX_REPO (the notebooks read configs/ from the checkout).
+PROXYJAX_REPO = "https://github.com/proxyjax/proxyjax"
 
 import importlib  # noqa: E402
 import importlib.util  # noqa: E402
@@ -48,59 +50,45 @@ def _checkout():
 
 if importlib.util.find_spec("proxyjax") is None:
   _root = _checkout()
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                  *(["-e", str(_root)] if _root else [PROXYJAX_SOURCE])], check=True)
-  if _root:
-    sys.path.insert(0, str(_root))
+  if _root is None:
+    _root = pathlib.Path.home() / "proxyjax"
+    if not _root.exists():
+      subprocess.run(["git", "clone", "-q", "--depth", "1", PROXYJAX_REPO, str(_root)],
+                     check=True)
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(_root)], check=True)
+  sys.path.insert(0, str(_root))
   importlib.invalidate_caches()
 if importlib.util.find_spec("matplotlib") is None:
   subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], check=True)
   importlib.invalidate_caches()
 
 # %%
-# Scale and work directory: PROXYJAX_SCALE / PROXYJAX_WORKDIR, else set them here
-# ('' = pick the scale from the runtime; a directory under /content on Colab, else a temp dir).
+# Scale, work directory and runtime: PROXYJAX_SCALE / PROXYJAX_WORKDIR, or pass them here
+# ('' = the scale from the runtime: cpu, colab_gpu or colab_tpu; the work directory under
+# /content on Colab, else a temporary one). On CPU and on GPUs older than sm_80,
+# model.attention='auto' falls back to dense XLA attention; the cell prints the choice.
 import os  # noqa: E402
-import tempfile  # noqa: E402
 
-NAME = "quickstart"
-SCALE = os.environ.get("PROXYJAX_SCALE", "")  # '', 'ci', 'cpu', 'colab_gpu' or 'colab_tpu'
-WORKDIR = os.environ.get("PROXYJAX_WORKDIR", "")
-if not SCALE:
-  from proxyjax import ablation
-  SCALE = ablation.detect_scale()
-if not WORKDIR:
-  WORKDIR = (f"/content/proxyjax-{NAME}" if os.path.isdir("/content")
-             else tempfile.mkdtemp(prefix=f"proxyjax-{NAME}-"))
-os.makedirs(WORKDIR, exist_ok=True)
-print(f"scale {SCALE}, workdir {WORKDIR}")
+from proxyjax import ablation  # noqa: E402
 
-# %%
-# The runtime: devices and the attention backend model.attention='auto' resolves to
-# (on CPU, and on GPUs older than sm_80, it falls back to dense XLA attention).
-import jax  # noqa: E402
-
-from proxyjax.model import attention  # noqa: E402
-
-BACKEND, WHY = attention.auto_backend()
-print(f"jax {jax.__version__}: {jax.device_count()} x {jax.devices()[0].device_kind}")
-print(f"model.attention='auto' -> {BACKEND} ({WHY})")
+RT = ablation.notebook_runtime("quickstart", scale="", workdir="")
+SCALE, WORKDIR = RT.scale, RT.workdir
 
 # %% [markdown]
 # ## The config
 #
-# `proxyjax.config.tiny_config()` is the 3.6M-parameter DEFLATE preset the tests build on
-# (every field is documented in proxyjax/config/schema.py); the README's demo, configs/tiny.py,
-# now trains a smaller model on BPE tokens instead (docs/benchmarks.md). At `ci` scale the model and the run shrink to seconds; on a GPU
-# or TPU the rows get longer and the batch bigger.
+# `configs/tiny.py` is what `python -m proxyjax.main --config=configs/tiny.py` trains (every
+# field it does not set keeps its documented default from proxyjax/config/schema.py). At `ci`
+# scale the model and the run shrink to seconds; on a GPU or TPU the rows get longer, the
+# batch bigger and the weights bfloat16.
 
 # %%
 from proxyjax import config as config_lib  # noqa: E402
 
-config = config_lib.tiny_config()
+config = config_lib.load_config(os.path.join(RT.root, "configs", "tiny.py"))
 config.model.attention = "auto"
 config.progress_bar = False
-if SCALE == "ci":  # seconds: a 2-layer model, a few steps
+if SCALE == "ci":  # seconds: a 1-layer model, a few steps
   m = config.model
   m.d_model, m.n_layers, m.n_heads, m.head_dim, m.d_ff = 64, 1, 2, 32, 128
   m.logits_chunk = 128
@@ -109,13 +97,17 @@ if SCALE == "ci":  # seconds: a 2-layer model, a few steps
   config.checkpoint_every = 6
   config.opt.warmup_steps = 2
   config.data.schedule.warmup_steps = 3
+  config.data.tokenizer_vocab_size = 512
+  config.data.sources = "files:" + os.path.join(os.path.dirname(os.__file__), "email")
+  config.data.validation_fraction = 0.1
   config.eval.max_docs = 2
 elif SCALE in ("colab_gpu", "colab_tpu", "pod"):  # longer rows, bigger batches, bf16
   config.model.dtype = "bfloat16"
   config.seq_len, config.batch_size = 1024, 32
   config.num_steps, config.eval_every, config.checkpoint_every = 1000, 250, 250
   config.log_every = 50
-# 'cpu': tiny_config() as it is (200 steps of 8 rows x 512 ids).
+# 'cpu': configs/tiny.py as it is.
+config.data.tokenizer_cache_dir = os.path.join(WORKDIR, "tokenizers")
 config.eval.translation_docs = 4 if SCALE == "ci" else 16
 config.eval.translation_max_bytes = 48 if SCALE == "ci" else 128
 print(f"model {config.model.d_model} wide x {config.model.n_layers} layers, "
@@ -126,7 +118,7 @@ print(f"model {config.model.d_model} wide x {config.model.n_layers} layers, "
 # ## What the model is fed
 #
 # The Grain pipeline (`proxyjax.data.pipeline`) picks raw or compressed views per document
-# (early on: raw/DEFLATE translation pairs), formats them with sentinels and packs them into
+# (early on: raw/token translation pairs), formats them with sentinels and packs them into
 # rows. `proxyjax.data.inspect.render` shows a row: specials by name, raw bytes as text,
 # compressed symbols as `⟨id⟩`.
 
@@ -196,7 +188,7 @@ plt.close(fig)
 #
 # `proxyjax.eval.run.evaluate` restores the newest checkpoint and runs `eval.tasks`: `bpb`
 # scores the validation split through raw bytes only; `translation` feeds
-# `[BOS, <comp>, DEFLATE symbols, </comp>, <raw>]` and decodes raw bytes greedily until
+# `[BOS, <comp>, token ids, </comp>, <raw>]` and decodes raw bytes greedily until
 # `</raw>` (paper Fig. 11). Results also go to `WORKDIR/eval/<task>.json`.
 
 # %%
@@ -211,12 +203,12 @@ bpb = results["bpb"]
 tr = results["translation"]
 print(f"raw BPB {bpb['raw_bpb']:.4f} on {bpb['documents']} validation documents "
       f"({bpb['bytes']} bytes)")
-print(f"translation deflate -> raw: exact match {tr.get('exact_match', float('nan')):.2f}, "
+print(f"translation {config.data.view} -> raw: exact match {tr.get('exact_match', float('nan')):.2f}, "
       f"byte accuracy {tr.get('byte_accuracy', float('nan')):.3f} over {tr['documents']} documents")
 
 # %% [markdown]
 # The same translations by hand (same documents, batch and length as the task, so the decode
-# loop is not compiled again): the prompt is a document's DEFLATE symbols, the model writes
+# loop is not compiled again): the prompt is a document's token ids, the model writes
 # its raw bytes.
 
 # %%
@@ -236,7 +228,8 @@ rows = generate.generate_ids(
     interface=translation.INTERFACE, batch_size=e.batch_size, mesh=loaded.mesh,
     rules=loaded.rules, context_len=config.seq_len)
 got = translation.INTERFACE.decode(rows[0][0].tolist())
-print(f"{len(docs[0])} bytes -> {len(prompts[0]) - 4} DEFLATE symbols; the model's raw bytes:")
+print(f"{len(docs[0])} bytes -> {len(prompts[0]) - 4} {config.data.view} symbols; "
+      "the model's raw bytes:")
 print(f"expected: {docs[0].decode('utf-8', 'replace')!r}")
 print(f"got:      {got.decode('utf-8', 'replace')!r}")
 
@@ -258,11 +251,12 @@ print(PROMPT + completion)
 # %% [markdown]
 # ## Results
 #
-# What to expect: the `cpu` tiny demo (200 steps, 3.6M parameters, 40% -> 90% compressed)
-# already models raw bytes far better than chance (8 bits per byte) although two thirds of
-# what it read were DEFLATE symbols, but it is far too small and short to translate DEFLATE
-# back to text or to write code: those need the larger scales (`colab_gpu`, `colab_tpu`) and
-# the ablations (`proxy_vs_bytes`, `mixing`) to compare recipes.
+# What to expect at the `cpu` scale (the committed outputs above): a model of about two
+# million parameters, trained for minutes on 2 CPU cores while about half of what it read
+# were BPE token ids, models raw bytes well below chance (8 bits per byte) and its greedy
+# completion reads like Python, but it is far too small to translate token ids back to text
+# reliably; that needs the larger scales (`colab_gpu`, `colab_tpu`). The ablation notebooks
+# (`proxy_vs_bytes`, `mixing`) compare recipes.
 
 # %%
 from IPython.display import Image, Markdown, display  # noqa: E402

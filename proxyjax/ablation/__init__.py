@@ -4,6 +4,7 @@
     ablation.ABLATIONS        # name -> Ablation (arms, default budget per scale, description)
     ablation.SCALES           # ('ci', 'cpu', 'colab_gpu', 'colab_tpu', 'pod')
     ablation.detect_scale()   # 'colab_tpu' | 'colab_gpu' | 'cpu'
+    rt = ablation.notebook_runtime("quickstart")   # a notebook's scale, workdir, backend
     result = ablation.run("views", scale="ci", workdir=W, budget=None, arms=None,
                           neural_dir="", log=print)
     result.markdown, result.report_md, result.report_json, result.plots, result.rows
@@ -17,12 +18,14 @@ The command line is ``python -m proxyjax.ablate`` (docs/ablations.md).
 * ``budget`` -- ``steps:N`` / ``utf8_bytes:N`` / ``train_flops:N`` and the probe that
   turns the last two into steps;
 * ``runner`` -- ``run``: arms, resume, state of W;
-* ``report`` -- rows, W/report.md, W/report.json, plots (``Result``).
+* ``report`` -- rows, W/report.md, W/report.json, plots (``Result``);
+* ``notebook`` -- ``notebook_runtime``: what a colabs/ notebook settles first.
 """
 
 import importlib
 
 from proxyjax.ablation.catalog import ABLATIONS, Ablation, Arm, Options
+from proxyjax.ablation.notebook import Runtime, notebook_runtime
 from proxyjax.ablation.scales import SCALES, detect_scale
 
 # The runner imports the training stack (JAX, Flax, Orbax: seconds); it is loaded on
@@ -39,4 +42,5 @@ def __getattr__(name):
 
 
 __all__ = ["ABLATIONS", "KINDS", "SCALES", "Ablation", "Arm", "Budget", "Interrupted",
-           "Options", "Result", "WorkdirMismatch", "detect_scale", "parse_budget", "run"]
+           "Options", "Result", "Runtime", "WorkdirMismatch", "detect_scale", "notebook_runtime",
+           "parse_budget", "run"]

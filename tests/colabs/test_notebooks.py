@@ -71,17 +71,15 @@ def test_pair_in_sync(name):
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_badge_install_and_settings(name):
   """An Open in Colab badge for this notebook, the install cell shared by all notebooks
-  (one PROXYJAX_SOURCE), the scale and workdir from the environment."""
+  (one PROXYJAX_REPO), then the scale, workdir and backend from
+  ``ablation.notebook_runtime`` (tests/ablation/test_ablation_notebook.py)."""
   nb = jupytext.read(execute.paths(name)[0])
   assert f"{COLAB_URL}{name}.ipynb" in nb.cells[0].source
   install = nb.cells[1].source
-  assert install.count("PROXYJAX_SOURCE = ") == 1
+  assert install.count("PROXYJAX_REPO = ") == 1
   first = jupytext.read(execute.paths("quickstart")[0]).cells[1].source
   assert install == first
-  text = "\n".join(c.source for c in nb.cells)
-  assert 'os.environ.get("PROXYJAX_SCALE"' in text and "ablation.detect_scale()" in text
-  assert 'os.environ.get("PROXYJAX_WORKDIR"' in text
-  assert "auto_backend()" in text
+  assert f'RT = ablation.notebook_runtime("{name}", scale="", workdir="")' in nb.cells[2].source
 
 
 @pytest.mark.parametrize("name", CPU_OUTPUTS)
