@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,11 +36,13 @@ from flax import nnx
 
 from proxyjax import parallel
 from proxyjax import vocab as vocab_lib
+from proxyjax.errors import UserError
 from proxyjax.eval import codegen  # stop-string truncation (one implementation, JAX-free)
+from proxyjax.eval import speculative as spec_lib
 from proxyjax.model import decode as decode_lib
 from proxyjax.model import transformer as tf
 
-NEG = -1e30
+NEG = spec_lib.NEG
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +53,9 @@ class SamplingConfig:
   n: int = 1  # samples per prompt
   seed: int = 0
   stop_strings: tuple[str, ...] = ()
+  # Greedy only: draft ids with the look-ahead heads, verify them with head 0 in one
+  # forward (proxyjax.eval.speculative); the same ids as plain greedy decoding.
+  speculative: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,12 +131,7 @@ def tokens_interface(view, vocab: vocab_lib.Vocab, sentinels: bool) -> Interface
 
 def restricted_logits(model: tf.Transformer, h_BxD, allowed: tuple[tuple[int, int], ...]):
   """Head-0 logits restricted to the id ranges ``allowed``."""
-  logits = model.logits(h_BxD[:, None])[:, 0, 0]
-  ids = jnp.arange(logits.shape[-1])
-  mask = jnp.zeros(ids.shape, bool)
-  for lo, hi in allowed:
-    mask = mask | ((ids >= lo) & (ids < hi))
-  return jnp.where(mask, logits, NEG)
+  return spec_lib.restrict(model.logits(h_BxD[:, None])[:, 0, 0], allowed)
 
 
 def raw_logits(model: tf.Transformer, h_BxD):
@@ -162,47 +163,113 @@ def _ends_with(out_BxN, step, stop: tuple[int, ...]):
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new", "temperature", "top_p",
-                                             "stops", "allowed", "ends", "sharding"))
+                                             "stops", "allowed", "ends", "sharding",
+                                             "speculative"))
 def _generate(graphdef, params, tokens, valid, key, *, max_new, temperature, top_p,
-              stops=(), limits=None, allowed=RAW.allowed, ends=RAW.end_ids, sharding=None):
+              stops=(), limits=None, allowed=RAW.allowed, ends=RAW.end_ids, sharding=None,
+              speculative=False):
   """``limits``: new tokens per row (None: ``max_new``); ``sharding``:
-  ``parallel.static_sharding(mesh, rules)`` or None."""
+  ``parallel.static_sharding(mesh, rules)`` or None; ``speculative``: greedy
+  self-speculative decoding (``proxyjax.eval.speculative``)."""
   with parallel.traced_sharding(sharding):
     return _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, stops,
-                   limits, allowed, ends)
+                   limits, allowed, ends, speculative)
 
 
 def _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, stops, limits,
-            allowed, ends):
+            allowed, ends, speculative=False):
   model = nnx.merge(graphdef, params)
+  state = _start(model, tokens, valid, key, limits, max_new, _block_len(model, allowed,
+                                                                          speculative))
+  state = _advance(model, state, max_new, max_new=max_new, temperature=temperature,
+                   top_p=top_p, stops=stops, allowed=allowed, ends=ends, speculative=speculative)
+  return state["out"][:, :max_new]
+
+
+def _block_len(model: tf.Transformer, allowed, speculative: bool) -> int:
+  """Ids fed per forward: 1, or with ``speculative`` the next id and its drafts."""
+  return 1 + spec_lib.num_drafts(model.cfg, allowed) if speculative else 1
+
+
+def _start(model: tf.Transformer, tokens, valid, key, limits, max_new: int, block: int) -> dict:
+  """The decode loop's state after the prompts' prefill.
+
+  ``step``: ids written per row; ``h``: the hidden state that predicts the next id;
+  ``out``: the ids (``block - 1`` spare columns: a speculative step may write past
+  ``max_new``); ``done``: rows that ended; ``forwards``: model forwards after prefill.
+  """
   b, t = tokens.shape
-  h, cache = decode_lib.prefill(model, tokens, valid, t + max_new)
-  out = jnp.zeros((b, max_new), jnp.int32)
-  done = jnp.zeros((b,), bool)
+  spare = block - 1
+  h, cache = decode_lib.prefill(model, tokens, valid, t + max_new + spare)
   if limits is None:
     limits = jnp.full((b,), max_new, jnp.int32)
+  return {"step": jnp.int32(0), "h": h, "cache": cache,
+          "out": jnp.zeros((b, max_new + spare), jnp.int32), "done": jnp.zeros((b,), bool),
+          "key": key, "limits": limits, "forwards": jnp.int32(0)}
 
-  def cond(carry):
-    step, _, _, _, done, _ = carry
-    return (step < max_new) & ~jnp.all(done)
 
-  def body(carry):
-    step, h, cache, out, done, key = carry
-    key, sub = jax.random.split(key)
-    tok = sample(restricted_logits(model, h, allowed), sub, temperature, top_p)
-    tok = jnp.where(done, vocab_lib.PAD, tok)
-    out = out.at[:, step].set(tok)
+def _advance(model: tf.Transformer, state: dict, until, *, max_new: int, temperature: float,
+             top_p: float, stops, allowed, ends, speculative: bool) -> dict:
+  """Decodes until every row has ended or ``until`` (traced; at most ``max_new``) ids are
+  written per row; a speculative step may write a few more (its accepted ids)."""
+  body = functools.partial(_speculative_step if speculative else _step, model,
+                           temperature=temperature, top_p=top_p, stops=stops,
+                           allowed=allowed, ends=ends)
+
+  def cond(s):
+    return (s["step"] < jnp.minimum(until, max_new)) & ~jnp.all(s["done"])
+
+  return jax.lax.while_loop(cond, body, state)
+
+
+def _step(model: tf.Transformer, s: dict, *, temperature, top_p, stops, allowed, ends) -> dict:
+  """One id per row: sampled from head 0, written, fed to the model."""
+  step, done = s["step"], s["done"]
+  key, sub = jax.random.split(s["key"])
+  tok = sample(restricted_logits(model, s["h"], allowed), sub, temperature, top_p)
+  tok = jnp.where(done, vocab_lib.PAD, tok)
+  out = s["out"].at[:, step].set(tok)
+  for end in ends:
+    done = done | (tok == end)
+  done = done | (step + 1 >= s["limits"])  # the row's context is full
+  for stop in stops:  # a stop string just completed: that sample is finished
+    done = done | _ends_with(out, step, stop)
+  h, cache = decode_lib.decode_step(model, s["cache"], tok)
+  return {**s, "step": step + 1, "h": h, "cache": cache, "out": out, "done": done, "key": key,
+          "forwards": s["forwards"] + 1}
+
+
+def _speculative_step(model: tf.Transformer, s: dict, *, temperature, top_p, stops, allowed,
+                      ends) -> dict:
+  """Head 0's greedy id and the look-ahead heads' drafts after it, fed in one forward;
+  every row writes the ids up to the first draft some running row's head 0 rejects
+  (``e`` ids, 1 to ``block``), so all rows stay at the same step and cache slot."""
+  del temperature, top_p  # greedy only (checked by generate_ids)
+  step, done = s["step"], s["done"]
+  tok0 = spec_lib.head0_greedy(model, s["h"][:, None], allowed)[:, 0]
+  drafts = spec_lib.draft(model, s["h"], allowed)
+  block = jnp.concatenate([tok0[:, None], drafts], axis=1)  # [B, T]
+  t = block.shape[1]
+  hs, cache = decode_lib.decode_block(model, s["cache"], block)
+  verified = spec_lib.head0_greedy(model, hs, allowed)  # head 0 after each id of the block
+  ok = spec_lib.accepted(drafts, verified[:, :-1])
+  e = jnp.min(jnp.where(done, t - 1, ok)) + 1  # ids every running row accepts
+  out = s["out"]
+  for j in range(t):  # as _step does for each accepted id
+    live = j < e
+    tok = jnp.where(done, vocab_lib.PAD, block[:, j])
+    out = out.at[:, step + j].set(jnp.where(live, tok, out[:, step + j]))
+    ended = done
     for end in ends:
-      done = done | (tok == end)
-    done = done | (step + 1 >= limits)  # the row's context is full
-    for stop in stops:  # a stop string just completed: that sample is finished
-      done = done | _ends_with(out, step, stop)
-    h, cache = decode_lib.decode_step(model, cache, tok)
-    return step + 1, h, cache, out, done, key
-
-  carry = (jnp.int32(0), h, cache, out, done, key)
-  _, _, _, out, _, _ = jax.lax.while_loop(cond, body, carry)
-  return out
+      ended = ended | (tok == end)
+    ended = ended | (step + j + 1 >= s["limits"])
+    for stop in stops:
+      ended = ended | _ends_with(out, step + j, stop)
+    done = jnp.where(live, ended, done)
+  cache = decode_lib.rewind(cache, t - e)
+  h = jax.lax.dynamic_index_in_dim(hs, e - 1, axis=1, keepdims=False)
+  return {**s, "step": step + e, "h": h, "cache": cache, "out": out, "done": done,
+          "forwards": s["forwards"] + 1}
 
 
 def encode_prompt(prompt: bytes) -> np.ndarray:
@@ -225,20 +292,16 @@ def fit_context(ids: np.ndarray, context_len: int | None, prefix_len: int) -> np
   return np.concatenate([ids[:prefix_len], ids[len(ids) - (context_len - prefix_len):]])
 
 
-def generate_ids(graphdef, params, prompts: Sequence[np.ndarray], cfg: SamplingConfig, *,
-                 interface: Interface = RAW, batch_size: int = 8, mesh=None,
-                 rules: dict | None = None, context_len: int | None = None
-                 ) -> list[list[np.ndarray]]:
-  """``cfg.n`` generated id rows (``max_new_tokens`` wide, PAD after the end) per prompt.
+def _check_speculative(cfg: SamplingConfig) -> None:
+  if cfg.speculative and cfg.temperature > 0.0:
+    raise UserError(f"speculative decoding is greedy only (temperature 0), not temperature "
+                    f"{cfg.temperature}: drop speculative or set the temperature to 0")
 
-  ``prompts`` are id arrays starting with ``interface.prefix``. A prompt longer than
-  ``context_len`` is cut from the left (prefix kept) and a row stops when its context is
-  full; each of these warns once per call. Rows are batched in order of prompt length
-  (less padding, fewer distinct compiled widths); the results come back in the order of
-  ``prompts``. With a ``mesh`` and logical-axis ``rules`` (the training ones),
-  activations and the KV cache are sharded like training (rows over data x fsdp).
-  """
-  sharding = parallel.static_sharding(mesh, rules)
+
+def _prepare(prompts: Sequence[np.ndarray], cfg: SamplingConfig, interface: Interface,
+             context_len: int | None):
+  """(stop id sequences, prompts fitted to the context, new ids each row may write);
+  warns once for prompts cut from the left and once for rows the context caps."""
   max_new = cfg.max_new_tokens
   # Stop strings as id sequences, matched in the decode loop so a batch ends as soon as
   # every row has hit one; the host then truncates.
@@ -251,7 +314,7 @@ def generate_ids(graphdef, params, prompts: Sequence[np.ndarray], cfg: SamplingC
     warnings.warn(f"{len(cut)} of {len(prompts)} prompts are longer than the model's context "
                   f"of {context_len} ids: cut from the left to their last "
                   f"{context_len - len(interface.prefix)} ids (prompt {cut[0]}: "
-                  f"{len(prompts[cut[0]])} ids)", stacklevel=2)
+                  f"{len(prompts[cut[0]])} ids)", stacklevel=3)
   limits = [max_new if context_len is None else max(1, min(max_new, context_len - len(f) + 1))
             for f in fitted]
   capped = sum(1 for n in limits if n < max_new)
@@ -259,34 +322,155 @@ def generate_ids(graphdef, params, prompts: Sequence[np.ndarray], cfg: SamplingC
     warnings.warn(f"{capped} of {len(prompts)} prompts leave fewer than max_new_tokens="
                   f"{max_new} positions in the model's context of {context_len} ids: their "
                   f"generation stops at the context (as few as {min(limits)} new ids)",
-                  stacklevel=2)
+                  stacklevel=3)
+  return stops, fitted, limits
+
+
+def _batch(rows: Sequence[tuple[np.ndarray, int]], n_rows: int):
+  """Left-padded ``tokens``, ``valid`` and ``limits`` of ``n_rows`` rows (prompt, limit);
+  the width rounded up to a multiple of 64 (fewer recompiles), filler rows copy the first."""
+  width = max(len(r) for r, _ in rows)
+  width = -(-width // 64) * 64  # bucket prompt lengths to limit recompiles
+  tokens = np.zeros((n_rows, width), np.int32)
+  valid = np.zeros((n_rows, width), bool)
+  limits = np.zeros((n_rows,), np.int32)
+  for j, (r, n) in enumerate(rows):
+    tokens[j, width - len(r):] = r
+    valid[j, width - len(r):] = True
+    limits[j] = n
+  for j in range(len(rows), n_rows):  # filler rows (a copy of the first prompt)
+    tokens[j], valid[j], limits[j] = tokens[0], valid[0], limits[0]
+  return tokens, valid, limits
+
+
+def generate_ids(graphdef, params, prompts: Sequence[np.ndarray], cfg: SamplingConfig, *,
+                 interface: Interface = RAW, batch_size: int = 8, mesh=None,
+                 rules: dict | None = None, context_len: int | None = None
+                 ) -> list[list[np.ndarray]]:
+  """``cfg.n`` generated id rows (``max_new_tokens`` wide, PAD after the end) per prompt.
+
+  ``prompts`` are id arrays starting with ``interface.prefix``. A prompt longer than
+  ``context_len`` is cut from the left (prefix kept) and a row stops when its context is
+  full; each of these warns once per call. Rows are batched in order of prompt length
+  (less padding, fewer distinct compiled widths); the results come back in the order of
+  ``prompts``. With a ``mesh`` and logical-axis ``rules`` (the training ones),
+  activations and the KV cache are sharded like training (rows over data x fsdp).
+  ``cfg.speculative`` (greedy only, else ``UserError``) decodes with the look-ahead
+  heads' drafts (``proxyjax.eval.speculative``): the same ids in fewer forwards.
+  """
+  _check_speculative(cfg)
+  sharding = parallel.static_sharding(mesh, rules)
+  max_new = cfg.max_new_tokens
+  stops, fitted, limits = _prepare(prompts, cfg, interface, context_len)
   rows = [(i, fitted[i], limits[i]) for i in range(len(prompts)) for _ in range(cfg.n)]
   rows.sort(key=lambda r: len(r[1]))  # stable: the n samples of a prompt stay together
   results: list[list[np.ndarray]] = [[] for _ in prompts]
   key = jax.random.PRNGKey(cfg.seed)
   for start in range(0, len(rows), batch_size):
     chunk = rows[start:start + batch_size]
-    width = max(len(r) for _, r, _ in chunk)
-    width = -(-width // 64) * 64  # bucket prompt lengths to limit recompiles
     n_rows = batch_size if len(rows) > batch_size else len(chunk)
-    tokens = np.zeros((n_rows, width), np.int32)
-    valid = np.zeros((n_rows, width), bool)
-    row_limits = np.full((n_rows,), max_new, np.int32)
-    for j, (_, r, n) in enumerate(chunk):
-      tokens[j, width - len(r):] = r
-      valid[j, width - len(r):] = True
-      row_limits[j] = n
-    for j in range(len(chunk), n_rows):  # filler rows (a copy of the first prompt)
-      tokens[j], valid[j], row_limits[j] = tokens[0], valid[0], row_limits[0]
+    tokens, valid, row_limits = _batch([(r, n) for _, r, n in chunk], n_rows)
     key, sub = jax.random.split(key)
     out = np.asarray(_generate(graphdef, params, jnp.asarray(tokens), jnp.asarray(valid), sub,
                                max_new=max_new, temperature=float(cfg.temperature),
                                top_p=float(cfg.top_p), stops=stops,
                                limits=jnp.asarray(row_limits), allowed=interface.allowed,
-                               ends=interface.end_ids, sharding=sharding))
+                               ends=interface.end_ids, sharding=sharding,
+                               speculative=bool(cfg.speculative)))
     for j, (i, _, _) in enumerate(chunk):
       results[i].append(out[j])
   return results
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new", "block", "sharding"))
+def _stream_start(graphdef, params, tokens, valid, key, limits, *, max_new, block, sharding):
+  with parallel.traced_sharding(sharding):
+    return _start(nnx.merge(graphdef, params), tokens, valid, key, limits, max_new, block)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new", "temperature", "top_p",
+                                             "stops", "allowed", "ends", "sharding",
+                                             "speculative"), donate_argnames=("state",))
+def _stream_advance(graphdef, params, state, until, *, max_new, temperature, top_p, stops,
+                    allowed, ends, sharding, speculative):
+  with parallel.traced_sharding(sharding):
+    return _advance(nnx.merge(graphdef, params), state, until, max_new=max_new,
+                    temperature=temperature, top_p=top_p, stops=stops, allowed=allowed,
+                    ends=ends, speculative=speculative)
+
+
+class Stream:
+  """One prompt's continuation, decoded a few ids at a time (``for ids in stream``).
+
+  The same decode loop as ``generate_ids`` (the same steps, stops, context limit and
+  PRNG key: ``key`` defaults to the one ``generate_ids`` gives a first batch), run in
+  chunks: each iteration yields the ids ``[rows, c]`` written since the last one (PAD
+  after a row's end) and ends when every row has ended or ``max_new_tokens`` are out.
+  Chunks grow until one takes about ``chunk_s`` seconds (the first is one id).
+  Greedy rows equal ``generate_ids``' rows for the same prompt and ``cfg``.
+
+  Attributes:
+    steps: ids written per row so far.
+    forwards: model forwards after the prefill so far (fewer than ``steps`` when
+      speculative decoding accepted drafts).
+    compile_s: seconds ``compile`` took.
+  """
+
+  def __init__(self, graphdef, params, prompt: np.ndarray, cfg: SamplingConfig, *,
+               interface: Interface = RAW, context_len: int | None = None, mesh=None,
+               rules: dict | None = None, rows: int = 1, key: jax.Array | None = None,
+               chunk_s: float = 0.05):
+    _check_speculative(cfg)
+    self.graphdef, self.params, self.cfg = graphdef, params, cfg
+    stops, fitted, limits = _prepare([prompt], cfg, interface, context_len)
+    self.prompt = fitted[0]
+    tokens, valid, row_limits = _batch([(fitted[0], limits[0])] * rows, rows)
+    if key is None:
+      key = jax.random.split(jax.random.PRNGKey(cfg.seed))[1]
+    self._inputs = (jnp.asarray(tokens), jnp.asarray(valid), key, jnp.asarray(row_limits))
+    self._sharding = parallel.static_sharding(mesh, rules)
+    block = _block_len(nnx.merge(graphdef, params), interface.allowed, cfg.speculative)
+    self._start_kw = dict(max_new=cfg.max_new_tokens, block=block, sharding=self._sharding)
+    self._advance_kw = dict(max_new=cfg.max_new_tokens, temperature=float(cfg.temperature),
+                            top_p=float(cfg.top_p), stops=stops, allowed=interface.allowed,
+                            ends=interface.end_ids, sharding=self._sharding,
+                            speculative=bool(cfg.speculative))
+    self.chunk_s = chunk_s
+    self.steps = 0
+    self.forwards = 0
+    self.compile_s = 0.0
+    self._state = None
+
+  def compile(self) -> float:
+    """Compiles (and runs) the prefill and an empty decode chunk, else the first chunk
+    does; returns the seconds that took (``compile_s``)."""
+    if self._state is None:
+      t0 = time.perf_counter()
+      state = _stream_start(self.graphdef, self.params, *self._inputs, **self._start_kw)
+      self._state = _stream_advance(self.graphdef, self.params, state, jnp.int32(0),
+                                    **self._advance_kw)
+      jax.block_until_ready(self._state)
+      self.compile_s = time.perf_counter() - t0
+    return self.compile_s
+
+  def __iter__(self) -> Iterator[np.ndarray]:
+    self.compile()
+    state, self._state = self._state, None
+    written, chunk, max_new = 0, 1, self.cfg.max_new_tokens
+    while True:
+      t0 = time.perf_counter()
+      state = _stream_advance(self.graphdef, self.params, state, jnp.int32(written + chunk),
+                              **self._advance_kw)
+      step = int(state["step"])
+      out = np.asarray(state["out"])[:, written:min(step, max_new)]
+      elapsed = time.perf_counter() - t0
+      self.steps, self.forwards = min(step, max_new), int(state["forwards"])
+      if step > written:
+        yield out
+      written = step
+      if written >= max_new or bool(np.all(np.asarray(state["done"]))):
+        return
+      chunk = int(min(256, max(1, chunk * self.chunk_s / max(elapsed, 1e-6))))
 
 
 def generate(graphdef, params, prompts: Sequence[bytes], cfg: SamplingConfig,

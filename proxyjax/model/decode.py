@@ -3,8 +3,9 @@
 ``prefill`` runs left-padded prompts (pad = ``valid`` False, invisible) through
 the same block math as training (``transformer.qkv``/``finish``, attention by
 ``attention.dense_attention`` with the mask rule of ``attention.index_mask``)
-and returns the cache; ``decode_step`` appends one token per row. The cache is a
-dict:
+and returns the cache; ``decode_step`` appends one token per row, ``decode_block``
+several in one forward (self-speculative decoding verifies drafts with it) and
+``rewind`` drops the last ones appended again. The cache is a dict:
 
   k, v      ``[layers, batch, max_len, kv heads, head_dim]`` keys/values (in the
             model's compute dtype), sharded like the training activations
@@ -86,3 +87,48 @@ def decode_step(model: tf.Transformer, cache, tokens_B):
   cache = {"k": k_cache, "v": v_cache, "valid": valid, "index": i + 1,
            "position": cache["position"] + 1}
   return model.final_hidden(x)[:, 0], cache
+
+
+def decode_block(model: tf.Transformer, cache, tokens_BxT):
+  """Appends ``T`` tokens per row in one forward (slots ``index..index+T-1``, the row's
+  next ``T`` positions); token j attends to the cache and to tokens ``0..j`` of the block.
+  Returns (hidden ``[B, T, D]``, cache); ``rewind`` drops tokens appended here again.
+
+  Self-speculative decoding verifies drafted tokens with it: the same block math as
+  ``decode_step`` over ``T`` query positions at once.
+  """
+  cfg = model.cfg
+  i = cache["index"]
+  b, t = tokens_BxT.shape
+  pos = cache["position"][:, None] + jnp.arange(t, dtype=cache["position"].dtype)[None]
+  cos, sin = tf.rope_tables(pos, cfg.head_dim, cfg.rope_theta, cfg.accum_dtype)
+  valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], jnp.ones((b, t), bool), i, axis=1)
+  s = valid.shape[1]
+  seen = attention_lib.index_mask(i + jnp.arange(t)[:, None], jnp.arange(s)[None],
+                                  causal=True, window=cfg.window)  # [T, S]
+  mask = (valid[:, None, :] & seen[None])[:, None]  # [B, 1 head, T queries, S]
+  x = model.embed_tokens(tokens_BxT)
+
+  def body(x, layer):
+    p, k_cache, v_cache = layer
+    q, k, v = tf.qkv(cfg, p, x, cos, sin)
+    k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k, i, axis=1)
+    v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v, i, axis=1)
+    o = _attend(cfg, q, k_cache, v_cache, mask)
+    return tf.finish(cfg, p, x, o), (k_cache, v_cache)
+
+  x, (k_cache, v_cache) = jax.lax.scan(body, x, (model.stacked_blocks(), cache["k"], cache["v"]))
+  k_cache, v_cache = _constrain_cache(k_cache), _constrain_cache(v_cache)
+  cache = {"k": k_cache, "v": v_cache, "valid": valid, "index": i + t,
+           "position": cache["position"] + t}
+  return model.final_hidden(x), cache
+
+
+def rewind(cache, n):
+  """Drops the last ``n`` (traced, same for every row) appended tokens: their slots become
+  invalid (and are overwritten by the next append) and the positions move back."""
+  i = cache["index"] - n
+  slots = jnp.arange(cache["valid"].shape[1])
+  keep = (slots < i) | (slots >= cache["index"])
+  return {**cache, "valid": cache["valid"] & keep[None], "index": i,
+          "position": cache["position"] - n}
