@@ -101,6 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
   e.train_tasks = "bpb"  # Tasks run during training every eval_every steps (same names).
   e.corpus = ""  # Extra source spec for the bpb task: adds corpus_raw_bpb on all of it ('' = validation split only).
   e.max_docs = 64  # Documents scored for BPB, per corpus (0 = all).
+  e.max_document_bytes = 0  # BPB documents longer than this are skipped and counted (0 = no limit); set to data.max_document_bytes to score the distribution training reads.
   e.context_len = 0  # BPB window length in ids (0 = seq_len).
   e.stride = 0  # BPB window stride (0 = context_len: non-overlapping); <= the window.
   e.batch_size = 8  # Windows / prompt rows per forward pass.

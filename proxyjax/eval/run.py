@@ -77,20 +77,32 @@ from proxyjax.train import load as load_lib
 
 def eval_documents(config: ml_collections.ConfigDict, corpus: str = "") -> list[bytes]:
   """The first ``eval.max_docs`` (0 = all) readable documents of the validation
-  split of ``data.sources``, or of all of ``corpus`` when given."""
+  split of ``data.sources``, or of all of ``corpus`` when given; documents longer than
+  ``eval.max_document_bytes`` (when > 0) are skipped (``read_eval_documents`` counts them)."""
+  return read_eval_documents(config, corpus)[0]
+
+
+def read_eval_documents(config: ml_collections.ConfigDict,
+                        corpus: str = "") -> tuple[list[bytes], int]:
+  """``(documents, skipped)``: ``eval_documents`` and how many documents it skipped for
+  being longer than ``eval.max_document_bytes``."""
   e, d = config.eval, config.data
   spec = corpus or d.sources
   split = "all" if corpus else "validation"
-  docs = []
+  limit = e.get("max_document_bytes", 0)
+  docs, skipped = [], 0
   options = sources_lib.SourceOptions.from_config(config)
   for source, _ in sources_lib.make_sources(spec, split=split, options=options):
     for i in range(len(source)):
       doc = source[i]
       if doc["error"] is None and doc["text"]:
+        if limit and len(doc["text"]) > limit:
+          skipped += 1
+          continue
         docs.append(doc["text"])
         if e.max_docs and len(docs) >= e.max_docs:
-          return docs
-  return docs
+          return docs, skipped
+  return docs, skipped
 
 
 def _context_and_stride(config) -> tuple[int, int]:
@@ -159,6 +171,9 @@ def task_bpb(ctx: "Context") -> dict:
                                stride=stride, batch_size=e.batch_size, sharding=ctx.sharding))
   else:
     out["validation"] = "no documents"
+  if e.get("max_document_bytes", 0):
+    out.update({"max_document_bytes": e.max_document_bytes,
+                "documents_too_long": ctx.docs_skipped})
   if e.corpus:
     cdocs = ctx.corpus_documents()
     res = bpb_lib.raw_bpb(ctx.graphdef, ctx.params, cdocs, context_len=context_len,
@@ -453,6 +468,7 @@ class Context:
     self.mesh, self.rules = mesh, rules  # scoring and generation shard like training
     self.sharding = parallel.static_sharding(mesh, rules)
     self._docs = None
+    self.docs_skipped = 0  # validation documents over eval.max_document_bytes
     self._corpus_docs = None
     self._problems: dict[str, list[codegen.Problem]] = {}
 
@@ -493,7 +509,7 @@ class Context:
   def documents(self) -> list[bytes]:
     """Validation documents of ``data.sources``."""
     if self._docs is None:
-      self._docs = eval_documents(self.config)
+      self._docs, self.docs_skipped = read_eval_documents(self.config)
     return self._docs
 
   def corpus_documents(self) -> list[bytes]:

@@ -95,7 +95,10 @@ def format_summary(config: ml_collections.ConfigDict, workdir: str,
   if not ev:
     out.append("  validation raw BPB: none (eval_every = 0 or no validation reached)")
   else:
-    docs = config.eval.max_docs or "all"
+    counted = [x["eval/documents"] for x in lines if "eval/documents" in x]
+    docs = int(counted[-1]) if counted else (config.eval.max_docs or "all")
+    if config.eval.get("max_document_bytes", 0):
+      docs = f"{docs} (of at most {config.eval.max_document_bytes:,} bytes)"
     first, last = ev[0], ev[-1]
     trend = (f"{first[1]:.3f} at step {first[0]} -> {last[1]:.3f} at step {last[0]}"
              if len(ev) > 1 else f"{last[1]:.3f} at step {last[0]}")

@@ -86,6 +86,17 @@ def test_max_docs_zero_means_all():
   assert len(every) > 2 and len(eval_run.eval_documents(c)) == len(every)
 
 
+def test_max_document_bytes_skips_and_counts():
+  c = small_config()
+  c.eval.max_docs = 0
+  every = eval_run.eval_documents(c)
+  limit = sorted(map(len, every))[len(every) // 2]
+  c.eval.max_document_bytes = limit
+  kept, skipped = eval_run.read_eval_documents(c)
+  assert kept == [d for d in every if len(d) <= limit]
+  assert skipped == len(every) - len(kept) > 0
+
+
 def test_unknown_task_and_missing_checkpoint(tmp_path):
   c = small_config()
   c.eval.tasks = "bpb,nope"

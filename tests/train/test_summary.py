@@ -46,6 +46,18 @@ def test_summary_text_without_validation_or_sample(tmp_path):
   assert "greedy sample" not in text
 
 
+def test_summary_names_the_documents_validation_scored(tmp_path):
+  c = small_config()
+  c.eval.max_document_bytes = 8192
+  lines = [{"step": 4, "eval/raw_bpb": 4.5, "eval/documents": 31.0},
+           {"step": 8, "eval/raw_bpb": 3.25, "eval/documents": 31.0}]
+  text = summary_lib.format_summary(c, str(tmp_path), lines, wall_s=1.0, start_step=0,
+                                    end_step=8)
+  assert ("validation raw BPB (bits per byte on 31 (of at most 8,192 bytes) held-out "
+          "documents, lower is better; 8 = random bytes): 4.500 at step 4 -> 3.250 at step 8"
+          ) in text
+
+
 def check_summary(c, workdir: str, text: str) -> None:
   """The summary printed by a finished ``trainer.train(c, workdir)`` (``text``) shows the
   numbers of its metrics.jsonl, and its sample is the greedy raw-interface generation
