@@ -43,7 +43,8 @@ def _define_flags():
   flags.DEFINE_string("workdir", None, "The training run to export.")
   flags.DEFINE_string("out", None, "Export: the Hugging Face directory to write; with "
                       "--from_hf: the proxyjax run directory to create.")
-  flags.DEFINE_integer("step", None, "The checkpoint step to export (default: the newest).")
+  flags.DEFINE_integer("step", None, "The checkpoint step to export (default: the newest); "
+                       "with --from_hf: the step to save (default: the exported step, else 0).")
   flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weight dtype of the export.")
   flags.DEFINE_string("max_shard_size", "5GB", "Largest weight file (5GB, 500MB, 2GiB, bytes).")
   flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out.")

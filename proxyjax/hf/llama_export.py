@@ -78,6 +78,9 @@ def check_out_dir(out: str, overwrite: bool, what: str = "--out") -> None:
   """``out`` is missing or empty, or ``overwrite``; a file is never a directory."""
   if os.path.exists(out) and not os.path.isdir(out):
     raise UserError(f"{what}={out} is a file, not a directory")
+  if os.path.isdir(os.path.join(out, rundir.CHECKPOINTS)):
+    raise UserError(f"{what}={out} is a run directory (it has {rundir.CHECKPOINTS}/): choose "
+                    "another directory")
   if os.path.isdir(out) and os.listdir(out) and not overwrite:
     raise UserError(f"{what}={out} is not empty: choose an empty or new directory, or pass "
                     "--overwrite")
@@ -150,6 +153,8 @@ def readme(cfg: transformer.ModelConfig, step: int, workdir: str, dtype: str,
                    f"extra = load_file('{layout.LOOKAHEAD_FILE}')",
                    "h = model.model(input_ids).last_hidden_state   # after the final RMSNorm",
                    "logits = h @ extra['heads.1.weight'].T          # [B, T, V]", "```"]))
+  padding = (f" Ids {cfg.num_ids}..{V - 1} are padding that proxyjax masks out of its softmax."
+             if cfg.num_ids < V else "")
   return f"""# proxyjax model exported as a Hugging Face Llama checkpoint
 
 Exported by `python -m proxyjax.export` from `{workdir}` (step {step}), weights in {dtype}.
@@ -173,8 +178,7 @@ print(tok.decode(out[0, inputs.input_ids.shape[1]:], skip_special_tokens=True))
 * **Vocabulary.** `vocab_size` = {V} (the model's embedding). Ids 320 and up belong to the
   compressed views the model was trained on (and padding up to a multiple of 128); they are
   not in the tokenizer, and `generation_config.json` suppresses them (as well as PAD and BOS),
-  as proxyjax's raw interface does. Ids {cfg.num_ids}..{V - 1} are padding that proxyjax masks
-  out of its softmax.
+  as proxyjax's raw interface does.{padding}
 * **Context.** Trained on rows of {seq_len} ids (`max_position_embeddings`); proxyjax never
   generates past it. RoPE theta {cfg.rope_theta:g}, RMSNorm eps {cfg.norm_eps:g}.
 

@@ -45,7 +45,7 @@ _SIZES = (
     ("num_attention_heads", "model.n_heads", lambda c: c.n_heads),
     ("num_key_value_heads", "model.n_kv_heads", lambda c: c.n_kv_heads),
     ("head_dim", "model.head_dim", lambda c: c.head_dim),
-    ("vocab_size", "the vocabulary size", lambda c: c.vocab_size),
+    ("vocab_size", "vocabulary", lambda c: c.vocab_size),
     ("rope_theta", "model.rope_theta", lambda c: float(c.rope_theta)),
     ("rms_norm_eps", "model.norm_eps", lambda c: float(c.norm_eps)),
 )
@@ -91,7 +91,9 @@ def check_sizes(c: dict[str, Any], cfg: transformer.ModelConfig, where: str) -> 
     if hf is None:
       raise UserError(f"{where}: {field} is missing")
     if (float(hf) != float(ours)) if isinstance(ours, float) else (hf != ours):
-      raise UserError(f"{where}: {field} is {hf} but the proxyjax model has {name}={ours}")
+      has = (f"{name}={ours}" if name.startswith("model.")
+             else f"a vocabulary of {ours} ids (from its data.* settings)")
+      raise UserError(f"{where}: {field} is {hf} but the proxyjax model has {has}")
   for field, allowed, default in _FIXED:
     value = c.get(field, default)
     if field == "rope_scaling":
@@ -126,58 +128,71 @@ def _vocab(run_config, record: dict[str, Any] | None, given_config: bool) -> voc
   return recorded if recorded is not None else pipeline.vocab_without_training(run_config)
 
 
-def read_params(hf_dir: str, cfg: transformer.ModelConfig) -> dict:
-  """The proxyjax parameters (a pure dict of float32 NumPy arrays) of the checkpoint."""
+def read_params(hf_dir: str, cfg: transformer.ModelConfig, place=None) -> dict:
+  """The proxyjax parameters (a pure dict) of the checkpoint, built one parameter at a
+  time: ``place(path, host_array)`` (default: the float32 NumPy array itself) is called
+  as soon as a parameter is complete, so the host holds one parameter at a time."""
   try:
     weights = st.SafetensorsDir(hf_dir)
   except FileNotFoundError as e:
     raise UserError(f"--from_hf={hf_dir}: {e}") from e
-  abstract = jax.eval_shape(lambda: transformer.init_params(cfg, 0))
-  params = jax.tree.map(lambda a: np.zeros(a.shape, np.float32), abstract)
+  place = place or (lambda path, x: x)
   offsets: dict[str, np.ndarray] = {}
   if os.path.exists(os.path.join(hf_dir, layout.NORM_OFFSETS_FILE)):
     offsets = st.read_all(os.path.join(hf_dir, layout.NORM_OFFSETS_FILE))
   extra: dict[str, np.ndarray] = {}
-  entries = layout.lookahead_entries(cfg.num_pred_heads, cfg.num_raw_pred_heads)
-  if entries:
+  lookahead = layout.lookahead_entries(cfg.num_pred_heads, cfg.num_raw_pred_heads)
+  if lookahead:
     path = os.path.join(hf_dir, layout.LOOKAHEAD_FILE)
     if not os.path.exists(path):
       raise UserError(f"--from_hf={hf_dir} has no {layout.LOOKAHEAD_FILE} but the model has "
                       f"model.num_pred_heads={cfg.num_pred_heads}, model.num_raw_pred_heads="
-                      f"{cfg.num_raw_pred_heads}: its look-ahead heads are missing")
+                      f"{cfg.num_raw_pred_heads}: copy the file from the export, or import the "
+                      "main head alone with --config=CONFIG --config.model.num_pred_heads=1 "
+                      "--config.model.num_raw_pred_heads=0")
     extra = st.read_all(path)
+  entries = layout.model_entries(cfg.n_layers) + lookahead
+  abstract = jax.eval_shape(lambda: transformer.init_params(cfg, 0))
+  out: dict = {}
+  for key_path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+    path = tuple(k.key for k in key_path)
+    param = np.zeros(leaf.shape, np.float32)
+    for entry in (e for e in entries if e.path == path):
+      source, kind = (extra, "look-ahead") if entry in lookahead else (weights, "weight")
+      if entry.name not in source:
+        raise UserError(f"--from_hf={hf_dir}: {kind} tensor {entry.name} is missing")
+      index = layout.index(entry, cfg.vocab_size)
+      want = layout.hf_shape(entry, param.shape, cfg.vocab_size)
+      y = source.get(entry.name) if kind == "weight" else source[entry.name]
+      if tuple(y.shape) != want:
+        raise UserError(f"--from_hf={hf_dir}: tensor {entry.name} has shape {tuple(y.shape)}, "
+                        f"the proxyjax model needs {want}")
+      value = layout.from_hf(entry, y, param[index].shape)
+      offset = offsets.get(entry.name)
+      if entry.kind == "norm" and offset is not None and offset.shape == y.shape:
+        if np.array_equal(layout.to_hf(entry, offset).astype(y.dtype), np.asarray(y)):
+          value = np.asarray(offset, dtype=np.float32)  # exact: (1 + w) - 1 is not w
+      param[index] = value
+    node = out
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = place(path, param)
+    del param
+  return out
 
-  for entry in layout.model_entries(cfg.n_layers) + entries:
-    source, kind = (extra, "look-ahead") if entry in entries else (weights, "weight")
-    if entry.name not in source:
-      raise UserError(f"--from_hf={hf_dir}: {kind} tensor {entry.name} is missing")
-    target = params
-    for key in entry.path[:-1]:
-      target = target[key]
-    param = target[entry.path[-1]]
-    index = layout.index(entry, cfg.vocab_size)
-    part_shape = param[index].shape
-    want = layout.hf_shape(entry, param.shape, cfg.vocab_size)
-    y = source.get(entry.name) if kind == "weight" else source[entry.name]
-    if tuple(y.shape) != want:
-      raise UserError(f"--from_hf={hf_dir}: tensor {entry.name} has shape {tuple(y.shape)}, "
-                      f"the proxyjax model needs {want}")
-    value = layout.from_hf(entry, y, part_shape)
-    offset = offsets.get(entry.name)
-    if entry.kind == "norm" and offset is not None and offset.shape == y.shape:
-      if np.array_equal(layout.to_hf(entry, offset).astype(y.dtype), np.asarray(y)):
-        value = np.asarray(offset, dtype=np.float32)
-    param[index] = value
-  return params
 
-
-def _check_out(workdir: str, overwrite: bool) -> None:
+def _check_out(workdir: str, overwrite: bool, hf_dir: str) -> None:
+  if os.path.realpath(workdir) == os.path.realpath(hf_dir):
+    raise UserError(f"--out={workdir} is the --from_hf directory: choose another directory")
   steps = load_lib.checkpoint_steps(workdir)
   if steps:
     raise UserError(f"--out={workdir} already has checkpoints (steps "
                     f"{', '.join(map(str, steps))}): choose another directory")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f"--out={workdir} is a file, not a directory")
+  if os.path.isdir(workdir) and any(n.endswith(".safetensors") for n in os.listdir(workdir)):
+    raise UserError(f"--out={workdir} holds safetensors files (a Hugging Face checkpoint?): "
+                    "choose another directory")
   if os.path.isdir(workdir) and os.listdir(workdir) and not overwrite:
     raise UserError(f"--out={workdir} is not empty: choose an empty or new directory, or pass "
                     "--overwrite")
@@ -200,21 +215,25 @@ def import_hf(hf_dir: str, workdir: str, *, config: ml_collections.ConfigDict | 
     UserError: not a Llama checkpoint, other sizes, missing tensors, a bad ``workdir``.
   """
   c = read_hf_config(hf_dir)
-  _check_out(workdir, overwrite)
+  _check_out(workdir, overwrite, hf_dir)
   record = _proxyjax_record(hf_dir)
   run_config = _run_config(hf_dir, config, record)
   vocab = _vocab(run_config, record, config is not None)
   cfg = load_lib.model_config(run_config, vocab)
   check_sizes(c, cfg, os.path.join(hf_dir, CONFIG_FILE))
-  host = read_params(hf_dir, cfg)
   if step is None:
     step = int((record or {}).get("step", 0)) if config is None else 0
   mesh = parallel.make_mesh(run_config.mesh.shape, dcn_shape=run_config.mesh.dcn_shape)
   rules = parallel.rules_for(run_config.mesh.rules)
   targets = load_lib.param_targets(cfg, mesh, rules)
-  params = jax.tree.map(lambda x, t: jax.device_put(x.astype(t.dtype), t.sharding), host,
-                        targets)
-  del host
+
+  def place(path, x):
+    target = targets
+    for key in path:
+      target = target[key]
+    return jax.device_put(x.astype(target.dtype), target.sharding)
+
+  params = read_params(hf_dir, cfg, place)
   os.makedirs(workdir, exist_ok=True)
   rundir.write_run_config(run_config, workdir)
   meta = {"step": step, "mesh": list(mesh.shape.values()), "process_count": jax.process_count(),

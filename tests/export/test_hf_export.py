@@ -332,6 +332,12 @@ def test_bad_input_is_one_line(exported, tmp_path):
   with pytest.raises(UserError, match="already has checkpoints") as info:
     llama_import.import_hf(str(root / "hf"), str(root / "run"), overwrite=True)
   _one_line(info)
+  with pytest.raises(UserError, match="is the --from_hf directory") as info:
+    llama_import.import_hf(str(root / "hf"), str(root / "hf"), overwrite=True)
+  _one_line(info)
+  with pytest.raises(UserError, match="is a run directory") as info:  # its config.json is safe
+    llama_export.export(str(root / "run"), str(root / "run"), overwrite=True)
+  _one_line(info)
   assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "checkpoints").exists()
 
 
