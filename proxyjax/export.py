@@ -36,6 +36,7 @@ from ml_collections import config_flags
 
 from proxyjax import cli
 from proxyjax.errors import UserError
+from proxyjax.hf import paths
 
 
 def _define_flags():
@@ -116,6 +117,10 @@ def main(argv: Sequence[str]) -> None:
     raise UserError("--out is required")
   if f.config is not None and not f.from_hf:
     raise UserError("--config is only for --from_hf (an export takes the run's recorded config)")
+  if f.from_hf:  # bad --out: one line before JAX is imported
+    paths.check_import_out(f.out, f.overwrite, f.from_hf)
+  else:
+    paths.check_export_out(f.out, f.overwrite)
   logging.set_verbosity(logging.WARNING)
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
   if f.from_hf:

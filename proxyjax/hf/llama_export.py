@@ -39,7 +39,7 @@ from flax import nnx
 from proxyjax import rundir
 from proxyjax import vocab as vocab_lib
 from proxyjax.errors import UserError
-from proxyjax.hf import layout, tokenizer_json
+from proxyjax.hf import layout, paths, tokenizer_json
 from proxyjax.hf import safetensors_io as st
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
@@ -72,18 +72,6 @@ def check_exportable(cfg: transformer.ModelConfig) -> None:
                     f"{cfg.n_heads}: transformers' LlamaConfig refuses such a model")
   if cfg.head_dim % 2:
     raise UserError(f"model.head_dim={cfg.head_dim} is odd: RoPE needs an even head_dim")
-
-
-def check_out_dir(out: str, overwrite: bool, what: str = "--out") -> None:
-  """``out`` is missing or empty, or ``overwrite``; a file is never a directory."""
-  if os.path.exists(out) and not os.path.isdir(out):
-    raise UserError(f"{what}={out} is a file, not a directory")
-  if os.path.isdir(os.path.join(out, rundir.CHECKPOINTS)):
-    raise UserError(f"{what}={out} is a run directory (it has {rundir.CHECKPOINTS}/): choose "
-                    "another directory")
-  if os.path.isdir(out) and os.listdir(out) and not overwrite:
-    raise UserError(f"{what}={out} is not empty: choose an empty or new directory, or pass "
-                    "--overwrite")
 
 
 def hf_config(cfg: transformer.ModelConfig, seq_len: int, dtype: str) -> dict[str, Any]:
@@ -251,7 +239,7 @@ def export(workdir: str, out: str, *, step: int | None = None, dtype: str = "flo
     shard_bytes = st.parse_size(max_shard_size)
   except ValueError as e:
     raise UserError(f"--max_shard_size: {e}") from e
-  check_out_dir(out, overwrite)
+  paths.check_export_out(out, overwrite)
   if not os.path.isdir(workdir):
     raise UserError(f"--workdir={workdir} does not exist")
   loaded = load_lib.load_params(workdir, step)

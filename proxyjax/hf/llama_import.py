@@ -30,7 +30,7 @@ from proxyjax import parallel, rundir
 from proxyjax import vocab as vocab_lib
 from proxyjax.data import pipeline
 from proxyjax.errors import UserError
-from proxyjax.hf import layout
+from proxyjax.hf import layout, paths
 from proxyjax.hf import safetensors_io as st
 from proxyjax.hf.llama_export import CONFIG_FILE, PROXYJAX_FILE
 from proxyjax.model import transformer
@@ -181,23 +181,6 @@ def read_params(hf_dir: str, cfg: transformer.ModelConfig, place=None) -> dict:
   return out
 
 
-def _check_out(workdir: str, overwrite: bool, hf_dir: str) -> None:
-  if os.path.realpath(workdir) == os.path.realpath(hf_dir):
-    raise UserError(f"--out={workdir} is the --from_hf directory: choose another directory")
-  steps = load_lib.checkpoint_steps(workdir)
-  if steps:
-    raise UserError(f"--out={workdir} already has checkpoints (steps "
-                    f"{', '.join(map(str, steps))}): choose another directory")
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserError(f"--out={workdir} is a file, not a directory")
-  if os.path.isdir(workdir) and any(n.endswith(".safetensors") for n in os.listdir(workdir)):
-    raise UserError(f"--out={workdir} holds safetensors files (a Hugging Face checkpoint?): "
-                    "choose another directory")
-  if os.path.isdir(workdir) and os.listdir(workdir) and not overwrite:
-    raise UserError(f"--out={workdir} is not empty: choose an empty or new directory, or pass "
-                    "--overwrite")
-
-
 def import_hf(hf_dir: str, workdir: str, *, config: ml_collections.ConfigDict | None = None,
               overwrite: bool = False, step: int | None = None, log=print) -> int:
   """Saves the Llama checkpoint ``hf_dir`` as a proxyjax run directory; returns its step.
@@ -215,7 +198,7 @@ def import_hf(hf_dir: str, workdir: str, *, config: ml_collections.ConfigDict | 
     UserError: not a Llama checkpoint, other sizes, missing tensors, a bad ``workdir``.
   """
   c = read_hf_config(hf_dir)
-  _check_out(workdir, overwrite, hf_dir)
+  paths.check_import_out(workdir, overwrite, hf_dir)
   record = _proxyjax_record(hf_dir)
   run_config = _run_config(hf_dir, config, record)
   vocab = _vocab(run_config, record, config is not None)

@@ -46,7 +46,7 @@ def _config(**overrides):
   c = small_config(**{"model.d_model": 32, "model.n_layers": 2, "model.n_heads": 4,
                       "model.n_kv_heads": 2, "model.head_dim": 12, "model.d_ff": 64,
                       "model.num_pred_heads": 2, "model.num_raw_pred_heads": 1,
-                      "model.init_std": 0.25, "model.scan_layers": False})
+                      "model.scan_layers": False})
   c.update_from_flattened_dict(overrides)
   return c
 
@@ -56,11 +56,13 @@ def make_run(workdir, c, seed=0):
   records it: WORKDIR/config.json and the step's params + meta."""
   vocab = pipeline.build_vocab(c)
   cfg = transformer.ModelConfig.from_config(c, vocab)
-  params = jax.tree.map(np.array, transformer.init_params(cfg, seed))  # writable copies
   rng = np.random.default_rng(seed)
-  for norm in (params["blocks"]["attn_norm"], params["blocks"]["mlp_norm"],
-               params["final_norm"]):
-    norm += rng.normal(0.0, 0.3, norm.shape).astype(np.float32)  # zero-init offsets otherwise
+  shapes = jax.eval_shape(lambda: transformer.init_params(cfg, seed))
+  # random normal weights (std 0.25: attention far from uniform, so RoPE matters), embedding
+  # std 1, norm offsets std 0.3 (zero-initialised in training)
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, a: rng.normal(0.0, 1.0 if path[-1].key == "embed" else 0.3 if "norm" in
+                                 path[-1].key else 0.25, a.shape).astype(np.float32), shapes)
   mesh = parallel.make_mesh(c.mesh.shape)
   targets = load_lib.param_targets(cfg, mesh, parallel.rules_for(c.mesh.rules))
   params = jax.tree.map(lambda x, t: jax.device_put(x, t.sharding), params, targets)
@@ -147,10 +149,16 @@ def llama_forward(config, w, ids, rope=True):
 def proxyjax_outputs(workdir, ids):
   """(main-head logits [T, P, V], raw-head logits [T, R, 320]) of proxyjax's forward."""
   loaded = load_lib.load_params(str(workdir))
-  model = nnx.merge(loaded.graphdef, loaded.params)
   ids = jnp.asarray(ids, jnp.int32)[None]
-  h = model(ids, jnp.ones_like(ids), jnp.arange(ids.shape[1], dtype=jnp.int32)[None])
-  return np.asarray(model.logits(h)[0]), np.asarray(model.raw_logits(h)[0])
+
+  @jax.jit
+  def forward(params):
+    model = nnx.merge(loaded.graphdef, params)
+    h = model(ids, jnp.ones_like(ids), jnp.arange(ids.shape[1], dtype=jnp.int32)[None])
+    return model.logits(h)[0], model.raw_logits(h)[0]
+
+  logits, raw_logits = forward(loaded.params)
+  return np.asarray(logits), np.asarray(raw_logits)
 
 
 def _ids(text=TEXT):
