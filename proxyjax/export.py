@@ -101,7 +101,7 @@ def run_import(f) -> None:
     ref = llama_export.proxyjax_logits(loaded, ids)
     got = verify.numpy_logits(f.from_hf, ids)[:, :ref.shape[1]]
     v = verify.VerifyResult("numpy", float(np.max(np.abs(got - ref))),
-                            float(np.max(np.abs(ref))), verify.TOLERANCE["float32"])
+                            float(np.max(np.abs(ref))), verify.tolerance(f.from_hf))
     _say(_verify_line(v))
     if not v.ok:
       raise UserError(f"--verify: the imported run's logits differ from {f.from_hf}'s by "

@@ -360,6 +360,26 @@ def test_cli_refuses_a_non_empty_out_in_one_line(exported):
   assert lines[0].startswith("proxyjax.export: error: --out=") and "not empty" in lines[0]
 
 
+@pytest.mark.slow
+def test_cli_export_and_import_with_verify(exported, tmp_path):
+  """The command line both ways, each with --verify (the functions are tested above)."""
+  _, _, root, _ = exported
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+
+  def run(*args):
+    out = subprocess.run([sys.executable, "-m", "proxyjax.export", *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stderr
+
+  log = run(f"--workdir={root / 'run'}", f"--out={tmp_path / 'hf'}", "--verify",
+            "--dtype=bfloat16")
+  assert "exported step 7" in log and "verify (" in log and ") ok" in log
+  log = run(f"--from_hf={tmp_path / 'hf'}", f"--out={tmp_path / 'run'}", "--verify")
+  assert "imported" in log and "verify (numpy)" in log and ") ok" in log
+  assert load_lib.load_params(str(tmp_path / "run")).step == STEP
+
+
 # --- with transformers (slow; not in CI) ----------------------------------------------------
 
 
