@@ -163,10 +163,10 @@ print(tok.decode(out[0, inputs.input_ids.shape[1]:], skip_special_tokens=True))
   interface; `add_special_tokens=False` gives the byte ids alone. Literal `<raw>` in the
   text is encoded as bytes (`split_special_tokens`); with the `tokenizers` library alone,
   set `tokenizer.encode_special_tokens = True` for the same.
-* **Vocabulary.** `vocab_size` = {V} (the model's embedding). Ids 320 and up belong to the
-  compressed views the model was trained on (and padding up to a multiple of 128); they are
-  not in the tokenizer, and `generation_config.json` suppresses them (as well as PAD and BOS),
-  as proxyjax's raw interface does.{padding}
+* **Vocabulary.** `vocab_size` = {V} (the model's embedding). Ids 320 and up are the
+  symbols of a compressed view the model was trained on, if any, and padding up to a
+  multiple of 128; they are not in the tokenizer, and `generation_config.json` suppresses
+  them (as well as PAD and BOS), as proxyjax's raw interface does.{padding}
 * **Context.** Trained on rows of {seq_len} ids (`max_position_embeddings`); proxyjax never
   generates past it. RoPE theta {cfg.rope_theta:g}, RMSNorm eps {cfg.norm_eps:g}.
 
@@ -240,6 +240,8 @@ def export(workdir: str, out: str, *, step: int | None = None, dtype: str = "flo
   except ValueError as e:
     raise UserError(f"--max_shard_size: {e}") from e
   paths.check_export_out(out, overwrite)
+  if jax.process_count() > 1:
+    raise UserError("the export runs in one process (it gathers every tensor to this host)")
   if not os.path.isdir(workdir):
     raise UserError(f"--workdir={workdir} does not exist")
   loaded = load_lib.load_params(workdir, step)
