@@ -2,7 +2,7 @@ r"""Sample from a trained run, streaming the continuation as it is generated.
 
     python -m proxyjax.sample --workdir=RUN --prompt='def fib(n):' [--max_new_tokens=256]
         [--temperature=0] [--top_p=1] [--seed=0] [--stop='\n\n,\nclass'] [--num_samples=1]
-        [--step=N] [--speculative] [--dtype=float32]
+        [--step=N] [--speculative [--draft_len=K]] [--dtype=float32]
     python -m proxyjax.sample --workdir=RUN --prompt_file=prompt.py   # bytes as they are
     echo 'import os' | python -m proxyjax.sample --workdir=RUN          # stdin (or --prompt_file=-)
 
@@ -12,7 +12,8 @@ stderr. ``--temperature=0`` (the default) is greedy: exactly the completion eval
 generation (``--mode=eval``) gives the prompt. ``--stop`` (repeatable, each a comma
 list; ``\n``, ``\t``, ``\,`` escapes) ends a sample before the earliest stop string.
 ``--speculative`` (greedy only) drafts bytes with the model's look-ahead heads and
-verifies them with head 0 in one forward: the same output in fewer forwards. A
+verifies them with head 0 in one forward: the same output in fewer forwards
+(``--draft_len`` caps the drafts per forward: a forward over fewer ids is cheaper). A
 prompt longer than the model's context is cut from the left (a warning on stderr).
 Several samples are separated by ``--- sample i/n ---`` lines. Bad input (no
 checkpoint, a step that does not exist, bad flag values) prints one line and exits
@@ -45,6 +46,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer("num_samples", 1, "Samples to draw, one after another.")
   flags.DEFINE_bool("speculative", False, "Greedy self-speculative decoding with the "
                     "look-ahead heads (needs --temperature=0).")
+  flags.DEFINE_integer("draft_len", 0, "With --speculative: ids drafted per forward at most "
+                       "(0 = every look-ahead head).")
   flags.DEFINE_string("dtype", "", "Compute dtype ('' = the run's; float32 is faster on CPU).")
 
 
@@ -62,7 +65,7 @@ def main(argv: Sequence[str]) -> None:
       workdir=f.workdir, step=f.step, max_new_tokens=f.max_new_tokens,
       temperature=f.temperature, top_p=f.top_p, seed=f.seed,
       stop=sampling.parse_stops(f.stop), num_samples=f.num_samples,
-      speculative=f.speculative, dtype=f.dtype)
+      speculative=f.speculative, draft_len=f.draft_len, dtype=f.dtype)
   sampling.check(options)
   if f.prompt is None and f.prompt_file is None and sys.stdin.isatty():
     print("sample: reading the prompt from stdin (end it with Ctrl-D)", file=sys.stderr,

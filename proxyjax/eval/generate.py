@@ -56,6 +56,7 @@ class SamplingConfig:
   # Greedy only: draft ids with the look-ahead heads, verify them with head 0 in one
   # forward (proxyjax.eval.speculative); the same ids as plain greedy decoding.
   speculative: bool = False
+  draft_len: int = 0  # speculative: ids drafted per forward at most (0 = every look-ahead head)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,28 +168,32 @@ def _ends_with(out_BxN, step, stop: tuple[int, ...]):
                                              "speculative"))
 def _generate(graphdef, params, tokens, valid, key, *, max_new, temperature, top_p,
               stops=(), limits=None, allowed=RAW.allowed, ends=RAW.end_ids, sharding=None,
-              speculative=False):
+              speculative=0):
   """``limits``: new tokens per row (None: ``max_new``); ``sharding``:
-  ``parallel.static_sharding(mesh, rules)`` or None; ``speculative``: greedy
-  self-speculative decoding (``proxyjax.eval.speculative``)."""
+  ``parallel.static_sharding(mesh, rules)`` or None; ``speculative``: ids drafted per
+  forward by greedy self-speculative decoding (``proxyjax.eval.speculative``; 0 = plain
+  decoding, see ``num_speculative_drafts``)."""
   with parallel.traced_sharding(sharding):
     return _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, stops,
                    limits, allowed, ends, speculative)
 
 
 def _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, stops, limits,
-            allowed, ends, speculative=False):
+            allowed, ends, speculative=0):
   model = nnx.merge(graphdef, params)
-  state = _start(model, tokens, valid, key, limits, max_new, _block_len(model, allowed,
-                                                                          speculative))
+  state = _start(model, tokens, valid, key, limits, max_new, 1 + speculative)
   state = _advance(model, state, max_new, max_new=max_new, temperature=temperature,
                    top_p=top_p, stops=stops, allowed=allowed, ends=ends, speculative=speculative)
   return state["out"][:, :max_new]
 
 
-def _block_len(model: tf.Transformer, allowed, speculative: bool) -> int:
-  """Ids fed per forward: 1, or with ``speculative`` the next id and its drafts."""
-  return 1 + spec_lib.num_drafts(model.cfg, allowed) if speculative else 1
+def num_speculative_drafts(model_cfg: tf.ModelConfig, cfg: SamplingConfig,
+                           interface: Interface = RAW) -> int:
+  """Ids drafted per forward under ``cfg`` (0: plain decoding, one id per forward)."""
+  if not cfg.speculative:
+    return 0
+  n = spec_lib.num_drafts(model_cfg, interface.allowed)
+  return min(n, cfg.draft_len) if cfg.draft_len > 0 else n
 
 
 def _start(model: tf.Transformer, tokens, valid, key, limits, max_new: int, block: int) -> dict:
@@ -209,12 +214,15 @@ def _start(model: tf.Transformer, tokens, valid, key, limits, max_new: int, bloc
 
 
 def _advance(model: tf.Transformer, state: dict, until, *, max_new: int, temperature: float,
-             top_p: float, stops, allowed, ends, speculative: bool) -> dict:
+             top_p: float, stops, allowed, ends, speculative: int) -> dict:
   """Decodes until every row has ended or ``until`` (traced; at most ``max_new``) ids are
   written per row; a speculative step may write a few more (its accepted ids)."""
-  body = functools.partial(_speculative_step if speculative else _step, model,
-                           temperature=temperature, top_p=top_p, stops=stops,
-                           allowed=allowed, ends=ends)
+  if speculative:
+    body = functools.partial(_speculative_step, model, n_drafts=speculative, stops=stops,
+                             allowed=allowed, ends=ends)
+  else:
+    body = functools.partial(_step, model, temperature=temperature, top_p=top_p, stops=stops,
+                             allowed=allowed, ends=ends)
 
   def cond(s):
     return (s["step"] < jnp.minimum(until, max_new)) & ~jnp.all(s["done"])
@@ -239,16 +247,14 @@ def _step(model: tf.Transformer, s: dict, *, temperature, top_p, stops, allowed,
           "forwards": s["forwards"] + 1}
 
 
-def _speculative_step(model: tf.Transformer, s: dict, *, temperature, top_p, stops, allowed,
+def _speculative_step(model: tf.Transformer, s: dict, *, n_drafts: int, stops, allowed,
                       ends) -> dict:
   """Head 0's greedy id and the look-ahead heads' drafts after it, fed in one forward;
   every row writes the ids up to the first draft some running row's head 0 rejects
   (``e`` ids, 1 to ``block``), so all rows stay at the same step and cache slot."""
-  del temperature, top_p  # greedy only (checked by generate_ids)
   step, done = s["step"], s["done"]
-  tok0 = spec_lib.head0_greedy(model, s["h"][:, None], allowed)[:, 0]
-  drafts = spec_lib.draft(model, s["h"], allowed)
-  block = jnp.concatenate([tok0[:, None], drafts], axis=1)  # [B, T]
+  block = spec_lib.propose(model, s["h"], allowed)[:, :1 + n_drafts]  # greedy only (checked)
+  drafts = block[:, 1:]
   t = block.shape[1]
   hs, cache = decode_lib.decode_block(model, s["cache"], block)
   verified = spec_lib.head0_greedy(model, hs, allowed)  # head 0 after each id of the block
@@ -361,6 +367,7 @@ def generate_ids(graphdef, params, prompts: Sequence[np.ndarray], cfg: SamplingC
   _check_speculative(cfg)
   sharding = parallel.static_sharding(mesh, rules)
   max_new = cfg.max_new_tokens
+  drafts = num_speculative_drafts(nnx.merge(graphdef, params).cfg, cfg, interface)
   stops, fitted, limits = _prepare(prompts, cfg, interface, context_len)
   rows = [(i, fitted[i], limits[i]) for i in range(len(prompts)) for _ in range(cfg.n)]
   rows.sort(key=lambda r: len(r[1]))  # stable: the n samples of a prompt stay together
@@ -376,7 +383,7 @@ def generate_ids(graphdef, params, prompts: Sequence[np.ndarray], cfg: SamplingC
                                top_p=float(cfg.top_p), stops=stops,
                                limits=jnp.asarray(row_limits), allowed=interface.allowed,
                                ends=interface.end_ids, sharding=sharding,
-                               speculative=bool(cfg.speculative)))
+                               speculative=drafts))
     for j, (i, _, _) in enumerate(chunk):
       results[i].append(out[j])
   return results
@@ -429,12 +436,12 @@ class Stream:
       key = jax.random.split(jax.random.PRNGKey(cfg.seed))[1]
     self._inputs = (jnp.asarray(tokens), jnp.asarray(valid), key, jnp.asarray(row_limits))
     self._sharding = parallel.static_sharding(mesh, rules)
-    block = _block_len(nnx.merge(graphdef, params), interface.allowed, cfg.speculative)
-    self._start_kw = dict(max_new=cfg.max_new_tokens, block=block, sharding=self._sharding)
+    drafts = num_speculative_drafts(nnx.merge(graphdef, params).cfg, cfg, interface)
+    self._start_kw = dict(max_new=cfg.max_new_tokens, block=1 + drafts, sharding=self._sharding)
     self._advance_kw = dict(max_new=cfg.max_new_tokens, temperature=float(cfg.temperature),
                             top_p=float(cfg.top_p), stops=stops, allowed=interface.allowed,
                             ends=interface.end_ids, sharding=self._sharding,
-                            speculative=bool(cfg.speculative))
+                            speculative=drafts)
     self.chunk_s = chunk_s
     self.steps = 0
     self.forwards = 0

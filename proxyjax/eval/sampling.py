@@ -48,6 +48,7 @@ class Options:
   stop: tuple[str, ...] = ()
   num_samples: int = 1
   speculative: bool = False
+  draft_len: int = 0  # with speculative: ids drafted per forward at most (0 = all heads)
   dtype: str = ""  # the compute dtype ('' = the run's), e.g. float32 on CPU
 
 
@@ -64,6 +65,9 @@ def check(options: Options) -> None:
   if options.speculative and options.temperature > 0.0:
     raise UserError(f"--speculative decodes greedily: it needs --temperature=0, not "
                     f"{options.temperature} (speculative sampling is not implemented)")
+  if options.draft_len < 0:
+    raise UserError(f"--draft_len must be >= 0 (0 = every look-ahead head), got "
+                    f"{options.draft_len}")
   if options.step is not None and options.step < 0:
     raise UserError(f"--step must be >= 0, got {options.step}")
   if options.dtype:
@@ -207,7 +211,7 @@ def run(options: Options, out: BinaryIO, err: TextIO,
   cfg = gen.SamplingConfig(max_new_tokens=options.max_new_tokens,
                            temperature=options.temperature, top_p=options.top_p, n=1,
                            seed=options.seed, stop_strings=tuple(options.stop),
-                           speculative=options.speculative)
+                           speculative=options.speculative, draft_len=options.draft_len)
   key = jax.random.PRNGKey(options.seed)
   stats = {"bytes": 0, "seconds": 0.0, "ids": 0, "forwards": 0, "compile_s": 0.0}
   prompt_ids = interface.encode(options.prompt)

@@ -45,23 +45,21 @@ def num_drafts(cfg: tf.ModelConfig, allowed: tuple[tuple[int, int], ...]) -> int
   return cfg.num_pred_heads - 1 + (cfg.num_raw_pred_heads if raw_drafts(allowed) else 0)
 
 
-def draft(model: tf.Transformer, h_BxD, allowed: tuple[tuple[int, int], ...]):
-  """The look-ahead heads' greedy ids ``[B, num_drafts]`` after the id head 0 predicts."""
+def propose(model: tf.Transformer, h_BxD, allowed: tuple[tuple[int, int], ...]):
+  """``[B, 1 + num_drafts]``: head 0's greedy id after ``h`` (plain greedy decoding's),
+  then the look-ahead heads' greedy ids after it (main heads, then raw heads)."""
   cfg = model.cfg
   h = h_BxD[:, None]
-  parts = []
-  if cfg.num_pred_heads > 1:
-    parts.append(restrict(model.logits(h)[:, 0, 1:], allowed).argmax(-1))
+  parts = [restrict(model.logits(h)[:, 0], allowed).argmax(-1)]  # [B, H]
   if cfg.num_raw_pred_heads and raw_drafts(allowed):
     parts.append(restrict(model.raw_logits(h)[:, 0], allowed).argmax(-1))
-  if not parts:
-    return jnp.zeros((h_BxD.shape[0], 0), jnp.int32)
   return jnp.concatenate(parts, axis=1).astype(jnp.int32)
 
 
 def head0_greedy(model: tf.Transformer, h_BxTxD, allowed: tuple[tuple[int, int], ...]):
-  """Head 0's greedy ids ``[B, T]`` after each position of ``h``."""
-  return restrict(model.logits(h_BxTxD)[:, :, 0], allowed).argmax(-1).astype(jnp.int32)
+  """Head 0's greedy ids ``[B, T]`` after each position of ``h`` (head 0's weights only)."""
+  logits = model.head_logits(h_BxTxD, 0, model.cfg.vocab_size)
+  return restrict(logits, allowed).argmax(-1).astype(jnp.int32)
 
 
 def accepted(drafts_BxK, verified_BxK) -> jax.Array:

@@ -71,6 +71,8 @@ def _stream(graphdef, params, prompt: bytes, cfg, **kw):
 
 
 def _ids(graphdef, params, prompts, speculative: bool, context_len=None, **kw):
+  if not speculative:
+    kw.pop("draft_len", None)
   cfg = gen.SamplingConfig(max_new_tokens=16, speculative=speculative, **kw)
   rows = gen.generate_ids(graphdef, params, [gen.encode_prompt(x) for x in prompts], cfg,
                           batch_size=4, context_len=context_len)
@@ -99,6 +101,8 @@ def test_drafts_are_accepted_on_a_model_whose_heads_agree():
   ids, s = _stream(graphdef, _chain_params(cfg, params, CYCLE, wrong_heads=(2,)), b"a", fast)
   assert gen.completion_bytes(ids) == b"bcda" * 6
   assert s.forwards == 12  # the next id and head 1's draft per forward
+  one = gen.SamplingConfig(max_new_tokens=24, speculative=True, draft_len=1)
+  assert gen.num_speculative_drafts(cfg, one) == 1 and gen.num_speculative_drafts(cfg, fast) == 3
 
 
 def test_speculative_ends_rows_inside_an_accepted_block():
@@ -110,7 +114,8 @@ def test_speculative_ends_rows_inside_an_accepted_block():
   cycle = _chain_params(cfg, params, CYCLE)
   prompts = PROMPTS[::-1]  # "a" first
   for p, kw, ctx, text in ((_chain_params(cfg, params, chain), {}, None, b"bc"),
-                           (cycle, {"stop_strings": ("dab",)}, None, b"bcdab"),
+                           (cycle, {"stop_strings": ("dab",), "draft_len": 1}, None,
+                            b"bcdab"),  # one draft a forward: the stop spans forwards
                            (cycle, {}, 12, b"bcdabcdabc")):  # context 12: 12 - 3 + 1 ids
     with pytest.warns(UserWarning) if ctx else contextlib.nullcontext():
       plain = _ids(graphdef, p, prompts, False, ctx, **kw)
