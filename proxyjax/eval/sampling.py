@@ -170,6 +170,13 @@ def texts(chunks: Iterable[Sequence[int]], interface: gen.Interface,
   yield b"", stops.feed(utf8.decode(b"", final=True), final=True)
 
 
+def _isatty(stream) -> bool:
+  try:
+    return bool(stream.isatty())
+  except (AttributeError, ValueError):
+    return False
+
+
 def _write(out: BinaryIO, text: str) -> None:
   if text:
     out.write(text.encode("utf-8"))
@@ -235,6 +242,8 @@ def run(options: Options, out: BinaryIO, err: TextIO,
     stats["seconds"] += time.perf_counter() - t0
     stats["ids"] += stream.steps
     stats["forwards"] += stream.forwards
+  if _isatty(out) and _isatty(err):  # the stats on a line of their own in a terminal
+    print(file=err)
   stats["bytes_per_s"] = stats["bytes"] / max(stats["seconds"], 1e-9)
   per_forward = stats["ids"] / max(stats["forwards"], 1)
   print(f"sample: {stats['bytes']} bytes in {stats['seconds']:.2f} s: "
