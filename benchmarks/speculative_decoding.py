@@ -9,8 +9,10 @@ id per forward) and with speculative decoding (``SamplingConfig.speculative``; e
 ``--draft_lens`` value caps the drafts per forward, 0 = every look-ahead head).
 Each measurement is the decode loop of ``proxyjax.eval.generate.Stream`` after its
 compile and prefill; the median of ``--repeats`` runs is reported: bytes/s,
-generated ids per forward (1 + the mean accepted drafts) and whether the ids equal
-plain greedy decoding's. A model with one head and no raw heads drafts nothing.
+generated ids per forward (1 + the mean accepted drafts per forward; after drafts
+fail, speculative decoding takes a few plain one-id forwards before drafting again)
+and whether the ids equal plain greedy decoding's; the JSON also has the drafting
+forwards and the mean drafts accepted by each. A model with one head and no raw heads drafts nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def measure(loaded, prompt: bytes, cfg, repeats: int) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from proxyjax.eval import generate as gen  # pylint: disable=g-import-not-at-top
-  times, ids, forwards, steps = [], None, 0, 0
+  times, ids, forwards, steps, drafting = [], None, 0, 0, 0
   for _ in range(repeats):
     stream = gen.Stream(loaded.graphdef, loaded.params, gen.encode_prompt(prompt), cfg,
                         context_len=int(loaded.config.seq_len), mesh=loaded.mesh,
@@ -47,11 +49,13 @@ def measure(loaded, prompt: bytes, cfg, repeats: int) -> dict:
     t0 = time.perf_counter()
     ids = np.concatenate(list(stream), axis=1)[0]
     times.append(time.perf_counter() - t0)
-    forwards, steps = stream.forwards, stream.steps
+    forwards, steps, drafting = stream.forwards, stream.steps, stream.drafting
   seconds = statistics.median(times)
   n_bytes = len(gen.completion_bytes(ids))
   return {"ids": ids, "bytes": n_bytes, "seconds": seconds, "bytes_per_s": n_bytes / seconds,
-          "forwards": forwards, "ids_per_forward": steps / max(forwards, 1)}
+          "forwards": forwards, "ids_per_forward": steps / max(forwards, 1),
+          "drafting_forwards": drafting,
+          "accepted_per_drafting_forward": (steps - forwards) / max(drafting, 1)}
 
 
 def run(workdir: str, max_new_tokens: int, repeats: int, draft_lens: list[int]) -> dict:
@@ -73,7 +77,9 @@ def run(workdir: str, max_new_tokens: int, repeats: int, draft_lens: list[int]) 
     rows.append({"prompt": prompt.decode(), "completion": gen.completion_bytes(plain).decode(
         "utf-8", "replace")[:60], **{name: {
             "bytes_per_s": r["bytes_per_s"], "ids_per_forward": r["ids_per_forward"],
-            "bytes": r["bytes"], "seconds": r["seconds"],
+            "bytes": r["bytes"], "seconds": r["seconds"], "forwards": r["forwards"],
+            "drafting_forwards": r["drafting_forwards"],
+            "accepted_per_drafting_forward": r["accepted_per_drafting_forward"],
             "same_as_plain": bool(np.array_equal(r["ids"], plain))} for name, r in res.items()}})
     print(f"{prompt!r}: " + ", ".join(f"{n} {r['bytes_per_s']:.0f} B/s "
                                       f"({r['ids_per_forward']:.2f}/fwd)"

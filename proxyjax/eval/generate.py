@@ -43,6 +43,10 @@ from proxyjax.model import decode as decode_lib
 from proxyjax.model import transformer as tf
 
 NEG = spec_lib.NEG
+# Speculative decoding: after m forwards in a row whose drafts all failed, the next
+# min(2^(m-1), MAX_WAIT) ids are decoded plainly, one id a forward (a forward over the
+# drafts costs more than one over one id: 1.5-2x on a CPU), then drafting resumes.
+MAX_WAIT = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +205,9 @@ def _start(model: tf.Transformer, tokens, valid, key, limits, max_new: int, bloc
 
   ``step``: ids written per row; ``h``: the hidden state that predicts the next id;
   ``out``: the ids (``block - 1`` spare columns: a speculative step may write past
-  ``max_new``); ``done``: rows that ended; ``forwards``: model forwards after prefill.
+  ``max_new``); ``done``: rows that ended; ``forwards``: model forwards after prefill,
+  ``drafting`` those over drafts; ``misses``/``wait``: drafting forwards in a row whose
+  drafts all failed, plain steps left before drafting again.
   """
   b, t = tokens.shape
   spare = block - 1
@@ -210,24 +216,30 @@ def _start(model: tf.Transformer, tokens, valid, key, limits, max_new: int, bloc
     limits = jnp.full((b,), max_new, jnp.int32)
   return {"step": jnp.int32(0), "h": h, "cache": cache,
           "out": jnp.zeros((b, max_new + spare), jnp.int32), "done": jnp.zeros((b,), bool),
-          "key": key, "limits": limits, "forwards": jnp.int32(0)}
+          "key": key, "limits": limits, "forwards": jnp.int32(0),
+          "drafting": jnp.int32(0), "misses": jnp.int32(0), "wait": jnp.int32(0)}
 
 
 def _advance(model: tf.Transformer, state: dict, until, *, max_new: int, temperature: float,
              top_p: float, stops, allowed, ends, speculative: int) -> dict:
   """Decodes until every row has ended or ``until`` (traced; at most ``max_new``) ids are
   written per row; a speculative step may write a few more (its accepted ids)."""
-  if speculative:
-    body = functools.partial(_speculative_step, model, n_drafts=speculative, stops=stops,
-                             allowed=allowed, ends=ends)
-  else:
-    body = functools.partial(_step, model, temperature=temperature, top_p=top_p, stops=stops,
-                             allowed=allowed, ends=ends)
+  plain = functools.partial(_step, model, temperature=temperature, top_p=top_p, stops=stops,
+                            allowed=allowed, ends=ends)
 
-  def cond(s):
+  def running(s):
     return (s["step"] < jnp.minimum(until, max_new)) & ~jnp.all(s["done"])
 
-  return jax.lax.while_loop(cond, body, state)
+  if not speculative:
+    return jax.lax.while_loop(running, plain, state)
+  drafting = functools.partial(_speculative_step, model, n_drafts=speculative, stops=stops,
+                               allowed=allowed, ends=ends)
+
+  def body(s):  # after drafts failed, a few plain steps (cheaper forwards), then drafts
+    s = jax.lax.while_loop(lambda s: running(s) & (s["wait"] > 0), plain, s)
+    return jax.lax.cond(running(s), drafting, lambda s: s, s)
+
+  return jax.lax.while_loop(running, body, state)
 
 
 def _step(model: tf.Transformer, s: dict, *, temperature, top_p, stops, allowed, ends) -> dict:
@@ -244,7 +256,7 @@ def _step(model: tf.Transformer, s: dict, *, temperature, top_p, stops, allowed,
     done = done | _ends_with(out, step, stop)
   h, cache = decode_lib.decode_step(model, s["cache"], tok)
   return {**s, "step": step + 1, "h": h, "cache": cache, "out": out, "done": done, "key": key,
-          "forwards": s["forwards"] + 1}
+          "forwards": s["forwards"] + 1, "wait": s["wait"] - 1}
 
 
 def _speculative_step(model: tf.Transformer, s: dict, *, n_drafts: int, stops, allowed,
@@ -274,8 +286,11 @@ def _speculative_step(model: tf.Transformer, s: dict, *, n_drafts: int, stops, a
     done = jnp.where(live, ended, done)
   cache = decode_lib.rewind(cache, t - e)
   h = jax.lax.dynamic_index_in_dim(hs, e - 1, axis=1, keepdims=False)
+  misses = jnp.where(e > 1, 0, s["misses"] + 1)  # drafts all failed: back off
+  wait = jnp.where(e > 1, 0, jnp.minimum(jnp.left_shift(1, misses - 1), MAX_WAIT))
   return {**s, "step": step + e, "h": h, "cache": cache, "out": out, "done": done,
-          "forwards": s["forwards"] + 1}
+          "forwards": s["forwards"] + 1, "drafting": s["drafting"] + 1, "misses": misses,
+          "wait": wait}
 
 
 def encode_prompt(prompt: bytes) -> np.ndarray:
@@ -420,6 +435,7 @@ class Stream:
     steps: ids written per row so far.
     forwards: model forwards after the prefill so far (fewer than ``steps`` when
       speculative decoding accepted drafts).
+    drafting: those of them over drafts (speculative decoding).
     compile_s: seconds ``compile`` took.
   """
 
@@ -445,6 +461,7 @@ class Stream:
     self.chunk_s = chunk_s
     self.steps = 0
     self.forwards = 0
+    self.drafting = 0
     self.compile_s = 0.0
     self._state = None
 
@@ -472,6 +489,7 @@ class Stream:
       out = np.asarray(state["out"])[:, written:min(step, max_new)]
       elapsed = time.perf_counter() - t0
       self.steps, self.forwards = min(step, max_new), int(state["forwards"])
+      self.drafting = int(state["drafting"])
       if step > written:
         yield out
       written = step

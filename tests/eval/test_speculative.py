@@ -92,7 +92,8 @@ def test_speculative_greedy_equals_plain_greedy():
 
 
 def test_drafts_are_accepted_on_a_model_whose_heads_agree():
-  """Every draft right: 1 + H - 1 + R ids per forward; a wrong head: the ids before it."""
+  """Every draft right: 1 + H - 1 + R ids per forward; a wrong head: the ids before it;
+  every draft wrong: plain steps between drafting forwards, longer and longer."""
   cfg, graphdef, params = _model(3, 1)
   fast = gen.SamplingConfig(max_new_tokens=24, speculative=True)
   ids, s = _stream(graphdef, _chain_params(cfg, params, CYCLE), b"a", fast)
@@ -101,6 +102,12 @@ def test_drafts_are_accepted_on_a_model_whose_heads_agree():
   ids, s = _stream(graphdef, _chain_params(cfg, params, CYCLE, wrong_heads=(2,)), b"a", fast)
   assert gen.completion_bytes(ids) == b"bcda" * 6
   assert s.forwards == 12  # the next id and head 1's draft per forward
+  assert s.drafting == 12
+  # Drafts that all fail: after m such forwards in a row, min(2^(m-1), 16) plain steps.
+  ids, s = _stream(graphdef, _chain_params(cfg, params, CYCLE, wrong_heads=(1, 2, 3)), b"a",
+                   fast)
+  assert gen.completion_bytes(ids) == b"bcda" * 6
+  assert s.forwards == 24 and s.drafting == 5  # ids 1, 3, 6, 11, 20 drafted
   one = gen.SamplingConfig(max_new_tokens=24, speculative=True, draft_len=1)
   assert gen.num_speculative_drafts(cfg, one) == 1 and gen.num_speculative_drafts(cfg, fast) == 3
 
