@@ -12,7 +12,10 @@ end ids (``</raw>`` or ``</comp>``, EOS) or a completed stop string end a sample
 inside the decode loop (a batch stops when all its rows have ended), and the
 host truncates at stop strings (``codegen.truncate_completion``: the earliest
 occurrence of any stop string wins). ``n`` samples per prompt are decoded as
-one batch. Greedy (temperature 0) or temperature + top-p sampling, seeded.
+one batch. Greedy (temperature 0) or temperature + top-p sampling, seeded. Greedy
+decoding can be self-speculative (``SamplingConfig.speculative``: the look-ahead heads
+draft, head 0 verifies in one forward; ``proxyjax.eval.speculative``), with the same ids.
+``Stream`` runs the same decode loop a few ids at a time (``python -m proxyjax.sample``).
 
 The model's context (``context_len``, the training ``seq_len``) is never
 exceeded: a prompt longer than the context is cut from the left (its format

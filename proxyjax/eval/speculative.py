@@ -10,7 +10,9 @@ disagrees with, plus head 0's own next id, and the cache positions of the reject
 ones are dropped (``decode.rewind``). Every accepted id is head 0's greedy choice
 after the ids before it, so the output is plain greedy decoding's, in fewer
 forwards. Only greedy decoding is speculative (``proxyjax.eval.generate`` refuses
-``speculative`` with a temperature).
+``speculative`` with a temperature). A forward over the drafts costs more than one over
+a single id (1.5-2x on a CPU), so after drafts fail the decode loop takes a few plain
+steps before drafting again (``generate.MAX_WAIT``); ``draft_len`` caps the drafts.
 
 The functions here are traced inside the decode loop of ``proxyjax.eval.generate``.
 """

@@ -121,6 +121,20 @@ def test_texts_decode_split_characters_invalid_bytes_and_stops():
   flt = sampling.StopFilter(["abc", "b"])
   assert flt.feed("xa") == "x" and flt.feed("bd") == "a" and flt.stopped
   assert sampling.parse_stops([r"\n\n,x\,y", "z"]) == ("\n\n", "x,y", "z")
+  # Through a tokenizer (a baseline's interface): the new bytes of the whole decoding.
+  tokens = gen.tokens_interface(_ByteTokens(), V.Vocab(256, True), sentinels=True)
+  chunks = [[320 + ord("h")], [320 + ord("i"), V.COMP_CLOSE, 320 + ord("!")]]
+  assert [d for d, _ in sampling.texts(chunks, tokens, ())] == [b"h", b"i", b""]
+
+
+class _ByteTokens:
+  """A stand-in tokenizer view: token t = byte t."""
+
+  def encode(self, data):
+    return list(data)
+
+  def decode(self, symbols):
+    return bytes(int(t) for t in symbols)
 
 
 def test_bad_input_is_one_user_error(run_dir, tmp_path):
