@@ -432,7 +432,8 @@ class Stream:
   chunks: each iteration yields the ids ``[rows, c]`` written since the last one (PAD
   after a row's end) and ends when every row has ended or ``max_new_tokens`` are out.
   Chunks grow until one takes about ``chunk_s`` seconds (the first is one id).
-  Greedy rows equal ``generate_ids``' rows for the same prompt and ``cfg``.
+  Greedy rows equal ``generate_ids``' rows for the same prompt and ``cfg``. A stream is
+  iterated once (the decode state is donated from chunk to chunk).
 
   Attributes:
     steps: ids written per row so far.
