@@ -309,7 +309,9 @@ def sampling_config(config: ml_collections.ConfigDict, stop_strings=()):
   return generate.SamplingConfig(max_new_tokens=int(e.max_new_tokens),
                                  temperature=float(e.temperature), top_p=float(e.top_p),
                                  n=int(e.n_samples), seed=int(config.seed),
-                                 stop_strings=tuple(stop_strings))
+                                 stop_strings=tuple(stop_strings),
+                                 speculative=bool(e.get("speculative", False)),
+                                 draft_len=int(e.get("draft_len", 0)))
 
 
 def complete(ctx: "Context", prompts: Sequence[str], stop_strings) -> list[list[str]]:

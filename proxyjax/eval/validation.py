@@ -32,7 +32,7 @@ def validate_eval(c: ml_collections.ConfigDict) -> None:
                  ("num_problems", 0), ("n_samples", 1), ("max_new_tokens", 1),
                  ("sandbox_memory_mb", 64), ("sandbox_workers", 0), ("recode_seeds", 1),
                  ("compressor_docs", 1), ("translation_docs", 1),
-                 ("translation_max_bytes", 1)):
+                 ("translation_max_bytes", 1), ("max_document_bytes", 0), ("draft_len", 0)):
     if not isinstance(e[k], int) or isinstance(e[k], bool) or e[k] < low:
       raise ConfigError(f"eval.{k}", f"must be an integer >= {low}, got {e[k]!r}")
   context_len = e.context_len or c.seq_len
@@ -40,6 +40,9 @@ def validate_eval(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("eval.stride", f"{e.stride} exceeds the window length {context_len}")
   if not e.temperature >= 0.0:
     raise ConfigError("eval.temperature", f"must be >= 0, got {e.temperature!r}")
+  if e.speculative and e.temperature > 0:
+    raise ConfigError("eval.speculative", "drafts are checked greedily: needs "
+                      f"eval.temperature = 0, got {e.temperature!r}")
   if not 0.0 < e.top_p <= 1.0:
     raise ConfigError("eval.top_p", f"must be in (0, 1], got {e.top_p!r}")
   if not e.timeout_s > 0:

@@ -118,6 +118,7 @@ def test_unknown_task_and_missing_checkpoint(tmp_path):
     ("eval.max_docs", -1, "eval.max_docs"),
     ("eval.n_samples", 0, "eval.n_samples"),
     ("eval.stride", 65, "eval.stride"),
+    ("eval.draft_len", -1, "eval.draft_len"),
     ("eval.compressor_views", "raw,nope", "eval.compressor_views"),
     ("eval.recode_families", "format,typos", "eval.recode_families"),
     ("eval.recode_benchmark", "humaneval_plus", "eval.recode_benchmark"),
@@ -130,6 +131,17 @@ def test_bad_eval_config_fails_at_start(tmp_path, field, value, match):
   with pytest.raises(ConfigError, match=match):  # training refuses before its first step
     trainer.train(c, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_speculative_generation_is_greedy_only():
+  c = small_config(**{"eval.speculative": True, "eval.draft_len": 3})
+  validation.validate(c)
+  cfg = eval_run.sampling_config(c)
+  assert cfg.speculative and cfg.draft_len == 3 and cfg.temperature == 0.0
+  c.eval.temperature = 0.5
+  with pytest.raises(ConfigError, match="eval.speculative.*temperature = 0"):
+    validation.validate(c)
+  assert not eval_run.sampling_config(small_config()).speculative
 
 
 def test_benchmark_paths_must_exist(tmp_path):
