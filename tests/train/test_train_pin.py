@@ -4,7 +4,7 @@
 steps of 8 rows of 128 ids (log every step, validation at steps 8 and 16 inside the loop and at the
 last step after it, a checkpoint at 10 and 20), the loss and the other
 deterministic scalars written to ``metrics.jsonl``; regenerated when the demo's recipe
-changed (issue 14: tokenizer view, 2M params). Regenerate (only for an intended change) with
+changed (issue 14: tokenizer view, 1.0M params, 1200 steps). Regenerate (only for an intended change) with
 ``PROXYJAX_REGEN_PINS=1 pytest tests/train/test_train_pin.py``.
 """
 
