@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import io
+import os
 import time
 import warnings
 from typing import BinaryIO, Iterable, Iterator, Sequence, TextIO
@@ -177,6 +179,17 @@ def _isatty(stream) -> bool:
     return False
 
 
+def _same_destination(out, err) -> bool:
+  """``out`` and ``err`` end in one place (a terminal, or ``2>&1`` into one file)."""
+  if _isatty(out) and _isatty(err):
+    return True
+  try:
+    a, b = os.fstat(out.fileno()), os.fstat(err.fileno())
+  except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+    return False
+  return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def _write(out: BinaryIO, text: str) -> None:
   if text:
     out.write(text.encode("utf-8"))
@@ -242,7 +255,7 @@ def run(options: Options, out: BinaryIO, err: TextIO,
     stats["seconds"] += time.perf_counter() - t0
     stats["ids"] += stream.steps
     stats["forwards"] += stream.forwards
-  if _isatty(out) and _isatty(err):  # the stats on a line of their own in a terminal
+  if _same_destination(out, err):  # the stats on a line of their own after the text
     print(file=err)
   stats["bytes_per_s"] = stats["bytes"] / max(stats["seconds"], 1e-9)
   per_forward = stats["ids"] / max(stats["forwards"], 1)

@@ -177,3 +177,12 @@ def test_command_line_fails_in_one_line(run_dir):
 def _command(run_dir, *args):
   return [sys.executable, "-m", "proxyjax.sample", f"--workdir={run_dir}",
           "--max_new_tokens=24", "--temperature=0", *args]
+
+
+def test_stats_line_starts_a_line_when_text_and_stats_share_a_file(tmp_path):
+  """``2>&1`` into one file: the bytes/s line must not run on from the sample's last line."""
+  path = tmp_path / "both.txt"
+  with open(path, "wb") as out, open(path, "ab") as err, open(tmp_path / "e.txt", "wb") as other:
+    assert sampling._same_destination(out, err)
+    assert not sampling._same_destination(out, other)
+  assert not sampling._same_destination(io.BytesIO(), io.StringIO())
