@@ -155,12 +155,13 @@ import json  # noqa: E402
 
 from proxyjax import trainer  # noqa: E402
 
-last = trainer.train(config, WORKDIR)
-print({k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()
-       if k in ("step", "loss", "raw_loss", "comp_loss", "raw_bpb", "compressed_fraction")})
+trainer.train(config, WORKDIR)
 with open(os.path.join(WORKDIR, "metrics.jsonl"), encoding="utf-8") as f:
   lines = [json.loads(line) for line in f]
 train_lines = [m for m in lines if "loss" in m]
+last = train_lines[-1]  # the last training metrics (also when the run had finished before)
+print({k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()
+       if k in ("step", "loss", "raw_loss", "comp_loss", "raw_bpb", "compressed_fraction")})
 
 # %%
 import matplotlib  # noqa: E402
@@ -240,13 +241,17 @@ print(f"got:      {got.decode('utf-8', 'replace')!r}")
 # bytes (ids < 320), as at deployment: no tokenizer, no compressor.
 
 # %%
-PROMPT = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'
-completion = generate.generate(
-    loaded.graphdef, loaded.params, [PROMPT.encode()],
+# configs/tiny.py's summary prompt (the run's end-of-training sample), then a bare function
+# header: a model this small writes a line or two, then falls into runs of indentation.
+PROMPTS = [config.summary_prompt or "import os\n", "def fibonacci(n):\n"]
+completions = generate.generate(
+    loaded.graphdef, loaded.params, [p.encode() for p in PROMPTS],
     generate.SamplingConfig(max_new_tokens=32 if SCALE == "ci" else 160, temperature=0.0,
-                            stop_strings=("\ndef ", "\nclass ", "\nif __name__")),
-    mesh=loaded.mesh, rules=loaded.rules, context_len=config.seq_len)[0][0]
-print(PROMPT + completion)
+                            stop_strings=("\ndef ", "\nif __name__")),
+    mesh=loaded.mesh, rules=loaded.rules, context_len=config.seq_len)
+for prompt, row in zip(PROMPTS, completions):
+  print(f"--- greedy completion of {prompt!r}:")
+  print(prompt + row[0])
 
 # %% [markdown]
 # ## Results
