@@ -400,15 +400,17 @@ def curve_on(run: Run, axis: str, key: str = "eval/raw_bpb") -> tuple[np.ndarray
 
 
 def plot_against(runs: Sequence[Run], axis: str, path: str, title: str | None = None,
-                 names: Sequence[str] | None = None, dpi: int = 100) -> None:
+                 names: Sequence[str] | None = None, dpi: int = 100) -> tuple[float, float]:
   """Raw BPB against one axis (``AXES``), one colour per run: eval points joined by a
-  line, train raw BPB (byte targets of the training batches) as a thin dashed line."""
+  line, train raw BPB (byte targets of the training batches) as a thin dashed line. The
+  y range follows the validation points when there are any. Returns the y range."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   _, label = AXES[axis]
   fig, ax = plt.subplots(figsize=(7.5, 4.8))
+  evals: list[float] = []
   for i, run in enumerate(runs):
     name = names[i] if names is not None else run.name
     color = f"C{i % 10}"
@@ -421,6 +423,7 @@ def plot_against(runs: Sequence[Run], axis: str, path: str, title: str | None = 
     ex, ev = curve_on(run, axis)
     if len(ev):
       ax.plot(ex, ev, "o-", color=color, label=name)
+      evals.extend(float(v) for v in ev if np.isfinite(v))
     else:
       ax.plot(xs, bpb, "-", color=color, label=f"{name} (train)")
   ax.set_xlabel(label)
@@ -428,6 +431,9 @@ def plot_against(runs: Sequence[Run], axis: str, path: str, title: str | None = 
   if title:
     ax.set_title(title)
   ax.grid(alpha=0.3)
+  if evals:  # the validation points fill the plot; the first steps' train values are cut
+    low, high = min(evals), max(evals)
+    ax.set_ylim(max(0.0, low - 0.25 * (high - low) - 0.3), high + 0.5 * (high - low) + 0.5)
   xs_all = [x for line in ax.lines for x in np.asarray(line.get_xdata(), dtype=float)]
   if xs_all and np.nanmin(xs_all) > 0:
     ax.set_xscale("log")
@@ -435,7 +441,9 @@ def plot_against(runs: Sequence[Run], axis: str, path: str, title: str | None = 
     ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=dpi)
+  ylim = tuple(float(v) for v in ax.get_ylim())
   plt.close(fig)
+  return ylim
 
 
 def write_report(dirs: Sequence[str], out: str = "report.md",

@@ -170,5 +170,7 @@ def test_raw_bpb_against_one_axis(tmp_path):
   assert len(report.curve_on(rb, "utf8_bytes")[1]) == 0  # no eval lines
   for axis in report.AXES:
     path = tmp_path / f"{axis}.png"
-    report.plot_against([ra, rb], axis, str(path), title=axis)
+    ylim = report.plot_against([ra, rb], axis, str(path), title=axis)
     assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 5000
+    # The y range follows the validation points (2.4-2.9), not the first train values.
+    assert ylim == pytest.approx((2.4 - 0.125 - 0.3, 2.9 + 0.25 + 0.5))
