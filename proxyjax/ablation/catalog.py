@@ -87,6 +87,12 @@ def _bytes_arm() -> Arm:
              dict(_BYTES))
 
 
+def _bytes_one_head_arm() -> Arm:
+  return Arm("bytes_1head", "raw UTF-8 bytes only, one prediction head (the proxy arms' "
+             "model; the 8 heads of `bytes` cost a small model capacity)",
+             {**_BYTES, "model.num_pred_heads": 1})
+
+
 def _neural_arm(neural_dir: str) -> Arm:
   desc = "neural arithmetic-coding view (proxy, sentinels, translation warm-up)"
   if not neural_dir:
@@ -103,6 +109,7 @@ def _views(o: Options) -> tuple[Arm, ...]:
   proxy = "proxy: {} view, sentinels, translation warm-up"
   return (
       _bytes_arm(),
+      _bytes_one_head_arm(),
       Arm("tokens", "tokenizer ids only, no sentinels (configs/tokens.py), evaluated "
           "through its tokenizer", {"data.view": "tokenizer", "data.schedule.enabled": False,
                                     "data.rate": 1.0, "data.mode": "vanilla",

@@ -72,7 +72,7 @@ def test_catalog_and_scales(tmp_path):
   assert ablation.SCALES == ("ci", "cpu", "colab_gpu", "colab_tpu", "pod")
   assert set(ablation.ABLATIONS) == {"views", "mixing", "granularity", "compressors"}
   assert ablation.ABLATIONS["views"].arm_names == (
-      "bytes", "tokens", "tokenizer", "token_bytes", "token_bytes_gray", "deflate", "gzip",
+      "bytes", "bytes_1head", "tokens", "tokenizer", "token_bytes", "token_bytes_gray", "deflate", "gzip",
       "neural")
   assert ablation.ABLATIONS["mixing"].arm_names == (
       "sentinel", "vanilla", "no_warmup", "parallel", "no_doc_mask", "rate_0.5")
