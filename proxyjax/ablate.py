@@ -51,9 +51,7 @@ def list_ablations() -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])} "
-                    "(flags take the form --name=value)")
+  cli.no_positional(argv)
   f = flags.FLAGS
   if f.list:
     print(list_ablations())

@@ -34,6 +34,13 @@ _VERBOSE = flags.DEFINE_bool("verbose", False,
 _CONFIG_FLAG = "config"
 
 
+def no_positional(argv: Sequence[str]) -> None:
+  """Refuses arguments left after absl parsed the flags (``argv[0]`` is the program)."""
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])} "
+                    "(flags take the form --name=value)")
+
+
 def one_line(message: str) -> str:
   """A message on one line: its lines joined, blank ones dropped."""
   return " ".join(line.strip() for line in str(message).splitlines() if line.strip())

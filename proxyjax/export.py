@@ -109,9 +109,7 @@ def run_import(f) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])} "
-                    "(flags take the form --name=value)")
+  cli.no_positional(argv)
   f = flags.FLAGS
   if not f.out:
     raise UserError("--out is required")

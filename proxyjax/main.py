@@ -110,9 +110,7 @@ def _run(config, mode: str, workdir: str | None) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])} "
-                    "(flags take the form --name=value)")
+  cli.no_positional(argv)
   if _CONFIG.value is None:
     raise UserError("--config is required, e.g. --config=configs/tiny.py")
   if _WORKDIR.value is None and _MODE.value != "plan":

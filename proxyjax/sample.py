@@ -52,9 +52,7 @@ def _define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])} "
-                    "(flags take the form --name=value)")
+  cli.no_positional(argv)
   f = flags.FLAGS
   if not f.workdir:
     raise UserError("--workdir is required (a training run's directory)")

@@ -63,30 +63,9 @@ def prefill(model: tf.Transformer, tokens_BxT, valid_BxT, max_len: int):
 
 
 def decode_step(model: tf.Transformer, cache, tokens_B):
-  """Appends one token per row; returns (hidden [B, D], cache)."""
-  cfg = model.cfg
-  i = cache["index"]
-  pos = cache["position"][:, None]
-  cos, sin = tf.rope_tables(pos, cfg.head_dim, cfg.rope_theta, cfg.accum_dtype)
-  valid = cache["valid"].at[:, i].set(True)
-  s = valid.shape[1]
-  seen = attention_lib.index_mask(i, jnp.arange(s), causal=True, window=cfg.window)
-  mask = (valid & seen[None])[:, None, None, :]  # [B, 1 head, 1 query, S]
-  x = model.embed_tokens(tokens_B[:, None])
-
-  def body(x, layer):
-    p, k_cache, v_cache = layer
-    q, k, v = tf.qkv(cfg, p, x, cos, sin)
-    k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k, i, axis=1)
-    v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v, i, axis=1)
-    o = _attend(cfg, q, k_cache, v_cache, mask)
-    return tf.finish(cfg, p, x, o), (k_cache, v_cache)
-
-  x, (k_cache, v_cache) = jax.lax.scan(body, x, (model.stacked_blocks(), cache["k"], cache["v"]))
-  k_cache, v_cache = _constrain_cache(k_cache), _constrain_cache(v_cache)
-  cache = {"k": k_cache, "v": v_cache, "valid": valid, "index": i + 1,
-           "position": cache["position"] + 1}
-  return model.final_hidden(x)[:, 0], cache
+  """Appends one token per row; returns (hidden [B, D], cache): ``decode_block`` of one."""
+  hidden, cache = decode_block(model, cache, tokens_B[:, None])
+  return hidden[:, 0], cache
 
 
 def decode_block(model: tf.Transformer, cache, tokens_BxT):

@@ -122,3 +122,14 @@ def test_eval_without_checkpoint_is_a_user_error(tmp_path):
   with pytest.raises(UserError, match="no checkpoint to evaluate") as info:
     eval_run.evaluate(config_lib.tiny_config(), str(tmp_path))
   assert isinstance(info.value, FileNotFoundError)  # callers catching that still do
+
+
+def test_positional_arguments_are_refused_by_every_command():
+  """main, sample, export and ablate share cli.no_positional: leftovers after the flags."""
+  cli.no_positional(["proxyjax.main"])
+  with pytest.raises(UserError, match=r"unexpected arguments: extra words \(flags take"):
+    cli.no_positional(["proxyjax.sample", "extra", "words"])
+  import inspect  # pylint: disable=g-import-not-at-top
+  from proxyjax import ablate, export, main, sample  # pylint: disable=g-import-not-at-top
+  for module in (ablate, export, main, sample):
+    assert "cli.no_positional(argv)" in inspect.getsource(module.main), module.__name__
