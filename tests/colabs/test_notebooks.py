@@ -42,7 +42,7 @@ EXPECTED = {
 }
 NOTEBOOKS = sorted(n for n in EXPECTED if os.path.exists(os.path.join(COLABS, f"{n}.py")))
 # Notebooks whose committed .ipynb holds the outputs of a cpu-scale run (execute.py --scale=cpu).
-CPU_OUTPUTS = ["quickstart", "compressors", "proxy_vs_bytes"]
+CPU_OUTPUTS = ["quickstart", "compressors", "proxy_vs_bytes", "mixing"]
 COLAB_URL = "https://colab.research.google.com/github/proxyjax/proxyjax/blob/main/colabs/"
 
 
