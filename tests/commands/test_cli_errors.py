@@ -130,6 +130,7 @@ def test_positional_arguments_are_refused_by_every_command():
   with pytest.raises(UserError, match=r"unexpected arguments: extra words \(flags take"):
     cli.no_positional(["proxyjax.sample", "extra", "words"])
   import inspect  # pylint: disable=g-import-not-at-top
+
   from proxyjax import ablate, export, main, sample  # pylint: disable=g-import-not-at-top
   for module in (ablate, export, main, sample):
     assert "cli.no_positional(argv)" in inspect.getsource(module.main), module.__name__
