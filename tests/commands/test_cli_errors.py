@@ -129,8 +129,8 @@ def test_positional_arguments_are_refused_by_every_command():
   cli.no_positional(["proxyjax.main"])
   with pytest.raises(UserError, match=r"unexpected arguments: extra words \(flags take"):
     cli.no_positional(["proxyjax.sample", "extra", "words"])
-  import inspect  # pylint: disable=g-import-not-at-top
-
-  from proxyjax import ablate, export, main, sample  # pylint: disable=g-import-not-at-top
-  for module in (ablate, export, main, sample):
-    assert "cli.no_positional(argv)" in inspect.getsource(module.main), module.__name__
+  # Read, not imported: importing the entry points defines their absl flags in this process.
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  for name in ("ablate", "export", "main", "sample"):
+    with open(os.path.join(root, "proxyjax", f"{name}.py"), encoding="utf-8") as f:
+      assert "  cli.no_positional(argv)\n" in f.read(), name
