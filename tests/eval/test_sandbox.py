@@ -147,24 +147,44 @@ def test_forked_children_do_not_survive(hang):
   assert not _survivors(_cwd(r.stdout), marker)
 
 
-def test_fork_loop_leaves_no_survivors():
-  """Children keep being forked (at a bounded rate) until the wall-time kill."""
-  program = textwrap.dedent("""
-      import os, time
-      print("CWD", os.getcwd(), flush=True)
-      while True:
+_FORK_LOOP = textwrap.dedent("""
+    import os, time
+    print("CWD", os.getcwd(), flush=True)
+    while True:
+      try:
         pid = os.fork()
-        if pid == 0:
-          if os.getpid() % 3 == 0:
-            os.setsid()
-          time.sleep(60)
-          os._exit(0)
-        print("PID", pid, flush=True)
-        time.sleep(0.02)
-      """)
-  r = sandbox.run(program, sandbox.Limits(timeout_s=1.5))
-  assert r.status == sandbox.TIMEOUT
+      except BlockingIOError:  # RLIMIT_NPROC: a hostile program just keeps trying
+        print("LIMITED", flush=True)
+        time.sleep(0.05)
+        continue
+      if pid == 0:
+        if os.getpid() % 3 == 0:
+          os.setsid()
+        time.sleep(60)
+        os._exit(0)
+      print("PID", pid, flush=True)
+      time.sleep(DELAY)
+    """)
+
+
+def test_fork_loop_leaves_no_survivors():
+  """Children keep being forked (at a bounded rate) until the wall-time kill.
+
+  The loop survives the process limit (a machine fast enough to fork past
+  ``extra_processes`` within the timeout must still see a timeout, not a crash).
+  """
+  r = sandbox.run(_FORK_LOOP.replace("DELAY", "0.02"), sandbox.Limits(timeout_s=1.5))
+  assert r.status == sandbox.TIMEOUT, r
   assert r.stdout.count("PID ") > 10
+  assert not _survivors(_cwd(r.stdout))
+
+
+def test_fork_bomb_meets_the_process_limit():
+  r = sandbox.run(_FORK_LOOP.replace("DELAY", "0"),
+                  sandbox.Limits(timeout_s=1.5, extra_processes=8))
+  assert r.status == sandbox.TIMEOUT, r
+  assert "LIMITED" in r.stdout
+  assert 0 < r.stdout.count("PID ") < 32  # 8 more tasks than the uid had; the default allows 64
   assert not _survivors(_cwd(r.stdout))
 
 
