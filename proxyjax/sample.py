@@ -11,9 +11,10 @@ to stdout as it is decoded (UTF-8; invalid bytes as U+FFFD), then the bytes/s on
 stderr. ``--temperature=0`` (the default) is greedy: exactly the completion eval
 generation (``--mode=eval``) gives the prompt. ``--stop`` (repeatable, each a comma
 list; ``\n``, ``\t``, ``\,`` escapes) ends a sample before the earliest stop string.
-``--speculative`` (greedy only) drafts bytes with the model's look-ahead heads and
-verifies them with head 0 in one forward: the same output in fewer forwards
-(``--draft_len`` caps the drafts per forward: a forward over fewer ids is cheaper). A
+``--speculative`` drafts bytes with the model's look-ahead heads and verifies them
+with head 0 in one forward: greedy, the same output in fewer forwards; with a
+temperature, speculative sampling (the same distribution as plain sampling, other
+draws). ``--draft_len`` caps the drafts per forward (a forward over fewer ids is cheaper). A
 prompt longer than the model's context is cut from the left (a warning on stderr).
 Several samples are separated by ``--- sample i/n ---`` lines. Bad input (no
 checkpoint, a step that does not exist, bad flag values) prints one line and exits
@@ -44,8 +45,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer("seed", 0, "PRNG seed.")
   flags.DEFINE_multi_string("stop", [], "Stop strings (repeatable; each a comma list).")
   flags.DEFINE_integer("num_samples", 1, "Samples to draw, one after another.")
-  flags.DEFINE_bool("speculative", False, "Greedy self-speculative decoding with the "
-                    "look-ahead heads (needs --temperature=0).")
+  flags.DEFINE_bool("speculative", False, "Self-speculative decoding with the look-ahead "
+                    "heads (greedy: the same output; sampling: the same distribution).")
   flags.DEFINE_integer("draft_len", 0, "With --speculative: ids drafted per forward at most "
                        "(0 = every look-ahead head).")
   flags.DEFINE_string("dtype", "", "Compute dtype ('' = the run's; float32 is faster on CPU).")

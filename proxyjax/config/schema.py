@@ -114,7 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
   e.temperature = 0.0  # 0 = greedy; the paper's sampling uses 0.2 with top_p 0.95, n 20.
   e.top_p = 0.95  # Nucleus mass when sampling, in (0, 1].
   e.max_new_tokens = 2048  # Generated symbols per sample (HumanEval solutions longer than 512 bytes exist).
-  e.speculative = False  # Greedy generation drafts bytes with the look-ahead heads (model.num_pred_heads > 1 or raw heads) and checks them in one forward: the same output in fewer forwards; needs temperature 0.
+  e.speculative = False  # Generation drafts bytes with the look-ahead heads (model.num_pred_heads > 1 or raw heads) and checks them in one forward: greedy gives the same output in fewer forwards, sampling (temperature > 0) is speculative sampling (the same distribution).
   e.draft_len = 0  # Ids drafted per forward at most with eval.speculative (0 = every look-ahead head).
   e.interface = ""  # How prompts are fed: 'raw' (bytes), 'tokens' (the training tokenizer); '' = from the training config.
   e.pass_k = "1"  # Comma-separated k values for pass@k (each <= n_samples).

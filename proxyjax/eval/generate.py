@@ -12,9 +12,10 @@ end ids (``</raw>`` or ``</comp>``, EOS) or a completed stop string end a sample
 inside the decode loop (a batch stops when all its rows have ended), and the
 host truncates at stop strings (``codegen.truncate_completion``: the earliest
 occurrence of any stop string wins). ``n`` samples per prompt are decoded as
-one batch. Greedy (temperature 0) or temperature + top-p sampling, seeded. Greedy
-decoding can be self-speculative (``SamplingConfig.speculative``: the look-ahead heads
-draft, head 0 verifies in one forward; ``proxyjax.eval.speculative``), with the same ids.
+one batch. Greedy (temperature 0) or temperature + top-p sampling, seeded. Decoding
+can be self-speculative (``SamplingConfig.speculative``: the look-ahead heads draft,
+head 0 verifies in one forward; ``proxyjax.eval.speculative``): greedy gives the same
+ids, sampling the same distribution (not the same ids: the PRNG draws differ).
 ``Stream`` runs the same decode loop a few ids at a time (``python -m proxyjax.sample``).
 
 The model's context (``context_len``, the training ``seq_len``) is never
@@ -39,7 +40,6 @@ from flax import nnx
 
 from proxyjax import parallel
 from proxyjax import vocab as vocab_lib
-from proxyjax.errors import UserError
 from proxyjax.eval import codegen  # stop-string truncation (one implementation, JAX-free)
 from proxyjax.eval import speculative as spec_lib
 from proxyjax.model import decode as decode_lib
@@ -60,8 +60,9 @@ class SamplingConfig:
   n: int = 1  # samples per prompt
   seed: int = 0
   stop_strings: tuple[str, ...] = ()
-  # Greedy only: draft ids with the look-ahead heads, verify them with head 0 in one
-  # forward (proxyjax.eval.speculative); the same ids as plain greedy decoding.
+  # Draft ids with the look-ahead heads, verify them with head 0 in one forward
+  # (proxyjax.eval.speculative): greedy gives plain greedy decoding's ids, sampling
+  # (temperature > 0) speculative sampling, plain sampling's distribution.
   speculative: bool = False
   draft_len: int = 0  # speculative: ids drafted per forward at most (0 = every look-ahead head)
 
@@ -147,19 +148,26 @@ def raw_logits(model: tf.Transformer, h_BxD):
   return restricted_logits(model, h_BxD, RAW.allowed)
 
 
-def sample(logits_BxV, key, temperature: float, top_p: float):
-  if temperature <= 0.0:
-    return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-  logits = logits_BxV / temperature
+def filtered_logits(logits_xV, temperature: float, top_p: float):
+  """The logits sampling draws from (temperature > 0): scaled by 1 / temperature, the
+  ids outside the top-p nucleus set to NEG (over the last axis)."""
+  logits = logits_xV / temperature
   if top_p < 1.0:
-    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+    sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
     probs = jax.nn.softmax(sorted_logits, axis=-1)
     cum = jnp.cumsum(probs, axis=-1)
     # Keep the smallest prefix whose mass reaches top_p (always at least one id).
     cutoff_idx = jnp.sum(cum - probs < top_p, axis=-1) - 1
-    cutoff = jnp.take_along_axis(sorted_logits, cutoff_idx[:, None], axis=-1)
+    cutoff = jnp.take_along_axis(sorted_logits, cutoff_idx[..., None], axis=-1)
     logits = jnp.where(logits < cutoff, NEG, logits)
-  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+  return logits
+
+
+def sample(logits_BxV, key, temperature: float, top_p: float):
+  if temperature <= 0.0:
+    return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+  return jax.random.categorical(key, filtered_logits(logits_BxV, temperature, top_p),
+                                axis=-1).astype(jnp.int32)
 
 
 def _ends_with(out_BxN, step, stop: tuple[int, ...]):
@@ -178,7 +186,7 @@ def _generate(graphdef, params, tokens, valid, key, *, max_new, temperature, top
               speculative=0):
   """``limits``: new tokens per row (None: ``max_new``); ``sharding``:
   ``parallel.static_sharding(mesh, rules)`` or None; ``speculative``: ids drafted per
-  forward by greedy self-speculative decoding (``proxyjax.eval.speculative``; 0 = plain
+  forward by self-speculative decoding (``proxyjax.eval.speculative``; 0 = plain
   decoding, see ``num_speculative_drafts``)."""
   with parallel.traced_sharding(sharding):
     return _decode(graphdef, params, tokens, valid, key, max_new, temperature, top_p, stops,
@@ -210,7 +218,9 @@ def _start(model: tf.Transformer, tokens, valid, key, limits, max_new: int, bloc
   ``out``: the ids (``block - 1`` spare columns: a speculative step may write past
   ``max_new``); ``done``: rows that ended; ``forwards``: model forwards after prefill,
   ``drafting`` those over drafts; ``misses``/``wait``: drafting forwards in a row whose
-  drafts all failed, plain steps left before drafting again.
+  drafts all failed, plain steps left before drafting again; ``pending``: when
+  ``has_pending``, each row's next id, drawn by speculative sampling's last check
+  (written by the next step instead of a fresh sample).
   """
   b, t = tokens.shape
   spare = block - 1
@@ -220,7 +230,8 @@ def _start(model: tf.Transformer, tokens, valid, key, limits, max_new: int, bloc
   return {"step": jnp.int32(0), "h": h, "cache": cache,
           "out": jnp.zeros((b, max_new + spare), jnp.int32), "done": jnp.zeros((b,), bool),
           "key": key, "limits": limits, "forwards": jnp.int32(0),
-          "drafting": jnp.int32(0), "misses": jnp.int32(0), "wait": jnp.int32(0)}
+          "drafting": jnp.int32(0), "misses": jnp.int32(0), "wait": jnp.int32(0),
+          "pending": jnp.zeros((b,), jnp.int32), "has_pending": jnp.bool_(False)}
 
 
 def _advance(model: tf.Transformer, state: dict, until, *, max_new: int, temperature: float,
@@ -235,7 +246,8 @@ def _advance(model: tf.Transformer, state: dict, until, *, max_new: int, tempera
 
   if not speculative:
     return jax.lax.while_loop(running, plain, state)
-  drafting = functools.partial(_speculative_step, model, n_drafts=speculative, stops=stops,
+  drafting = functools.partial(_speculative_step, model, n_drafts=speculative,
+                               temperature=temperature, top_p=top_p, stops=stops,
                                allowed=allowed, ends=ends)
 
   def body(s):  # after drafts failed, a few plain steps (cheaper forwards), then drafts
@@ -246,10 +258,11 @@ def _advance(model: tf.Transformer, state: dict, until, *, max_new: int, tempera
 
 
 def _step(model: tf.Transformer, s: dict, *, temperature, top_p, stops, allowed, ends) -> dict:
-  """One id per row: sampled from head 0, written, fed to the model."""
+  """One id per row: sampled from head 0 (or the pending one), written, fed to the model."""
   step, done = s["step"], s["done"]
   key, sub = jax.random.split(s["key"])
   tok = sample(restricted_logits(model, s["h"], allowed), sub, temperature, top_p)
+  tok = jnp.where(s["has_pending"], s["pending"], tok)
   tok = jnp.where(done, vocab_lib.PAD, tok)
   out = s["out"].at[:, step].set(tok)
   for end in ends:
@@ -259,21 +272,36 @@ def _step(model: tf.Transformer, s: dict, *, temperature, top_p, stops, allowed,
     done = done | _ends_with(out, step, stop)
   h, cache = decode_lib.decode_step(model, s["cache"], tok)
   return {**s, "step": step + 1, "h": h, "cache": cache, "out": out, "done": done, "key": key,
-          "forwards": s["forwards"] + 1, "wait": s["wait"] - 1}
+          "forwards": s["forwards"] + 1, "wait": s["wait"] - 1, "has_pending": jnp.bool_(False)}
 
 
-def _speculative_step(model: tf.Transformer, s: dict, *, n_drafts: int, stops, allowed,
-                      ends) -> dict:
-  """Head 0's greedy id and the look-ahead heads' drafts after it, fed in one forward;
+def _speculative_step(model: tf.Transformer, s: dict, *, n_drafts: int, temperature: float,
+                      top_p: float, stops, allowed, ends) -> dict:
+  """Head 0's next id and the look-ahead heads' drafts after it, fed in one forward;
   every row writes the ids up to the first draft some running row's head 0 rejects
-  (``e`` ids, 1 to ``block``), so all rows stay at the same step and cache slot."""
-  step, done = s["step"], s["done"]
-  block = spec_lib.propose(model, s["h"], allowed)[:, :1 + n_drafts]  # greedy only (checked)
+  (``e`` ids, 1 to ``block``), so all rows stay at the same step and cache slot.
+  Greedy: argmaxes, a draft accepted when it is head 0's argmax. Sampling: speculative
+  sampling (``spec_lib.verify_sampled``); the id after the written ones becomes
+  ``pending`` (``proxyjax.eval.speculative`` says why it is not drawn again)."""
+  step, done, key = s["step"], s["done"], s["key"]
+  logits = spec_lib.draft_logits(model, s["h"], allowed)[:, :1 + n_drafts]
+  if temperature <= 0.0:
+    block = logits.argmax(-1).astype(jnp.int32)
+  else:
+    key, k_draft, k_check = jax.random.split(key, 3)
+    q = filtered_logits(logits.astype(jnp.float32), temperature, top_p)
+    block = jax.random.categorical(k_draft, q, axis=-1).astype(jnp.int32)
+    block = block.at[:, 0].set(jnp.where(s["has_pending"], s["pending"], block[:, 0]))
   drafts = block[:, 1:]
   t = block.shape[1]
   hs, cache = decode_lib.decode_block(model, s["cache"], block)
-  verified = spec_lib.head0_greedy(model, hs, allowed)  # head 0 after each id of the block
-  ok = spec_lib.accepted(drafts, verified[:, :-1])
+  head0 = spec_lib.head0_logits(model, hs, allowed)  # head 0 after each id of the block
+  if temperature <= 0.0:
+    ok = spec_lib.accepted(drafts, head0[:, :-1].argmax(-1).astype(jnp.int32))
+  else:
+    p = jax.nn.softmax(filtered_logits(head0[:, :-1].astype(jnp.float32), temperature, top_p),
+                       axis=-1)
+    ok, then = spec_lib.verify_sampled(k_check, drafts, jax.nn.softmax(q[:, 1:], axis=-1), p)
   e = jnp.min(jnp.where(done, t - 1, ok)) + 1  # ids every running row accepts
   out = s["out"]
   for j in range(t):  # as _step does for each accepted id
@@ -291,9 +319,14 @@ def _speculative_step(model: tf.Transformer, s: dict, *, n_drafts: int, stops, a
   h = jax.lax.dynamic_index_in_dim(hs, e - 1, axis=1, keepdims=False)
   misses = jnp.where(e > 1, 0, s["misses"] + 1)  # drafts all failed: back off
   wait = jnp.where(e > 1, 0, jnp.minimum(jnp.left_shift(1, misses - 1), MAX_WAIT))
+  pending = {}
+  if temperature > 0.0:  # the id after the e written ones (none when every draft passed)
+    pending = {"pending": jax.lax.dynamic_index_in_dim(then, jnp.minimum(e, t - 1) - 1, axis=1,
+                                                       keepdims=False),
+               "has_pending": e < t}
   return {**s, "step": step + e, "h": h, "cache": cache, "out": out, "done": done,
           "forwards": s["forwards"] + 1, "drafting": s["drafting"] + 1, "misses": misses,
-          "wait": wait}
+          "wait": wait, "key": key, **pending}
 
 
 def encode_prompt(prompt: bytes) -> np.ndarray:
@@ -314,12 +347,6 @@ def fit_context(ids: np.ndarray, context_len: int | None, prefix_len: int) -> np
   if context_len <= prefix_len:
     raise ValueError(f"a context of {context_len} ids cannot hold the prompt prefix")
   return np.concatenate([ids[:prefix_len], ids[len(ids) - (context_len - prefix_len):]])
-
-
-def _check_speculative(cfg: SamplingConfig) -> None:
-  if cfg.speculative and cfg.temperature > 0.0:
-    raise UserError(f"speculative decoding is greedy only (temperature 0), not temperature "
-                    f"{cfg.temperature}: drop speculative or set the temperature to 0")
 
 
 def _prepare(prompts: Sequence[np.ndarray], cfg: SamplingConfig, interface: Interface,
@@ -379,10 +406,10 @@ def generate_ids(graphdef, params, prompts: Sequence[np.ndarray], cfg: SamplingC
   (less padding, fewer distinct compiled widths); the results come back in the order of
   ``prompts``. With a ``mesh`` and logical-axis ``rules`` (the training ones),
   activations and the KV cache are sharded like training (rows over data x fsdp).
-  ``cfg.speculative`` (greedy only, else ``UserError``) decodes with the look-ahead
-  heads' drafts (``proxyjax.eval.speculative``): the same ids in fewer forwards.
+  ``cfg.speculative`` decodes with the look-ahead heads' drafts
+  (``proxyjax.eval.speculative``): greedy gives the same ids in fewer forwards,
+  sampling the same distribution.
   """
-  _check_speculative(cfg)
   sharding = parallel.static_sharding(mesh, rules)
   max_new = cfg.max_new_tokens
   drafts = num_speculative_drafts(nnx.merge(graphdef, params).cfg, cfg, interface)
@@ -447,7 +474,6 @@ class Stream:
                interface: Interface = RAW, context_len: int | None = None, mesh=None,
                rules: dict | None = None, rows: int = 1, key: jax.Array | None = None,
                chunk_s: float = 0.05):
-    _check_speculative(cfg)
     self.graphdef, self.params, self.cfg = graphdef, params, cfg
     stops, fitted, limits = _prepare([prompt], cfg, interface, context_len)
     self.prompt = fitted[0]

@@ -64,9 +64,6 @@ def check(options: Options) -> None:
     raise UserError(f"--top_p must be in (0, 1], got {options.top_p}")
   if options.num_samples < 1:
     raise UserError(f"--num_samples must be at least 1, got {options.num_samples}")
-  if options.speculative and options.temperature > 0.0:
-    raise UserError(f"--speculative decodes greedily: it needs --temperature=0, not "
-                    f"{options.temperature} (speculative sampling is not implemented)")
   if options.draft_len < 0:
     raise UserError(f"--draft_len must be >= 0 (0 = every look-ahead head), got "
                     f"{options.draft_len}")

@@ -6,13 +6,28 @@ t+1+H+j) drafts ``H - 1 + R`` ids beyond the next one from a single hidden state
 (raw heads only through the raw interface: they predict ids < 320). One forward
 over ``[next, drafts...]`` (``proxyjax.model.decode.decode_block``) gives head 0's
 prediction after each of them; the drafts are accepted up to the first one head 0
-disagrees with, plus head 0's own next id, and the cache positions of the rejected
-ones are dropped (``decode.rewind``). Every accepted id is head 0's greedy choice
-after the ids before it, so the output is plain greedy decoding's, in fewer
-forwards. Only greedy decoding is speculative (``proxyjax.eval.generate`` refuses
-``speculative`` with a temperature). A forward over the drafts costs more than one over
-a single id (1.5-2x on a CPU), so after drafts fail the decode loop takes a few plain
-steps before drafting again (``generate.MAX_WAIT``); ``draft_len`` caps the drafts.
+rejects, and the cache positions of the rest are dropped (``decode.rewind``).
+
+* **Greedy** (temperature 0): the drafts and the next id are the heads' argmaxes and
+  head 0 accepts a draft when it is its own argmax after the ids before it. Every
+  accepted id is head 0's greedy choice, so the output is plain greedy decoding's.
+* **Sampling** (temperature > 0, top-p): speculative sampling (Leviathan et al. 2023;
+  Chen et al. 2023). The next id is sampled from head 0 and draft j from look-ahead
+  head j's distribution q_j (the same temperature and top-p); head 0's distribution
+  p_j after the ids before draft j accepts it with probability min(1, p_j/q_j), and
+  the id after the last accepted one is drawn from max(0, p_j - q_j), renormalized
+  (``verify_sampled``). Each id then has exactly plain sampling's distribution given
+  the ids before it; q_j may ignore the drafts before j, since the argument needs only
+  that q_j is fixed before the checks. A batch advances by the ids every running row
+  accepts (``e``), so a row may stop before its own first rejection: the id it would
+  write there (its accepted draft, or its residual sample) is kept as the next step's
+  first id (``pending``) instead of being drawn again. Drawing it again would bias
+  the output (a rejected row keeps its residual sample, an accepting row would get a
+  fresh p sample: the mixture is not p).
+
+A forward over the drafts costs more than one over a single id (1.5-2x on a CPU), so
+after drafts fail the decode loop takes a few plain steps before drafting again
+(``generate.MAX_WAIT``); ``draft_len`` caps the drafts.
 
 The functions here are traced inside the decode loop of ``proxyjax.eval.generate``.
 """
@@ -47,21 +62,56 @@ def num_drafts(cfg: tf.ModelConfig, allowed: tuple[tuple[int, int], ...]) -> int
   return cfg.num_pred_heads - 1 + (cfg.num_raw_pred_heads if raw_drafts(allowed) else 0)
 
 
+def draft_logits(model: tf.Transformer, h_BxD, allowed: tuple[tuple[int, int], ...]):
+  """``[B, 1 + num_drafts, V]``: head 0's logits after ``h`` (the next id), then the
+  look-ahead heads' (main heads, then raw heads padded to V), restricted to ``allowed``."""
+  cfg = model.cfg
+  h = h_BxD[:, None]
+  parts = [restrict(model.logits(h)[:, 0], allowed)]  # [B, H, V]
+  if cfg.num_raw_pred_heads and raw_drafts(allowed):
+    raw = restrict(model.raw_logits(h)[:, 0], allowed)  # [B, R, 320]
+    pad = parts[0].shape[-1] - raw.shape[-1]
+    parts.append(jnp.pad(raw, ((0, 0), (0, 0), (0, pad)), constant_values=NEG))
+  return jnp.concatenate(parts, axis=1)
+
+
 def propose(model: tf.Transformer, h_BxD, allowed: tuple[tuple[int, int], ...]):
   """``[B, 1 + num_drafts]``: head 0's greedy id after ``h`` (plain greedy decoding's),
   then the look-ahead heads' greedy ids after it (main heads, then raw heads)."""
-  cfg = model.cfg
-  h = h_BxD[:, None]
-  parts = [restrict(model.logits(h)[:, 0], allowed).argmax(-1)]  # [B, H]
-  if cfg.num_raw_pred_heads and raw_drafts(allowed):
-    parts.append(restrict(model.raw_logits(h)[:, 0], allowed).argmax(-1))
-  return jnp.concatenate(parts, axis=1).astype(jnp.int32)
+  return draft_logits(model, h_BxD, allowed).argmax(-1).astype(jnp.int32)
+
+
+def head0_logits(model: tf.Transformer, h_BxTxD, allowed: tuple[tuple[int, int], ...]):
+  """Head 0's logits ``[B, T, V]`` after each position of ``h`` (head 0's weights only),
+  restricted to ``allowed``."""
+  return restrict(model.head_logits(h_BxTxD, 0, model.cfg.vocab_size), allowed)
 
 
 def head0_greedy(model: tf.Transformer, h_BxTxD, allowed: tuple[tuple[int, int], ...]):
-  """Head 0's greedy ids ``[B, T]`` after each position of ``h`` (head 0's weights only)."""
-  logits = model.head_logits(h_BxTxD, 0, model.cfg.vocab_size)
-  return restrict(logits, allowed).argmax(-1).astype(jnp.int32)
+  """Head 0's greedy ids ``[B, T]`` after each position of ``h``."""
+  return head0_logits(model, h_BxTxD, allowed).argmax(-1).astype(jnp.int32)
+
+
+def verify_sampled(key, drafts_BxK, q_BxKxV, p_BxKxV):
+  """Speculative sampling's check of ``drafts`` (draft j drawn from ``q[:, j]``) against
+  head 0's probabilities ``p[:, j]`` after the ids before draft j.
+
+  Returns ``(accepted, then)``: per row, how many leading drafts are accepted (draft j
+  with probability min(1, p_j(d)/q_j(d))); and ``then[:, j]``, the id that follows when
+  a row stops after draft j - 1 (its ``j + 1`` first block ids): draft j when it was
+  accepted, else a sample from max(0, p_j - q_j) renormalized. Only ``then[:, j]`` for
+  ``j <= accepted`` is meaningful.
+  """
+  k_accept, k_residual = jax.random.split(key)
+  pick = lambda probs: jnp.take_along_axis(probs, drafts_BxK[..., None], axis=-1)[..., 0]
+  u = jax.random.uniform(k_accept, drafts_BxK.shape)
+  ok = u * pick(q_BxKxV) < pick(p_BxKxV)
+  residual = jnp.maximum(p_BxKxV - q_BxKxV, 0.0)
+  # p == q leaves no residual, but then every draft is accepted: any id will do.
+  residual = jnp.where(jnp.sum(residual, -1, keepdims=True) > 0, residual, p_BxKxV)
+  resampled = jax.random.categorical(k_residual, jnp.log(residual), axis=-1)
+  then = jnp.where(ok, drafts_BxK, resampled.astype(jnp.int32))
+  return jnp.sum(jnp.cumprod(ok.astype(jnp.int32), axis=1), axis=1), then
 
 
 def accepted(drafts_BxK, verified_BxK) -> jax.Array:

@@ -40,9 +40,6 @@ def validate_eval(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("eval.stride", f"{e.stride} exceeds the window length {context_len}")
   if not e.temperature >= 0.0:
     raise ConfigError("eval.temperature", f"must be >= 0, got {e.temperature!r}")
-  if e.speculative and e.temperature > 0:
-    raise ConfigError("eval.speculative", "drafts are checked greedily: needs "
-                      f"eval.temperature = 0, got {e.temperature!r}")
   if not 0.0 < e.top_p <= 1.0:
     raise ConfigError("eval.top_p", f"must be in (0, 1], got {e.top_p!r}")
   if not e.timeout_s > 0:

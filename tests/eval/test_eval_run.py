@@ -133,13 +133,16 @@ def test_bad_eval_config_fails_at_start(tmp_path, field, value, match):
   assert not (tmp_path / "checkpoints").exists()
 
 
-def test_speculative_generation_is_greedy_only():
+def test_speculative_generation_config():
   c = small_config(**{"eval.speculative": True, "eval.draft_len": 3})
   validation.validate(c)
   cfg = eval_run.sampling_config(c)
   assert cfg.speculative and cfg.draft_len == 3 and cfg.temperature == 0.0
-  c.eval.temperature = 0.5
-  with pytest.raises(ConfigError, match="eval.speculative.*temperature = 0"):
+  c.eval.temperature = 0.5  # speculative sampling
+  validation.validate(c)
+  assert eval_run.sampling_config(c).temperature == 0.5
+  c.eval.draft_len = -1
+  with pytest.raises(ConfigError, match="eval.draft_len"):
     validation.validate(c)
   assert not eval_run.sampling_config(small_config()).speculative
 

@@ -1,6 +1,7 @@
 """Self-speculative decoding (proxyjax.eval.speculative): the ids of plain greedy decoding."""
 
 import contextlib
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,6 @@ import pytest
 from flax import nnx
 
 from proxyjax import vocab as V
-from proxyjax.errors import UserError
 from proxyjax.eval import generate as gen
 from proxyjax.eval import speculative as spec
 from proxyjax.model import decode, transformer
@@ -172,8 +172,98 @@ def test_drafts_and_their_count():
                        jnp.asarray([[1, 2, 3]] * 3)).tolist() == [3, 1, 0]
 
 
-def test_speculative_sampling_is_refused():
-  _, graphdef, params = _model(2, 0)
-  with pytest.raises(UserError, match="greedy only"):
-    gen.generate_ids(graphdef, params, [gen.encode_prompt(b"x")],
-                     gen.SamplingConfig(temperature=0.5, speculative=True))
+CHAIN = tuple(_byte(c) for c in "abcd")
+
+
+def _markov_params(cfg, params, seed: int = 0):
+  """A bigram model over the ids of CHAIN (blocks zeroed: the hidden state is the current
+  id's embedding): every head (main and raw) gives each id of CHAIN its own random
+  distribution over CHAIN (other ids get < 1e-6 of the mass). Head 0 is a Markov chain
+  whose marginals are matrix powers; the look-ahead heads' drafts are often rejected."""
+  rng = np.random.default_rng(seed)
+  params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in params.items()}
+  params["blocks"]["wo"] = jnp.zeros_like(params["blocks"]["wo"])
+  params["blocks"]["w_down"] = jnp.zeros_like(params["blocks"]["w_down"])
+  embed = np.asarray(params["embed"]).copy()
+  embed[list(CHAIN)] = np.eye(len(CHAIN), cfg.d_model)
+  params["embed"] = jnp.asarray(embed)
+
+  def head(n_heads, width):
+    w = np.zeros((cfg.d_model, n_heads * width), np.float32)
+    for h in range(n_heads):
+      for d in range(len(CHAIN)):
+        w[d, [h * width + i for i in CHAIN]] = 4.5 + 0.3 * rng.standard_normal(len(CHAIN))
+    return jnp.asarray(w)
+
+  params["lm_head"] = head(cfg.num_pred_heads, cfg.vocab_size)
+  params["raw_head"] = head(cfg.num_raw_pred_heads, V.RAW_VOCAB_SIZE)
+  return params
+
+
+def _transitions(graphdef, params, temperature, top_p):
+  """Head 0's sampling distribution over CHAIN after each id of CHAIN, from the model."""
+  model = nnx.merge(graphdef, params)
+  tokens = jnp.asarray([list(gen.encode_prompt(b"")) + [i] for i in CHAIN], jnp.int32)
+  h, _ = decode.prefill(model, tokens, tokens != V.PAD, tokens.shape[1] + 1)
+  logits = gen.filtered_logits(gen.raw_logits(model, h), temperature, top_p)
+  probs = np.asarray(jax.nn.softmax(logits, axis=-1))[:, list(CHAIN)]
+  assert probs.sum(1).min() > 1 - 1e-6  # the rest of the vocabulary is negligible
+  return probs / probs.sum(1, keepdims=True)
+
+
+def _check_marginals(rows, trans, start: str):
+  """Each position's empirical distribution over CHAIN against the chain's marginal,
+  id by id: within 4.5 standard errors (seeded, so not flaky)."""
+  rows = np.stack(rows)
+  n, steps = rows.shape
+  marginal = np.eye(len(CHAIN))[CHAIN.index(_byte(start))]
+  for k in range(steps):
+    marginal = marginal @ trans
+    seen = np.array([(rows[:, k] == i).mean() for i in CHAIN])
+    assert seen.sum() == 1.0, f"position {k}: ids outside the chain"
+    tolerance = 4.5 * np.sqrt(marginal * (1 - marginal) / n) + 1e-3
+    assert np.all(np.abs(seen - marginal) <= tolerance), (k, seen, marginal)
+
+
+@pytest.mark.parametrize("temperature,top_p,batch_sizes", [(1.0, 1.0, (1,)),
+                                                          (0.8, 0.9, (1, 4))])
+def test_speculative_sampling_has_plain_samplings_distribution(temperature, top_p,
+                                                               batch_sizes):
+  """Speculative sampling (drafts from 3 main and 2 raw look-ahead heads with their own
+  distributions) gives each position the Markov chain's exact marginal. One row a batch
+  is the sensitive case: dropping the id after the last accepted draft and sampling it
+  again shifts a marginal by 9 standard errors there. Batches of 4 rows (rows stop at
+  other rows' rejections: the pending id) and one stream of 2048 rows (mostly one
+  accepted draft a forward) too; plain sampling as a control."""
+  cfg, graphdef, params = _model(4, 2)
+  params = _markov_params(cfg, params)
+  trans = _transitions(graphdef, params, temperature, top_p)
+  assert trans.max() < 0.8  # nothing near-deterministic; top-p cuts some ids off
+  assert trans.min() > 0.01 if top_p == 1.0 else trans.min() == 0.0
+  n = 2048
+  cfg_s = gen.SamplingConfig(max_new_tokens=6, temperature=temperature, top_p=top_p, n=n,
+                             seed=3, speculative=True)
+  runs = [(cfg_s, b) for b in batch_sizes] + [(dataclasses.replace(cfg_s, speculative=False), n)]
+  for sampling, batch_size in runs:
+    rows = gen.generate_ids(graphdef, params, [gen.encode_prompt(b"a")], sampling,
+                            batch_size=batch_size)[0]
+    _check_marginals(rows, trans, "a")
+  stream = gen.Stream(graphdef, params, gen.encode_prompt(b"c"), cfg_s, rows=n)
+  _check_marginals(list(np.concatenate(list(stream), axis=1)), trans, "c")
+  assert stream.drafting > 0
+
+
+def test_speculative_sampling_accepts_drafts_and_is_seeded():
+  """On the chain model of the greedy tests (every head right, so p = q), all drafts are
+  accepted at any temperature: 6 ids a forward; the same seed gives the same ids."""
+  cfg, graphdef, params = _model(4, 2)
+  chain = _chain_params(cfg, params, CYCLE)
+  sampled = gen.SamplingConfig(max_new_tokens=24, temperature=0.7, speculative=True, seed=5)
+  ids, s = _stream(graphdef, chain, b"a", sampled)
+  assert s.steps == 24 and s.forwards == 4 and s.drafting == 4
+  assert gen.completion_bytes(ids).startswith(b"bcda")  # the chain holds ~all the mass
+  cfg_m, graphdef, params = _model(3, 1)
+  markov = _markov_params(cfg_m, params)
+  runs = [_ids(graphdef, markov, PROMPTS, True, temperature=1.0, seed=s) for s in (1, 1, 2)]
+  np.testing.assert_array_equal(np.stack(runs[0]), np.stack(runs[1]))
+  assert not np.array_equal(np.stack(runs[0]), np.stack(runs[2]))

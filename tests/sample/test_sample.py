@@ -108,6 +108,15 @@ def test_samples_with_stops(loaded):
   assert text != f"--- sample 1/2 ---\n{first}\n--- sample 2/2 ---\n{first}"  # other draws
 
 
+def test_speculative_sample_is_eval_generation_streamed(loaded):
+  """--speculative with a temperature (speculative sampling): eval generation's sample
+  with eval.speculative, the same seed (the same decode loop, streamed)."""
+  kw = dict(temperature=1.0, top_p=0.9, seed=4, speculative=True)
+  expected = _eval_generation(loaded, PROMPT, **kw)
+  out, _, stats = _sample(loaded, prompt=PROMPT, max_new_tokens=24, **kw)
+  assert out.getvalue().decode("utf-8") == expected and stats["ids"] > 0
+
+
 def test_texts_decode_split_characters_invalid_bytes_and_stops():
   ids = list(V.bytes_to_ids("é€x".encode() + b"\xff" + "ok".encode()))
   chunks = [[i] for i in ids] + [[V.RAW_CLOSE, ids[0]]]  # one id per chunk, then the end
@@ -142,8 +151,6 @@ def test_bad_input_is_one_user_error(run_dir, tmp_path):
     sampling.run(sampling.Options(workdir=str(tmp_path)), io.BytesIO(), io.StringIO())
   with pytest.raises(UserError, match=r"no checkpoint at step 3 .*steps: 5"):
     sampling.run(sampling.Options(workdir=run_dir, step=3), io.BytesIO(), io.StringIO())
-  with pytest.raises(UserError, match="--speculative decodes greedily"):
-    sampling.check(sampling.Options(workdir=run_dir, speculative=True, temperature=0.7))
   with pytest.raises(UserError, match="not both"):
     sampling.read_prompt("a", "b", io.BytesIO())
   raw = b"\xff\xfe not UTF-8"
