@@ -46,6 +46,23 @@ def test_summary_text_without_validation_or_sample(tmp_path):
   assert "greedy sample" not in text
 
 
+def test_a_greedy_loop_at_the_end_of_the_sample_is_shown_as_a_count(tmp_path):
+  c = small_config()
+  c.summary_prompt = "class A:\n"
+  loop = "    def f(self):\n        return 1\n" + " " * 150
+  text = summary_lib.format_summary(c, str(tmp_path), [], wall_s=1.0, start_step=0,
+                                    end_step=1, sample=loop)
+  assert text.endswith("    | class A:\n    |     def f(self):\n    |         return 1\n"
+                       "    | <then ' ' x 150: greedy decoding repeats itself; python -m "
+                       "proxyjax.sample --temperature=0.8 samples instead>")
+  short = "x = 1\n" + "#" * 16  # a run of 16: shown as is
+  text = summary_lib.format_summary(c, str(tmp_path), [], wall_s=1.0, start_step=0,
+                                    end_step=1, sample=short)
+  assert text.endswith("    | x = 1\n    | " + "#" * 16)
+  lines = "\n".join(f"line {i}" for i in range(20))
+  assert summary_lib.sample_lines(lines) == [f"line {i}" for i in range(8)]
+
+
 def test_summary_names_the_documents_validation_scored(tmp_path):
   c = small_config()
   c.eval.max_document_bytes = 8192
@@ -86,7 +103,15 @@ def check_summary(c, workdir: str, text: str) -> None:
   graphdef = step_lib.build(c, model_config(c), parallel.make_mesh(c.mesh.shape)).graphdef
   want = generate.generate(graphdef, params, [c.summary_prompt.encode()], cfg,
                            interface=generate.RAW, context_len=c.seq_len)[0][0]
-  shown = (c.summary_prompt + "\n".join(want.split("\n")[:summary_lib.SAMPLE_MAX_LINES]))
+  note = ""
+  run = len(want) - len(want.rstrip(want[-1])) if want else 0
+  if run > summary_lib.SAMPLE_MAX_RUN:  # a greedy loop: shown as a count
+    want, note = want[:-run], f"<then {want[-1]!r} x {run}: greedy decoding repeats itself"
+  shown = (c.summary_prompt + "\n".join((want + note).split("\n")[:summary_lib.SAMPLE_MAX_LINES]))
   want_block = "\n".join("    | " + x for x in shown.split("\n"))
   assert "greedy sample through the raw-byte interface" in text
-  assert text.rstrip("\n").endswith(want_block), (text, want)
+  tail = text.rstrip("\n")
+  if note:
+    assert want_block in tail and tail.endswith("samples instead>"), (text, want)
+  else:
+    assert tail.endswith(want_block), (text, want)
