@@ -1,6 +1,10 @@
 """Helpers shared by tests of several packages (``tests/`` is on the path: setup.cfg)."""
 
+import functools
+import json
 import os
+
+import pytest
 
 from proxyjax import config as config_lib
 from proxyjax import parallel
@@ -8,6 +12,41 @@ from proxyjax.data import pipeline
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import step as step_lib
+
+PIN_MACHINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures",
+                           "pin_machine.json")
+
+
+@functools.cache
+def _has_avx512() -> bool:
+  try:
+    with open("/proc/cpuinfo") as f:
+      flags = next((line for line in f if line.startswith("flags")), "")
+  except OSError:
+    return False
+  return "avx512f" in flags.split()
+
+
+def exact_pins() -> bool:
+  """Whether bit-exact float32 pins apply on this CPU: its AVX-512 support matches the
+  machine the pins were made on (``tests/fixtures/pin_machine.json``; XLA's CPU kernels
+  round differently per instruction set). ``PROXYJAX_REGEN_PINS`` (regenerating here)
+  or ``PROXYJAX_EXACT_PINS=1`` force True."""
+  if os.environ.get("PROXYJAX_REGEN_PINS") or os.environ.get("PROXYJAX_EXACT_PINS") == "1":
+    return True
+  with open(PIN_MACHINE) as f:
+    return bool(json.load(f)["avx512f"]) == _has_avx512()
+
+
+def require_exact_pins(what: str) -> None:
+  """Skips a bit-exact pin (``what``) on a CPU whose float rounding differs from the
+  pin machine's, saying so (see ``exact_pins``)."""
+  if not exact_pins():
+    with open(PIN_MACHINE) as f:
+      made_on = json.load(f)["made_on"]
+    pytest.skip(f"{what} is pinned bit for bit on {made_on}; this CPU "
+                f"{'has' if _has_avx512() else 'lacks'} AVX-512 and XLA rounds differently "
+                "here (tests/fixtures/pin_machine.json; PROXYJAX_EXACT_PINS=1 runs it)")
 
 
 def small_config(**overrides):

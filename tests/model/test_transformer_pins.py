@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 
+import helpers
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -79,6 +80,8 @@ TRAIN_CASES = {"f32": dict(), "bf16": dict(dtype=jnp.bfloat16), "f32_window": di
 
 @pytest.mark.parametrize("case", sorted(TRAIN_CASES))
 def test_training_forward_is_pinned(case):
+  if case != "bf16":  # bfloat16 rounds the instruction sets' float32 differences away
+    helpers.require_exact_pins(f"the {case} training forward's hash")
   cfg, graphdef, params = _tiny(**TRAIN_CASES[case])
   for remat, scan in (("none", True), ("full", True), ("none", False)):
     cfg2 = dataclasses.replace(cfg, remat=remat, scan_layers=scan)

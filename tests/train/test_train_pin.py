@@ -11,6 +11,8 @@ changed (issue 14: tokenizer view, 1.0M params, 1200 steps). Regenerate (only fo
 import json
 import os
 
+import helpers
+import pytest
 import test_summary
 
 from proxyjax import config as config_lib
@@ -58,6 +60,21 @@ def test_tiny_demo_20_steps_bit_identical(tmp_path, capsys):
   with open(FIXTURE) as f:
     want = json.load(f)
   assert [r["step"] for r in got["rows"] if "loss" in r] == list(range(1, 21))
+  if not helpers.exact_pins():  # another instruction set: the same run within rounding
+    want = _approx(want)
   assert [r["loss"] for r in got["rows"] if "loss" in r] == [
       r["loss"] for r in want["rows"] if "loss" in r]  # the losses first: the clearest diff
   assert got == want
+
+
+def _approx(value):
+  """``value`` with its floats as ``pytest.approx`` (relative 1e-3: after 20 steps on
+  another instruction set losses differ by ~1e-6 relative, gradient norms by up to 3e-4;
+  a changed recipe moves the losses' 2nd or 3rd digit)."""
+  if isinstance(value, dict):
+    return {k: _approx(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_approx(v) for v in value]
+  if isinstance(value, float):
+    return pytest.approx(value, rel=1e-3)
+  return value
