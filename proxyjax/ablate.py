@@ -2,6 +2,7 @@ r"""Run an ablation: its arms one after another, then one comparison report.
 
     python -m proxyjax.ablate --ablation=views --scale=ci --workdir=W \
         [--arms=bytes,deflate] [--budget=utf8_bytes:20M] [--neural_dir=SHARDS] [--view=tokenizer]
+        [--seed=0]
 
 Writes W/arms/<arm>/ (a training run directory each), W/report.md, W/report.json and
 the plots in W. Re-running the same command resumes: finished arms are skipped, a
@@ -37,6 +38,8 @@ def _define_flags():
   flags.DEFINE_string("neural_dir", "", "Shards of `python -m proxyjax.compress` for the "
                       "neural arm (skipped without).")
   flags.DEFINE_string("view", "tokenizer", "The proxy view of the mixing ablation.")
+  flags.DEFINE_integer("seed", 0, "config.seed of every arm (data order, view draws, init); "
+                       "run another seed in another workdir to measure the spread.")
   flags.DEFINE_bool("list", False, "Print the ablations and their arms, then exit.")
 
 
@@ -68,7 +71,7 @@ def main(argv: Sequence[str]) -> None:
       budget_lib.parse_budget(f.budget)
   scale = f.scale or ablation.detect_scale()
   request = dict(scale=scale, workdir=f.workdir, budget=f.budget or None,
-                 arms=list(f.arms) or None, neural_dir=f.neural_dir, view=f.view)
+                 arms=list(f.arms) or None, neural_dir=f.neural_dir, view=f.view, seed=f.seed)
   workdir_lib.preflight(f.ablation, **request)  # bad input: one line, before importing JAX
 
   def log(line: str) -> None:

@@ -25,9 +25,12 @@ class Options:
     view: the proxy view of the ``mixing`` ablation (every arm uses it).
     neural_dir: shards of ``python -m proxyjax.compress`` (the ``neural`` arm; the
       arm is skipped without them).
+    seed: ``config.seed`` of every arm (data order, view draws, initialization). The
+      same ablation with another seed, in another W, measures run-to-run spread.
   """
   view: str = "tokenizer"
   neural_dir: str = ""
+  seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -125,9 +125,10 @@ def _fmt(v: Any, kind: str = "f") -> str:
 
 def render(ablation, scale: str, budget: str, rows: Sequence[dict[str, Any]],
            matched: Sequence[dict[str, Any]], skipped: dict[str, str], plots: dict[str, str],
-           compressors: dict[str, Any] | None = None) -> str:
+           compressors: dict[str, Any] | None = None, seed: int = 0) -> str:
   """The Markdown report."""
-  lines = [f"# Ablation `{ablation.name}` (scale `{scale}`, budget `{budget}`)", "",
+  lines = [f"# Ablation `{ablation.name}` (scale `{scale}`, budget `{budget}`"
+           + (f", seed `{seed}`)" if seed else ")"), "",
            ablation.description, ""]
   at = {m["axis"]: m["at"] for m in matched}
   if rows:
@@ -193,7 +194,7 @@ def render(ablation, scale: str, budget: str, rows: Sequence[dict[str, Any]],
 
 def write(ablation, scale: str, budget: str, workdir: str, arms: Sequence[tuple],
           skipped: dict[str, str], compressors: dict[str, Any] | None = None,
-          log: Callable[[str], Any] = print) -> Result:
+          log: Callable[[str], Any] = print, seed: int = 0) -> Result:
   """Writes W/report.md, W/report.json and the plots for ``arms`` (``(Arm, run dir,
   arm.json record)`` of finished arms); returns the ``Result``."""
   runs, rows = [], []
@@ -208,15 +209,17 @@ def write(ablation, scale: str, budget: str, workdir: str, arms: Sequence[tuple]
     for name, file in PLOTS.items():
       plots[name] = os.path.join(workdir, file)
       report_lib.plot_against(runs, name, plots[name],
-                              title=f"{ablation.name} ({scale}, {budget})")
+                              title=f"{ablation.name} ({scale}, {budget}"
+                                    + (f", seed {seed})" if seed else ")"))
   if compressors is not None and os.path.exists(os.path.join(workdir, "compressors.png")):
     plots["compressors"] = os.path.join(workdir, "compressors.png")
-  text = render(ablation, scale, budget, rows, matched, skipped, plots, compressors)
+  text = render(ablation, scale, budget, rows, matched, skipped, plots, compressors, seed)
   md = os.path.join(workdir, "report.md")
   js = os.path.join(workdir, "report.json")
   with open(md, "w", encoding="utf-8") as f:
     f.write(text)
-  data = {"ablation": ablation.name, "scale": scale, "budget": budget, "rows": rows,
+  data = {"ablation": ablation.name, "scale": scale, "budget": budget, "seed": seed,
+          "rows": rows,
           "matched": matched, "skipped": skipped,
           "plots": {k: os.path.basename(v) for k, v in plots.items()}}
   if compressors is not None:

@@ -93,8 +93,9 @@ class _Arm:
   """One arm's directory, its arm.json and its steps."""
 
   def __init__(self, arm: catalog.Arm, workdir: str, scale: str,
-               budget: budget_lib.Budget, log: Callable[[str], Any]):
+               budget: budget_lib.Budget, log: Callable[[str], Any], seed: int = 0):
     self.arm, self.scale, self.budget, self.log = arm, scale, budget, log
+    self.seed = seed
     self.root = workdir
     self.dir = os.path.join(workdir, "arms", arm.name)
     self.path = os.path.join(self.dir, workdir_lib.ARM_FILE)
@@ -112,6 +113,7 @@ class _Arm:
   def config(self) -> ml_collections.ConfigDict:
     """The arm's full config; plans the steps (and saves the plan) on first use."""
     c = arm_config(self.scale, self.root, self.arm)
+    c.seed = self.seed
     if self.arm.overrides.get("data.view") == "neural":
       codec.register()  # the neural view loads its compressor through the codec (as main)
     plan = self.record.get("plan")
@@ -204,7 +206,7 @@ def _compressors(ablation: catalog.Ablation, arms: Sequence[catalog.Arm], scale:
 
 def run(ablation: str, scale: str = "ci", workdir: str = "", budget: str | None = None,
         arms: Sequence[str] | str | None = None, neural_dir: str = "",
-        log: Callable[[str], Any] = print, *, view: str = "tokenizer",
+        log: Callable[[str], Any] = print, *, view: str = "tokenizer", seed: int = 0,
         preempt_at: tuple[str, int] | None = None) -> Result:
   """Runs (or resumes) an ablation in ``workdir`` and writes its report.
 
@@ -219,13 +221,14 @@ def run(ablation: str, scale: str = "ci", workdir: str = "", budget: str | None 
     neural_dir: shards for the ``neural`` arm (skipped without).
     log: where progress lines go.
     view: the proxy view of the ``mixing`` ablation.
+    seed: ``config.seed`` of every arm (another seed belongs in another W).
     preempt_at: ``(arm, step)``: stop that arm's training at that step as a SIGTERM
       would (tests); raises ``Interrupted``.
 
   Returns:
     ``Result`` (paths, rows, Markdown).
   """
-  req = workdir_lib.preflight(ablation, scale, workdir, budget, arms, neural_dir, view)
+  req = workdir_lib.preflight(ablation, scale, workdir, budget, arms, neural_dir, view, seed)
   abl, workdir, selected, parsed = req.ablation, req.workdir, req.arms, req.budget
   budget_str = req.budget_str
   state = req.state()
@@ -244,7 +247,7 @@ def run(ablation: str, scale: str = "ci", workdir: str = "", budget: str | None 
     if arm.skip:
       log(f"arm {arm.name}: skipped ({arm.skip})")
       continue
-    a = _Arm(arm, workdir, scale, parsed, log)
+    a = _Arm(arm, workdir, scale, parsed, log, req.options.seed)
     if a.done():
       log(f"arm {arm.name}: done earlier, skipped")
       continue
@@ -259,11 +262,11 @@ def run(ablation: str, scale: str = "ci", workdir: str = "", budget: str | None 
   # The report: the arms finished in W (those asked for and earlier ones), in catalog order.
   report_arms = []
   for arm in all_arms:
-    a = _Arm(arm, workdir, scale, parsed, log)
+    a = _Arm(arm, workdir, scale, parsed, log, req.options.seed)
     if not arm.skip and a.done():
       report_arms.append((arm, a.dir, a.record))
   return ablation_report.write(abl, scale, budget_str, workdir, report_arms, skipped, None,
-                               log=log)
+                               log=log, seed=req.options.seed)
 
 
 WorkdirMismatch = workdir_lib.WorkdirMismatch

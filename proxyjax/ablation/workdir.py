@@ -86,8 +86,9 @@ def check_workdir(workdir: str, state: dict[str, Any]) -> None:
           f"{workdir} holds the {old.get('ablation')!r} ablation at scale {old.get('scale')!r} "
           f"with budget {old.get('budget')}, but this run asks for {key} {state[key]!r}: "
           f"use another workdir, or {key} {old.get(key)!r}")
+  defaults = dataclasses.asdict(catalog.Options())  # options added since W was started
   for key, value in state["options"].items():
-    was = old.get("options", {}).get(key)
+    was = old.get("options", {}).get(key, defaults.get(key))
     if was != value:
       raise WorkdirMismatch(f"{workdir} was started with {key}={was!r}, this run asks for "
                             f"{key}={value!r}: use another workdir, or the same {key}")
@@ -95,7 +96,7 @@ def check_workdir(workdir: str, state: dict[str, Any]) -> None:
 
 def preflight(ablation: str, scale: str, workdir: str, budget: str | None = None,
               arms: Sequence[str] | str | None = None, neural_dir: str = "",
-              view: str = "tokenizer") -> Request:
+              view: str = "tokenizer", seed: int = 0) -> Request:
   """Checks a request against the catalog and W (see ``runner.run`` for the arguments)."""
   abl = catalog.get(ablation)
   scales.check_scale(scale)
@@ -105,8 +106,10 @@ def preflight(ablation: str, scale: str, workdir: str, budget: str | None = None
     arms = [a.strip() for a in arms.split(",") if a.strip()]
   if neural_dir and not os.path.isdir(neural_dir):
     raise UserError(f"--neural_dir: no such directory: {neural_dir}")
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    raise UserError(f"--seed must be an integer >= 0, got {seed!r}")
   options = catalog.Options(view=view, neural_dir=os.path.abspath(neural_dir)
-                            if neural_dir else "")
+                            if neural_dir else "", seed=seed)
   selected = catalog.select_arms(abl, options, arms)
   parsed = resolve_budget(abl, scale, budget)
   workdir = os.path.abspath(os.path.expanduser(workdir))

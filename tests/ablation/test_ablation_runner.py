@@ -15,6 +15,7 @@ import pytest
 
 from proxyjax import ablation, report
 from proxyjax.ablation import catalog, probe, runner, scales
+from proxyjax.ablation import workdir as workdir_lib
 from proxyjax.data import pipeline
 from proxyjax.errors import UserError
 from proxyjax.train import metrics
@@ -179,10 +180,37 @@ def test_another_scale_or_budget_in_the_same_workdir_is_refused(resumed):
     ablation.run("views", scale="cpu", workdir=w, arms=ARMS)
   with pytest.raises(ablation.WorkdirMismatch, match="budget 'steps:5'"):
     ablation.run("views", scale="ci", workdir=w, budget="steps:5")
+  with pytest.raises(ablation.WorkdirMismatch, match="started with seed=0, this run asks for "
+                     "seed=1"):
+    ablation.run("views", scale="ci", workdir=w, arms=ARMS, seed=1)
   proc = _cli(["--ablation=mixing", "--scale=ci", f"--workdir={w}"])
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
   assert "holds the 'views' ablation" in proc.stderr
+
+
+def test_seed_reaches_every_arm_and_is_recorded(tmp_path):
+  """``seed`` sets each arm's config.seed; W records it (a W from before the option
+  counts as seed 0); a bad seed is one line."""
+  req = workdir_lib.preflight("mixing", "ci", str(tmp_path / "w"), seed=3)
+  assert req.options.seed == 3 and req.state()["options"]["seed"] == 3
+  arm = req.arms[0]
+  a = runner._Arm(arm, req.workdir, "ci", req.budget, lambda s: None, req.options.seed)
+  c = a.config()
+  assert c.seed == 3 and c.data.view == "tokenizer"
+  assert runner._Arm(arm, str(tmp_path / "w0"), "ci", req.budget, lambda s: None).config().seed == 0
+  old = tmp_path / "old"
+  old.mkdir()
+  legacy = {"ablation": "mixing", "scale": "ci", "budget": req.budget_str,
+            "options": {"view": "tokenizer", "neural_dir": ""}}  # written before seeds existed
+  (old / workdir_lib.STATE_FILE).write_text(json.dumps(legacy))
+  workdir_lib.preflight("mixing", "ci", str(old))  # seed 0: the same run
+  with pytest.raises(ablation.WorkdirMismatch, match="seed=0, this run asks for seed=2"):
+    workdir_lib.preflight("mixing", "ci", str(old), seed=2)
+  with pytest.raises(UserError, match="--seed must be an integer >= 0"):
+    workdir_lib.preflight("mixing", "ci", str(tmp_path / "w"), seed=-1)
+  proc = _cli(["--ablation=mixing", "--scale=ci", f"--workdir={old}", "--seed=2"])
+  assert proc.returncode == 2 and "seed=2" in proc.stderr
 
 
 def test_unknown_ablation_or_arm_is_one_line(tmp_path):
