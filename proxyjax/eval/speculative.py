@@ -75,21 +75,10 @@ def draft_logits(model: tf.Transformer, h_BxD, allowed: tuple[tuple[int, int], .
   return jnp.concatenate(parts, axis=1)
 
 
-def propose(model: tf.Transformer, h_BxD, allowed: tuple[tuple[int, int], ...]):
-  """``[B, 1 + num_drafts]``: head 0's greedy id after ``h`` (plain greedy decoding's),
-  then the look-ahead heads' greedy ids after it (main heads, then raw heads)."""
-  return draft_logits(model, h_BxD, allowed).argmax(-1).astype(jnp.int32)
-
-
 def head0_logits(model: tf.Transformer, h_BxTxD, allowed: tuple[tuple[int, int], ...]):
   """Head 0's logits ``[B, T, V]`` after each position of ``h`` (head 0's weights only),
   restricted to ``allowed``."""
   return restrict(model.head_logits(h_BxTxD, 0, model.cfg.vocab_size), allowed)
-
-
-def head0_greedy(model: tf.Transformer, h_BxTxD, allowed: tuple[tuple[int, int], ...]):
-  """Head 0's greedy ids ``[B, T]`` after each position of ``h``."""
-  return head0_logits(model, h_BxTxD, allowed).argmax(-1).astype(jnp.int32)
 
 
 def verify_sampled(key, drafts_BxK, q_BxKxV, p_BxKxV):
