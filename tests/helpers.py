@@ -18,6 +18,12 @@ PIN_MACHINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures
 
 
 @functools.cache
+def _pin_machine() -> dict:
+  with open(PIN_MACHINE) as f:
+    return json.load(f)
+
+
+@functools.cache
 def _has_avx512() -> bool:
   try:
     with open("/proc/cpuinfo") as f:
@@ -34,17 +40,14 @@ def exact_pins() -> bool:
   or ``PROXYJAX_EXACT_PINS=1`` force True."""
   if os.environ.get("PROXYJAX_REGEN_PINS") or os.environ.get("PROXYJAX_EXACT_PINS") == "1":
     return True
-  with open(PIN_MACHINE) as f:
-    return bool(json.load(f)["avx512f"]) == _has_avx512()
+  return bool(_pin_machine()["avx512f"]) == _has_avx512()
 
 
 def require_exact_pins(what: str) -> None:
   """Skips a bit-exact pin (``what``) on a CPU whose float rounding differs from the
   pin machine's, saying so (see ``exact_pins``)."""
   if not exact_pins():
-    with open(PIN_MACHINE) as f:
-      made_on = json.load(f)["made_on"]
-    pytest.skip(f"{what} is pinned bit for bit on {made_on}; this CPU "
+    pytest.skip(f"{what} is pinned bit for bit on {_pin_machine()['made_on']}; this CPU "
                 f"{'has' if _has_avx512() else 'lacks'} AVX-512 and XLA rounds differently "
                 "here (tests/fixtures/pin_machine.json; PROXYJAX_EXACT_PINS=1 runs it)")
 

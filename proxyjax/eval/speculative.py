@@ -22,8 +22,9 @@ rejects, and the cache positions of the rest are dropped (``decode.rewind``).
   accepts (``e``), so a row may stop before its own first rejection: the id it would
   write there (its accepted draft, or its residual sample) is kept as the next step's
   first id (``pending``) instead of being drawn again. Drawing it again would bias
-  the output (a rejected row keeps its residual sample, an accepting row would get a
-  fresh p sample: the mixture is not p).
+  the output: that position would hold an accepted draft (distributed as
+  min(p, q) / beta, beta the acceptance rate) when the batch went past it and a fresh
+  p sample when it stopped there, and that mixture is not p.
 
 A forward over the drafts costs more than one over a single id (1.5-2x on a CPU), so
 after drafts fail the decode loop takes a few plain steps before drafting again

@@ -29,36 +29,44 @@ def _byte(c: str) -> int:
   return V.BYTE_OFFSET + ord(c)
 
 
-def _chain_params(cfg, params, succ: dict[int, int], wrong_heads=()):
-  """A bigram model (blocks zeroed: the hidden state is the current id's embedding) in
-  which head h maps id a to succ^(h+1)(a) for the ids of ``succ`` (raw head j: as main
-  head H + j); a head in ``wrong_heads`` predicts '?' instead, so its drafts fail."""
+def _bigram_params(cfg, params, ids, weights):
+  """A bigram model over ``ids`` (blocks zeroed: the hidden state is the current id's
+  embedding, one basis vector each, so the heads tell them apart). ``weights(k, i)`` gives
+  head k's ``(targets, values)`` for source id ``i``: main heads k < H, then raw heads
+  k = H + j; every other logit is 0."""
   params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in params.items()}
   params["blocks"]["wo"] = jnp.zeros_like(params["blocks"]["wo"])
   params["blocks"]["w_down"] = jnp.zeros_like(params["blocks"]["w_down"])
   embed = np.asarray(params["embed"]).copy()
-  ids = sorted(succ)
-  for d, i in enumerate(ids):  # one basis vector each: the heads tell them apart
-    embed[i] = 0.0
-    embed[i, d] = 1.0
+  embed[list(ids)] = np.eye(len(ids), cfg.d_model)
   params["embed"] = jnp.asarray(embed)
 
   def head(n_heads, width, offset):
     w = np.zeros((cfg.d_model, n_heads * width), np.float32)
     for h in range(n_heads):
       for d, i in enumerate(ids):
-        target = i
-        for _ in range(offset + h + 1):
-          target = succ[target]
-        if offset + h in wrong_heads:
-          target = _byte("?")
-        w[d, h * width + target] = 10.0
+        targets, values = weights(offset + h, i)
+        w[d, [h * width + t for t in targets]] = values
     return jnp.asarray(w)
 
   params["lm_head"] = head(cfg.num_pred_heads, cfg.vocab_size, 0)
   if cfg.num_raw_pred_heads:
     params["raw_head"] = head(cfg.num_raw_pred_heads, V.RAW_VOCAB_SIZE, cfg.num_pred_heads)
   return params
+
+
+def _chain_params(cfg, params, succ: dict[int, int], wrong_heads=()):
+  """A bigram model in which head h maps id a to succ^(h+1)(a) for the ids of ``succ``
+  (raw head j: as main head H + j); a head in ``wrong_heads`` predicts '?' instead, so
+  its drafts fail."""
+
+  def weights(k, i):
+    target = i
+    for _ in range(k + 1):
+      target = succ[target]
+    return [_byte("?") if k in wrong_heads else target], 10.0
+
+  return _bigram_params(cfg, params, sorted(succ), weights)
 
 
 CYCLE = {_byte(a): _byte(b) for a, b in zip("abcd", "bcda")}
@@ -176,28 +184,13 @@ CHAIN = tuple(_byte(c) for c in "abcd")
 
 
 def _markov_params(cfg, params, seed: int = 0):
-  """A bigram model over the ids of CHAIN (blocks zeroed: the hidden state is the current
-  id's embedding): every head (main and raw) gives each id of CHAIN its own random
-  distribution over CHAIN (other ids get < 1e-6 of the mass). Head 0 is a Markov chain
-  whose marginals are matrix powers; the look-ahead heads' drafts are often rejected."""
+  """A bigram model over the ids of CHAIN: every head (main and raw) gives each id of
+  CHAIN its own random distribution over CHAIN (other ids get < 1e-6 of the mass). Head 0
+  is a Markov chain whose marginals are matrix powers; the look-ahead heads' drafts are
+  often rejected."""
   rng = np.random.default_rng(seed)
-  params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in params.items()}
-  params["blocks"]["wo"] = jnp.zeros_like(params["blocks"]["wo"])
-  params["blocks"]["w_down"] = jnp.zeros_like(params["blocks"]["w_down"])
-  embed = np.asarray(params["embed"]).copy()
-  embed[list(CHAIN)] = np.eye(len(CHAIN), cfg.d_model)
-  params["embed"] = jnp.asarray(embed)
-
-  def head(n_heads, width):
-    w = np.zeros((cfg.d_model, n_heads * width), np.float32)
-    for h in range(n_heads):
-      for d in range(len(CHAIN)):
-        w[d, [h * width + i for i in CHAIN]] = 4.5 + 0.3 * rng.standard_normal(len(CHAIN))
-    return jnp.asarray(w)
-
-  params["lm_head"] = head(cfg.num_pred_heads, cfg.vocab_size)
-  params["raw_head"] = head(cfg.num_raw_pred_heads, V.RAW_VOCAB_SIZE)
-  return params
+  return _bigram_params(cfg, params, CHAIN, lambda k, i: (
+      CHAIN, 4.5 + 0.3 * rng.standard_normal(len(CHAIN))))
 
 
 def _transitions(graphdef, params, temperature, top_p):
