@@ -25,7 +25,8 @@ namespaces:
 
 The file-system view (mount namespace, propagation private, nothing leaks to
 the host): directories the program's uid cannot enter on the path to the
-interpreter (e.g. ``/root`` holding a pyenv), the caller's home and ``/run``
+interpreter (e.g. ``/root`` holding a pyenv), the home directories (``/home``,
+``/root`` and the caller's ``$HOME``) and ``/run``
 (daemons' unix sockets: a read-only mount does not stop ``connect``) are
 replaced by an empty tmpfs into which only the interpreter's trees are
 bind-mounted back; the caller's ``hide`` paths are covered (an empty tmpfs,
@@ -34,7 +35,10 @@ or ``/dev/null`` for a file); then *every* mount is made read-only
 kernels before 5.12); then a fresh read-only ``/proc`` for the new pid
 namespace (the caller's processes, their ``environ`` and ``ns/net`` are not in
 it); then fresh size-limited tmpfs on ``/tmp``, ``/var/tmp``, ``/dev/shm`` and
-the working directory -- the only writable places, all private to this run.
+the working directory -- the only writable places, all private to this run. An
+interpreter that lives in one of those (a virtualenv under ``/tmp``) is bound
+back into the fresh tmpfs read-only, so the program sees its own interpreter
+and nothing else of the host's ``/tmp``.
 The network namespace has one loopback interface, down: not even the host's
 127.0.0.1 is reachable, and there is no other namespace to join (no
 capability, and no handle on one in the fresh ``/proc``).
@@ -125,8 +129,8 @@ class _Libc:
   def prctl(self, option, arg2=0):
     self._check(self.lib.prctl(option, arg2, 0, 0, 0), f"prctl {option}")
 
-  def all_read_only(self):
-    """Every mount read-only, recursively (mount_setattr, Linux >= 5.12)."""
+  def all_read_only(self, path="/"):
+    """Every mount at and under ``path`` read-only, recursively (mount_setattr, Linux >= 5.12)."""
     ct = self.ct
 
     class MountAttr(ct.Structure):
@@ -134,7 +138,8 @@ class _Libc:
                   ("propagation", ct.c_uint64), ("userns_fd", ct.c_uint64)]
 
     attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    ret = self.lib.syscall(ct.c_long(SYS_MOUNT_SETATTR), ct.c_int(AT_FDCWD), ct.c_char_p(b"/"),
+    ret = self.lib.syscall(ct.c_long(SYS_MOUNT_SETATTR), ct.c_int(AT_FDCWD),
+                           ct.c_char_p(os.fsencode(path)),
                            ct.c_uint(AT_RECURSIVE), ct.byref(attr), ct.c_size_t(ct.sizeof(attr)))
     self._check(ret, "mount_setattr")
 
@@ -243,8 +248,9 @@ def _unescape_mountinfo(field):
   return "".join(out)
 
 
-def _remount_each_read_only(libc):
-  """Per-mount read-only bind remounts (kernels without mount_setattr)."""
+def _remount_each_read_only(libc, under="/"):
+  """Per-mount read-only bind remounts of the mounts at and under ``under`` (kernels without
+  mount_setattr)."""
   keep = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
           "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
   with open("/proc/self/mountinfo", encoding="utf-8") as f:
@@ -253,6 +259,8 @@ def _remount_each_read_only(libc):
   for line in lines:
     fields = line.split()
     target, opts = _unescape_mountinfo(fields[4]), fields[5].split(",")
+    if not _under(target, under):
+      continue
     flags = MS_BIND | MS_REMOUNT | MS_RDONLY
     for o in opts:
       flags |= keep.get(o, 0)
@@ -264,25 +272,47 @@ def _remount_each_read_only(libc):
     raise OSError(f"could not make read-only: {', '.join(failed[:5])}")
 
 
-def _cover(libc, target, keep):
-  """Replaces directory ``target`` with an empty tmpfs holding only the ``keep`` paths (bind
-  mounts of the originals), or a file with /dev/null."""
+def _makedirs(path, mode=0o711):
+  """``os.makedirs`` giving every directory it creates ``mode`` (traversable, not listable by
+  others: a covered ``/root`` shows the unprivileged program no names)."""
+  missing = []
+  while path and path != "/" and not os.path.isdir(path):
+    missing.append(path)
+    path = os.path.dirname(path)
+  for p in reversed(missing):
+    os.mkdir(p, mode)
+    os.chmod(p, mode)  # not reduced by the umask
+
+
+def _cover(libc, target, keep, options="size=1m,nr_inodes=4096,mode=0711"):
+  """Replaces directory ``target`` with an empty tmpfs (mount ``options``) holding only the
+  ``keep`` paths (bind mounts of the originals), or a file with /dev/null. Returns the bind
+  mount points."""
   if not os.path.isdir(target):
     libc.mount("/dev/null", target, None, MS_BIND)
-    return
+    return []
   handles = [(p, os.open(p, os.O_PATH | os.O_CLOEXEC)) for p in keep if os.path.exists(p)]
   try:
-    libc.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
+    libc.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options)
     for p, fd in handles:
       if stat.S_ISDIR(os.fstat(fd).st_mode):
-        os.makedirs(p, 0o755, exist_ok=True)
+        _makedirs(p)
       else:
-        os.makedirs(os.path.dirname(p), 0o755, exist_ok=True)
+        _makedirs(os.path.dirname(p))
         os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
       libc.mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC)
   finally:
     for _, fd in handles:
       os.close(fd)
+  return [p for p, _ in handles]
+
+
+def _read_only_tree(libc, path):
+  """Makes the mounts at and under ``path`` read-only."""
+  try:
+    libc.all_read_only(path)
+  except OSError:
+    _remount_each_read_only(libc, path)
 
 
 def _build_view(libc, cfg, source, pidns, owner, notes):
@@ -335,13 +365,17 @@ def _build_view(libc, cfg, source, pidns, owner, notes):
   for d in ("/tmp", "/var/tmp", "/dev/shm"):
     if not os.path.isdir(d) or os.path.islink(d):
       continue
-    if any(_under(p, d) for p in interp):
-      notes[d] = "holds the interpreter: left read-only instead of a fresh tmpfs"
+    if any(_under(d, p) for p in interp):  # e.g. an interpreter whose prefix is /tmp itself
+      notes[d] = "is the interpreter's own tree: left read-only instead of a fresh tmpfs"
       continue
     d_size = size if d == "/tmp" else min(size, 16 << 20)
+    # An interpreter living here (a virtualenv under /tmp, ...) is bound back, read-only,
+    # into the fresh tmpfs: the program sees it and nothing else of the host's directory.
+    keep = _minimal(p for p in interp if _under(p, d))
     try:
-      libc.mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV,
-                 f"size={d_size},nr_inodes=16384,mode=1777")
+      binds = _cover(libc, d, keep, f"size={d_size},nr_inodes=16384,mode=1777")
+      for p in binds:
+        _read_only_tree(libc, p)
       fresh.append(d)
     except OSError as e:
       notes[d] = str(e)

@@ -19,10 +19,12 @@ that applies, on Linux:
   sockets, connect, bind, sendto and name resolution.
 * **A mount namespace with a read-only view**: every mount is read-only;
   ``/tmp``, ``/var/tmp``, ``/dev/shm`` and the working directory are fresh
-  size-limited tmpfs, private to the run and gone with it; directories the
-  unprivileged uid could not enter on the way to the interpreter, and the
-  caller's home, are replaced by an empty tmpfs holding only the
-  interpreter's trees; ``hide_paths`` (e.g. a benchmark's data) are covered.
+  size-limited tmpfs, private to the run and gone with it, wherever the
+  interpreter lives (one under ``/tmp`` is bound back into the fresh ``/tmp``
+  read-only); directories the unprivileged uid could not enter on the way to
+  the interpreter, and the home directories (``/home``, ``/root``, the caller's
+  ``$HOME``), are replaced by an empty tmpfs holding only the interpreter's
+  trees; ``hide_paths`` (e.g. a benchmark's data) are covered.
 * **An empty environment** apart from a fixed minimal set (``PATH``,
   ``HOME``/``TMPDIR`` = the working directory, ``LANG``, ``PYTHONHASHSEED=0``,
   one thread for BLAS): nothing of the caller's.
@@ -272,6 +274,18 @@ def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
   uid = NOBODY if os.geteuid() == 0 else os.getuid()
   nproc = _user_tasks(uid) + int(limits.extra_processes)
   out.append((resource.RLIMIT_NPROC, nproc, nproc))
+  return out
+
+
+def home_directories() -> list[str]:
+  """What the sandbox hides as home directories: every entry of ``/home`` (the directory
+  itself is covered), ``/root``, and the caller's ``$HOME`` wherever it is. The
+  interpreter's own trees inside them (a virtualenv in a home directory) are bound back."""
+  out = [d for d in ("/home", "/root") if os.path.isdir(d)]
+  home = os.path.expanduser("~")
+  if home not in ("/", "") and os.path.isdir(home) and os.path.realpath(home) not in (
+      os.path.realpath(d) for d in out):
+    out.append(home)
   return out
 
 
@@ -532,10 +546,7 @@ def run(program: str, limits: Limits | None = None, *, python: str | None = None
     os.write(secret_w, secret)  # 32 bytes: fits the pipe buffer, never blocks
     os.close(secret_w)
     fds.remove(secret_w)
-    home = os.path.expanduser("~")
-    hide = [os.path.abspath(p) for p in hide_paths]
-    if home not in ("/", "") and os.path.isdir(home):
-      hide.append(home)  # the caller's home: its interpreter trees are bound back
+    hide = [os.path.abspath(p) for p in hide_paths] + home_directories()
     setup = {
         "program_fd": prog_f.fileno(), "secret_fd": secret_r, "done_fd": done_w,
         "ctl_fd": ctl_w, "data_fd": data_f.fileno() if data_f else -1,
@@ -658,4 +669,5 @@ def run_many(programs: Sequence[str], limits: Limits | Sequence[Limits] | None =
 
 
 __all__ = ["PASSED", "FAILED", "TIMEOUT", "ERROR", "NOBODY", "Limits", "Result", "run",
-           "run_many", "isolation", "wanted_mechanisms", "network_namespace_flags"]
+           "run_many", "isolation", "wanted_mechanisms", "network_namespace_flags",
+           "home_directories"]

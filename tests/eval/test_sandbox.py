@@ -71,11 +71,66 @@ def _survivors(*needles: str, wait_s: float = 2.0) -> list[int]:
 @pytest.fixture
 def isolated():
   """Skips unless this machine gives every mechanism the sandbox wants."""
-  iso = sandbox.isolation()
+  return _require_isolation(None)
+
+
+def _require_isolation(python: str | None) -> dict:
+  iso = sandbox.isolation(python)
   missing = [m for m in sandbox.wanted_mechanisms() if not iso[m]]
   if missing:
     pytest.skip(f"no {', '.join(missing)} here: {iso['missing']}")
   return iso
+
+
+# Interpreter locations (issue 21): the isolation and escape tests run through a
+# --system-site-packages virtualenv under /tmp, under /opt, in the home directory, and
+# through the system interpreter. People keep virtualenvs in all of these.
+_VENV_PLACES = ("system", "tmp", "opt", "home")
+
+
+def _make_venv(parent: str) -> tuple[str | None, str]:
+  """(python, "") of a fresh --system-site-packages venv in ``parent``, or (None, why not)."""
+  if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+    return None, f"{parent} is not writable by this user"
+  path = tempfile.mkdtemp(prefix=".proxyjax-sandbox-venv-", dir=parent)
+  os.chmod(path, 0o755)  # as `python -m venv DIR` leaves it (mkdtemp makes it 0700)
+  proc = subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                         path], capture_output=True, text=True, timeout=120)
+  python = os.path.join(path, "bin", "python")
+  if proc.returncode != 0 or not os.path.exists(python):
+    shutil.rmtree(path, ignore_errors=True)
+    return None, f"python -m venv failed in {parent}: {proc.stderr.strip()[-300:]}"
+  return python, ""
+
+
+@pytest.fixture(scope="module")
+def venvs():
+  """{place: (python or None, why not)}; the venvs are removed afterwards."""
+  made = {"system": (sys.executable, ""),
+          "tmp": _make_venv(tempfile.gettempdir()),
+          "opt": _make_venv("/opt"),
+          "home": _make_venv(os.path.expanduser("~"))}
+  yield made
+  for place, (python, _) in made.items():
+    if place != "system" and python:
+      shutil.rmtree(os.path.dirname(os.path.dirname(python)), ignore_errors=True)
+
+
+@pytest.fixture(params=_VENV_PLACES)
+def interpreter(request, venvs):
+  """The python of each place in turn (skipped, with the reason, where none can be made)."""
+  python, why = venvs[request.param]
+  if python is None:
+    pytest.skip(why)
+  if request.param == "tmp":
+    assert python.startswith(tempfile.gettempdir() + "/")
+  return python
+
+
+@pytest.fixture
+def isolated_interpreter(interpreter):
+  """(python, isolation) for each interpreter place, skipped without full isolation."""
+  return interpreter, _require_isolation(interpreter)
 
 
 def test_passing_and_failing_programs():
@@ -398,9 +453,11 @@ def test_forged_completion_tokens_fail():
 # (d397e5f: root, same pid and mount namespace) and must not now.
 
 
-def test_isolation_is_reported_in_every_result(isolated):
-  r = sandbox.run("print('hi')", sandbox.Limits(timeout_s=10.0))
-  assert r.passed
+def test_isolation_is_reported_in_every_result(isolated_interpreter):
+  python, isolated = isolated_interpreter
+  r = sandbox.run("import sys\nprint(sys.executable)", sandbox.Limits(timeout_s=10.0),
+                  python=python)
+  assert r.passed and r.stdout.strip() == python, r
   applied = r.isolation.split("+")
   assert set(sandbox.wanted_mechanisms()) <= set(applied), r.isolation
   assert r.isolation == isolated["level"] and r.isolation_missing == ()
@@ -461,11 +518,12 @@ _WRITE_PROBE = textwrap.dedent("""
     """)
 
 
-def test_writes_and_deletes_outside_the_workdir_fail(isolated, outside_dir):
+def test_writes_and_deletes_outside_the_workdir_fail(isolated_interpreter, outside_dir):
+  python, _ = isolated_interpreter
   marker = f"proxyjax-probe-{secrets.token_hex(6)}"
   try:
     r = sandbox.run(_WRITE_PROBE.format(outside=outside_dir, marker=marker),
-                    sandbox.Limits(timeout_s=10.0))
+                    sandbox.Limits(timeout_s=10.0), python=python)
     assert r.passed, r
     said = dict(line.split(" ", 1) for line in r.stdout.splitlines())
     assert said["workdir"] == "DONE"  # its own temporary directory stays writable
@@ -495,8 +553,11 @@ _HELPER = textwrap.dedent("""
     """)
 
 
-def _via_helper(program: str, env: dict | None = None) -> tuple[dict | None, str]:
-  proc = subprocess.run([sys.executable, "-c", _HELPER], input=program, text=True,
+def _via_helper(program: str, env: dict | None = None,
+                python: str | None = None) -> tuple[dict | None, str]:
+  """Runs the sandbox's caller under ``python`` (default: this interpreter), which the
+  sandbox then uses for the program too."""
+  proc = subprocess.run([python or sys.executable, "-c", _HELPER], input=program, text=True,
                         capture_output=True, timeout=120, cwd=REPO, start_new_session=True,
                         env={**os.environ, "PYTHONPATH": REPO, **(env or {})})
   lines = proc.stdout.splitlines()
@@ -531,9 +592,10 @@ _SECRETS_PROBE = textwrap.dedent("""
     """)
 
 
-def test_parent_environment_and_private_files_are_unreachable(isolated, outside_dir):
+def test_parent_environment_and_private_files_are_unreachable(isolated_interpreter, outside_dir):
   """The caller's environment (via /proc/<ppid>/environ) and its private files are out of
   reach; reading world-readable files such as /etc/passwd is allowed on purpose."""
+  python, _ = isolated_interpreter
   secret = f"hunter2-{secrets.token_hex(8)}"
   private = os.path.join(outside_dir, "private.txt")
   with open(private, "w") as f:
@@ -541,7 +603,7 @@ def test_parent_environment_and_private_files_are_unreachable(isolated, outside_
   os.chmod(private, 0o600)
   os.chmod(outside_dir, 0o755)
   program = _SECRETS_PROBE.replace("PRIVATE_PATH", repr(private))
-  result, log = _via_helper(program, env={"PROXYJAX_PARENT_SECRET": secret})
+  result, log = _via_helper(program, env={"PROXYJAX_PARENT_SECRET": secret}, python=python)
   assert result is not None and result["status"] == sandbox.PASSED, log
   out = result["stdout"]
   assert secret not in out, out
@@ -715,7 +777,7 @@ _UNIX_PROBE = textwrap.dedent("""
     """)
 
 
-def test_host_unix_sockets_are_unreachable(isolated, tmp_path):
+def test_host_unix_sockets_are_unreachable(isolated_interpreter, tmp_path):
   """Daemons' sockets (here: world-writable test servers in the host's /tmp and /run) are not
   in the program's view; a read-only mount alone would not stop ``connect``."""
   servers, paths = [], []
@@ -732,7 +794,8 @@ def test_host_unix_sockets_are_unreachable(isolated, tmp_path):
       srv.setblocking(False)
       servers.append(srv)
       paths.append(path)
-    r = sandbox.run(_UNIX_PROBE.replace("PATHS", repr(paths)), sandbox.Limits(timeout_s=10.0))
+    r = sandbox.run(_UNIX_PROBE.replace("PATHS", repr(paths)), sandbox.Limits(timeout_s=10.0),
+                    python=isolated_interpreter[0])
     assert r.passed, r
     assert "CONNECTED" not in r.stdout and r.stdout.count("REFUSED") == len(paths), r.stdout
     assert sum(_accepted(s) for s in servers) == 0
@@ -742,3 +805,82 @@ def test_host_unix_sockets_are_unreachable(isolated, tmp_path):
     for path in paths:
       if os.path.exists(path):
         os.unlink(path)
+
+
+_PEEK_PROBE = textwrap.dedent("""
+    import json, os
+    out = {"read": {}, "list": {}}
+    for path in FILES:
+      try:
+        with open(path) as f:
+          out["read"][path] = f.read()
+      except OSError as e:
+        out["read"][path] = e.errno
+    for path in DIRS:
+      try:
+        out["list"][path] = sorted(os.listdir(path))
+      except OSError as e:
+        out["list"][path] = e.errno
+    print(json.dumps(out))
+    """)
+
+
+def _interpreter_names(python: str, directory: str) -> set[str]:
+  """Names in ``directory`` on the way to the interpreter's trees (they may stay visible)."""
+  trees = subprocess.run([python, "-c", "import json, sys; print(json.dumps([sys.prefix, "
+                          "sys.base_prefix, sys.executable] + sys.path))"],
+                         capture_output=True, text=True, check=True).stdout
+  names = set()
+  for tree in json.loads(trees):
+    for p in {tree, os.path.realpath(tree) if tree else ""}:
+      if p.startswith(directory.rstrip("/") + "/"):
+        names.add(p[len(directory.rstrip("/")) + 1:].split("/")[0])
+  return names
+
+
+def test_planted_tmp_files_and_home_directories_are_hidden(isolated_interpreter):
+  """Whatever the interpreter's location: a world-readable file planted in the host's /tmp and
+  /var/tmp is not there, and no home directory (every entry of /home, /root, $HOME) can be
+  listed or read -- only the names on the way to the interpreter's own trees may show."""
+  python, _ = isolated_interpreter
+  token, content = secrets.token_hex(6), f"secret-{secrets.token_hex(8)}"
+  planted, made = [], []
+  for d in (tempfile.gettempdir(), "/tmp", "/var/tmp"):
+    path = os.path.join(d, f"proxyjax-planted-{token}.txt")
+    if os.path.isdir(d) and os.access(d, os.W_OK) and path not in planted:
+      with open(path, "w") as f:
+        f.write(content)
+      os.chmod(path, 0o644)
+      planted.append(path)
+  homes = [os.path.expanduser("~")]
+  if os.access("/home", os.W_OK):  # a home of another user, world-readable
+    other = os.path.join("/home", f"proxyjax-probe-{token}")
+    os.mkdir(other)
+    os.chmod(other, 0o755)
+    made.append(other)
+  for home in homes + made:
+    path = os.path.join(home, f"proxyjax-planted-{token}.txt")
+    if os.access(home, os.W_OK):
+      with open(path, "w") as f:
+        f.write(content)
+      os.chmod(path, 0o644)
+      planted.append(path)
+  dirs = ["/home", "/root", os.path.expanduser("~")]
+  dirs += [os.path.join("/home", n) for n in os.listdir("/home")] if os.path.isdir("/home") else []
+  try:
+    program = _PEEK_PROBE.replace("FILES", repr(planted)).replace("DIRS", repr(dirs))
+    r = sandbox.run(program, sandbox.Limits(timeout_s=10.0), python=python)
+    assert r.passed, r
+    out = json.loads(r.stdout)
+    assert planted and content not in r.stdout, out
+    for path, got in out["read"].items():
+      assert isinstance(got, int), (path, got)  # an errno: not there or not readable
+    for d, got in out["list"].items():
+      if isinstance(got, list):  # only the way to the interpreter may show
+        assert set(got) <= _interpreter_names(python, d), (d, got)
+  finally:
+    for path in planted:
+      if os.path.exists(path):
+        os.unlink(path)
+    for d in made:
+      shutil.rmtree(d, ignore_errors=True)
