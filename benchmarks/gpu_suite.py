@@ -549,6 +549,7 @@ def section_train(rec: Recorder, args) -> None:
       rec.note(f"{size}: skipped ({rec.left():.0f} s left)")
       continue
     c = config_lib.ladder_config(size)
+    c.data.sources = "stdlib"  # speed on the embedded corpus (the ladder configs name none)
     c.seq_len = prof["seq_len"]
     c.data.tokenizer_path = tok_path
     c.data.tokenizer_vocab_size = vocab

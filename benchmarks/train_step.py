@@ -1,7 +1,8 @@
 r"""Train-step throughput and MFU, and loop goodput, on whatever device is present.
 
     python benchmarks/train_step.py --config=configs/tiny.py [--steps=10] [--goodput_steps=30]
-    python benchmarks/train_step.py --config=configs/1.5b.py --config.batch_size=8   # one GPU
+    python benchmarks/train_step.py --config=configs/1.5b.py --config.batch_size=8 \
+        --config.data.sources=stdlib   # one GPU; the ladder configs name no corpus
 
 Step timing uses one real batch from the pipeline (so compute is isolated from
 data loading), after a compile step. FLOPs per step = 6 N tokens + causal

@@ -1,8 +1,13 @@
 r"""Ladder rung 14b (SPEC §5): 14.6B parameters, tokenizer proxy + raw head,
 ~2.1M symbols per step (256 rows of 8192), 50k steps.
 
+    python -m proxyjax.data.prepare --sources='parquet:/data/code/*.parquet' --out=/data/prepared
     python -m proxyjax.main --config=configs/14b.py --workdir=RUN \
-        --config.data.sources='jsonl:/data/code/*.jsonl'
+        --config.data.sources=prepared:/data/prepared
+
+There is no default corpus: without --config.data.sources, training and eval stop at once
+and say so (--mode=plan needs none). Training also stops before building anything when
+--mode=plan's estimate does not fit the local devices (--config.check_fits=false skips that).
 
 Recommended meshes (launch/README.md; `--mode=plan` estimates, not measured):
   8 x H100 80 GB nodes, one process per node, 8 nodes: mesh.shape=(8,8,1), mesh.dcn_shape=(8,1,1)
@@ -15,7 +20,7 @@ each field is documented). The same rung with another view: configs/bytes.py:14b
 configs/tokens.py:14b. tests/config/test_configs.py pins this file's config.
 """
 
-from proxyjax.config import base_config
+from proxyjax.config import NO_CORPUS, base_config
 
 
 def get_config():
@@ -45,7 +50,7 @@ def get_config():
   d.separate_embedding = True  # Token ids get their own embedding rows (320+s).
 
   # Data: the paper's mixing schedule, warm-up on translation pairs then 90% compressed.
-  d.sources = "stdlib"  # Your corpus: 'jsonl:/data/code/*.jsonl' (see data.sources in config.py).
+  d.sources = NO_CORPUS  # None: pass yours, 'prepared:DIR', 'parquet:GLOB', 'jsonl:GLOB', 'hf:PATH'.
   d.validation_fraction = 0.01  # Documents held out (by hash) for validation BPB.
   d.schedule.enabled = True  # Rate/mode follow the step.
   d.schedule.warmup_steps = 10_000  # Compressed rate 0.4 -> 0.9 over the first 10k steps...

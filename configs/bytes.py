@@ -3,9 +3,9 @@
     python -m proxyjax.main --config=configs/bytes.py:SIZE --workdir=RUN
 
 SIZE is tiny (the default), 0.5b, 1.5b, 4b, 7b or 14b: the model, batch, optimiser, mesh and
-data sources are those of configs/<SIZE>.py (open it to see them); this file changes only
-the data's view and the prediction heads, below. tests/config/test_configs.py pins the
-result for every SIZE.
+data sources are those of configs/<SIZE>.py (open it to see them; the ladder sizes have no
+default corpus: pass --config.data.sources); this file changes only the data's view and the
+prediction heads, below. tests/config/test_configs.py pins the result for every SIZE.
 """
 
 import os

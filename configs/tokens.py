@@ -3,9 +3,10 @@
     python -m proxyjax.main --config=configs/tokens.py:SIZE --workdir=RUN
 
 SIZE is tiny (the default), 0.5b, 1.5b, 4b, 7b or 14b: the model, batch, optimiser, mesh and
-data sources are those of configs/<SIZE>.py (open it to see them); this file changes only
-the data's view, below. A byte-level BPE of data.tokenizer_vocab_size ids (1024 for tiny,
-32768 for the ladder) is trained on the train split unless data.tokenizer_path is set.
+data sources are those of configs/<SIZE>.py (open it to see them; the ladder sizes have no
+default corpus: pass --config.data.sources); this file changes only the data's view, below.
+A byte-level BPE of data.tokenizer_vocab_size ids (1024 for tiny, 32768 for the ladder) is
+trained on the train split unless data.tokenizer_path is set.
 tests/config/test_configs.py pins the result for every SIZE.
 """
 

@@ -40,6 +40,8 @@ def _define_flags():
   flags.DEFINE_string("view", "tokenizer", "The proxy view of the mixing ablation.")
   flags.DEFINE_integer("seed", 0, "config.seed of every arm (data order, view draws, init); "
                        "run another seed in another workdir to measure the spread.")
+  flags.DEFINE_string("sources", "", "data.sources of every arm ('' = the scale's corpus; "
+                      "required at --scale=pod, whose ladder configs have none).")
   flags.DEFINE_bool("list", False, "Print the ablations and their arms, then exit.")
 
 
@@ -71,7 +73,8 @@ def main(argv: Sequence[str]) -> None:
       budget_lib.parse_budget(f.budget)
   scale = f.scale or ablation.detect_scale()
   request = dict(scale=scale, workdir=f.workdir, budget=f.budget or None,
-                 arms=list(f.arms) or None, neural_dir=f.neural_dir, view=f.view, seed=f.seed)
+                 arms=list(f.arms) or None, neural_dir=f.neural_dir, view=f.view, seed=f.seed,
+                 sources=f.sources)
   workdir_lib.preflight(f.ablation, **request)  # bad input: one line, before importing JAX
 
   def log(line: str) -> None:

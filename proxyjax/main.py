@@ -9,7 +9,10 @@ r"""proxyjax entry point.
 ``--mode=train`` (default) trains or resumes from WORKDIR; ``--mode=eval``
 evaluates the newest checkpoint in WORKDIR and writes WORKDIR/eval/<task>.json;
 ``--mode=plan`` prints the per-device memory of the sharded train step and
-whether it fits (no WORKDIR needed).
+whether it fits (no WORKDIR needed, nor data: a ladder config without
+``--config.data.sources``, which train and eval refuse, plans as is). Train first checks
+that same estimate against the local devices and stops in one line when it does not fit
+(``--config.check_fits=false`` skips the check).
 
 Multi-process (pods, SLURM, Kubernetes, local CPU tests): see
 ``proxyjax.distributed`` and ``launch/README.md``; e.g. on one machine
@@ -92,13 +95,16 @@ def _run(config, mode: str, workdir: str | None) -> None:
         topology=_PLAN_TOPOLOGY.value, local_device_count=_LOCAL_DEVICE_COUNT.value))
     return
   from proxyjax import distributed
+  from proxyjax.config import validation as config_validation
   from proxyjax.eval import validation
+  config_validation.validate_corpus(config)  # a ladder config without --config.data.sources
   validation.validate(config)  # bad config: one line, before connecting to other processes
   distributed.initialize(_distributed_options(distributed))  # before anything touches devices
   if mode == "train":
     import jax
 
-    from proxyjax import trainer
+    from proxyjax import plan, trainer
+    plan.check_fits(config)  # --mode=plan's estimate vs the local devices, before building
     distributed.check_resume(os.path.join(workdir, "checkpoints"), jax.process_count())
     stop = distributed.StopAgreement() if jax.process_count() > 1 else None
     trainer.train(config, workdir, stop=stop)

@@ -222,6 +222,17 @@ def walk_files(root: str) -> list[str]:
   return sorted(f if f.startswith(prefix) else prefix + f.lstrip("/") for f in found)
 
 
+def refresh(path: str) -> None:
+  """Forgets the file system's cached listings under ``path`` (remote paths only), so the
+  next ``exists`` / ``isdir`` / ``listdir`` sees what another writer (TensorStore for
+  Orbax, another process) changed since (the whole cache of that file system: fsspec
+  drops a path's parents but not its children)."""
+  if not is_remote(path):
+    return
+  fs, _ = _fs(path)
+  fs.invalidate_cache()
+
+
 def remove(path: str) -> None:
   if not is_remote(path):
     os.remove(_local(path))
@@ -307,5 +318,5 @@ def iter_lines(path: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
 
 __all__ = ["MissingPathError", "StorageError", "basename", "dirname", "exists", "glob", "is_remote", "isdir",
            "isfile", "iter_lines", "join", "listdir", "local_path", "makedirs", "open_file",
-           "read_bytes", "read_text", "remove", "replace", "rmtree", "scheme", "size",
+           "read_bytes", "read_text", "refresh", "remove", "replace", "rmtree", "scheme", "size",
            "walk_files", "write_bytes", "write_text"]

@@ -32,12 +32,23 @@ the compute dtype; head/MLP widths divided by the tensor axis where sharded):
 
 These are estimates (XLA fuses, reuses and sometimes keeps more); trust the
 compiled analysis where there is one, and keep the default 10% headroom.
+
+Memory per device, unless ``--plan.device_memory_gb``: an accelerator's
+``memory_stats()["bytes_limit"]`` (the smallest of the local devices); on CPU the
+host's available RAM (``MemAvailable``, capped by a cgroup limit) divided by the
+local CPU devices, which share it (8 with ``--xla_force_host_platform_device_count=8``).
+
+``--mode=train`` calls ``check_fits`` before it builds anything: the same analytic
+estimate for the local devices, refused in one line when it exceeds the usable memory
+(``--config.check_fits=false`` skips it). A config without a corpus
+(``data.sources`` = ``NO_CORPUS``) is planned as is: memory needs no data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from typing import Any
 
@@ -47,8 +58,9 @@ from jax.sharding import AbstractMesh, AxisType
 
 from proxyjax import parallel, views
 from proxyjax import vocab as vocab_lib
+from proxyjax.config import NO_CORPUS
 from proxyjax.data import packing, pipeline
-from proxyjax.errors import ConfigError
+from proxyjax.errors import ConfigError, UserError
 from proxyjax.eval import validation
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
@@ -113,7 +125,7 @@ def plan_vocab(config):
 def make_plan(config, opts: Options) -> dict[str, Any]:
   """The report: sizes in bytes per device, the sources, and the verdict."""
 
-  validation.validate(config)
+  validation.validate(_with_some_sources(config))
   validate_options(opts)
   if opts.compile not in ("auto", "always", "never"):
     raise ConfigError("plan.compile", f"must be auto, always or never, got {opts.compile!r}")
@@ -182,7 +194,12 @@ def make_plan(config, opts: Options) -> dict[str, Any]:
   if why:
     notes.append(f"compiled memory analysis {why}")
 
-  memory = opts.device_memory_gb * GIB if opts.device_memory_gb else _local_memory(platform)
+  if opts.device_memory_gb:
+    memory = opts.device_memory_gb * GIB
+  else:
+    memory, where = local_device_memory(platform)
+    if memory:
+      notes.append(f"device memory: {where}")
   report["device_memory_bytes"] = memory
   report["usable_fraction"] = opts.usable_fraction
   report["usable_bytes"] = int(memory * opts.usable_fraction) if memory else None
@@ -258,14 +275,99 @@ def transient_bytes(cfg, rows: int, seq: int, mesh: dict, rules: dict, backend: 
   return int(total)
 
 
-def _local_memory(platform: str) -> int | None:
-  if platform != jax.default_backend():
-    return None
+def _with_some_sources(config):
+  """``config``, or a copy with a placeholder corpus when none is chosen (``NO_CORPUS``):
+  the data checks then pass, and nothing in a plan reads the documents."""
+  if config.data.sources.strip() != NO_CORPUS:
+    return config
+  config = config.copy_and_resolve_references()
+  config.data.sources = "stdlib"
+  return config
+
+
+def host_available_bytes() -> int | None:
+  """RAM this process may still take: ``MemAvailable`` (else free pages), capped by the
+  cgroup's memory limit minus its usage (a container's limit is not in /proc/meminfo)."""
+  avail = None
   try:
-    stats = jax.devices()[0].memory_stats() or {}
-  except Exception:  # pylint: disable=broad-except
+    with open("/proc/meminfo", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          avail = int(line.split()[1]) * 1024
+          break
+  except (OSError, ValueError, IndexError):
+    pass
+  if avail is None:
+    try:
+      avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+      return None
+  for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                  "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    try:
+      with open(limit_file, encoding="ascii") as f:
+        limit = f.read().strip()
+      with open(usage_file, encoding="ascii") as f:
+        usage = int(f.read().strip())
+    except (OSError, ValueError):
+      continue
+    if limit.isdigit() and int(limit) < (1 << 60):  # 'max' or a huge number: no limit
+      avail = min(avail, max(int(limit) - usage, 0))
+    break
+  return avail
+
+
+def local_device_memory(platform: str) -> tuple[int | None, str]:
+  """(bytes per local device of ``platform``, where the number comes from), or (None, why)."""
+  if platform != jax.default_backend():
+    return None, f"{platform} is not the local backend"
+  devices = jax.local_devices()
+  if platform == "cpu":
+    avail = host_available_bytes()
+    if not avail:
+      return None, "the host's available RAM is unknown"
+    n = len(devices)
+    return avail // n, (f"the host's {avail / GIB:.2f} GiB of available RAM over {n} local "
+                        f"cpu device{'s' if n > 1 else ''}")
+  limits = []
+  for d in devices:
+    try:
+      limits.append((d.memory_stats() or {}).get("bytes_limit"))
+    except Exception:  # pylint: disable=broad-except
+      limits.append(None)
+  if not limits or None in limits:
+    return None, f"the {platform} devices report no memory limit"
+  return int(min(limits)), f"the smallest bytes_limit of {len(limits)} local {platform} devices"
+
+
+def check_fits(config) -> dict[str, Any] | None:
+  """``--mode=train``'s guard, before anything is built: the analytic ``--mode=plan``
+  estimate for the local devices (seconds even for 14B: shapes only) must fit the usable
+  memory (90%), else a ``UserError`` of one line with both numbers. Returns the report,
+  or None when skipped (``config.check_fits`` False, or the memory is unknown)."""
+  if not config.get("check_fits", True):
     return None
-  return stats.get("bytes_limit")
+  platform = jax.default_backend()
+  memory, where = local_device_memory(platform)
+  if not memory:
+    return None
+  report = make_plan(config, Options(platform=platform, compile="never",
+                                     device_memory_gb=memory / GIB))
+  needed, usable = report["needed_bytes"], report["usable_bytes"]
+  if needed <= usable:
+    return report
+  c, n = report["config"], report["devices"]
+  state = report["params_bytes"] + report["grads_bytes"] + report["opt_bytes"]
+  raise UserError(
+      f"the {report['params'] / 1e9:.2f}B-parameter model does not fit: --mode=plan estimates "
+      f"{needed / GIB:.2f} GiB per device (parameters, gradients and Adam moments "
+      f"{state / GIB:.2f} GiB, activations and buffers {(needed - state) / GIB:.2f} GiB; "
+      f"{n} {platform} device{'s' if n > 1 else ''}, {report['rows_per_device']} rows of "
+      f"{c['seq_len']} each, remat {c['remat']}) but {usable / GIB:.2f} GiB per device is "
+      f"usable ({report['usable_fraction']:.0%} of {memory / GIB:.2f} GiB per device: {where}); run the "
+      "same command with --mode=plan [--plan.devices=N --plan.device_memory_gb=G] to size "
+      "the model, batch and mesh, or pass --config.check_fits=false to start anyway")
 
 
 def _compiled_analysis(config, model_cfg, shape, devices, platform, local_platform,

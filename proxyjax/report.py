@@ -29,7 +29,6 @@ by its step like on the other axes.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import math
 import os
@@ -38,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import flags
 
-from proxyjax import cli
+from proxyjax import cli, paths
 from proxyjax.errors import UserError
 
 
@@ -66,8 +65,8 @@ EXPOSURE = (("total_train_flops", "training FLOPs"), ("total_utf8_bytes", "UTF-8
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
   out = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
+  with paths.open_file(path, "rb") as f:  # local or remote (a gs:// / s3:// run)
+    for line in f.read().decode("utf-8").splitlines():
       line = line.strip()
       if not line:
         continue
@@ -91,8 +90,8 @@ class MissingRunError(UserError, FileNotFoundError):
 
 def load_run(path: str, devices: int | None = None) -> Run:
   """Parses ``path/metrics.jsonl`` (required) and ``path/eval/*.json``."""
-  metrics = os.path.join(path, "metrics.jsonl")
-  if not os.path.exists(metrics):
+  metrics = paths.join(path, "metrics.jsonl")
+  if not paths.exists(metrics):
     raise MissingRunError(f"{metrics} does not exist: is {path} a proxyjax run directory?")
   records = _read_jsonl(metrics)
   by_step: dict[int, dict[str, Any]] = {}
@@ -116,15 +115,15 @@ def load_run(path: str, devices: int | None = None) -> Run:
   bytes_cum = np.cumsum(bytes_rate * wall)
   flops_cum = np.cumsum(tflops * 1e12 * wall * (devices or 1))
   eval_files = {}
-  for f in sorted(glob.glob(os.path.join(path, "eval", "*.json"))):
+  for f in paths.glob(paths.join(path, "eval", "*.json")):
     try:
-      with open(f, encoding="utf-8") as fh:
-        data = json.load(fh)
-    except (OSError, json.JSONDecodeError):
+      data = json.loads(paths.read_text(f))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
       continue
     if isinstance(data, dict):
-      eval_files[os.path.splitext(os.path.basename(f))[0]] = data
-  name = os.path.basename(os.path.normpath(path)) or path
+      eval_files[os.path.splitext(paths.basename(f))[0]] = data
+  name = (paths.basename(path) if paths.is_remote(path)
+          else os.path.basename(os.path.normpath(path))) or path
   totals = {}
   for key, _ in EXPOSURE:
     values = np.asarray([_num(r, key) for r in train])

@@ -13,6 +13,14 @@ A failed save (e.g. no space left) stops the run with one line naming the step.
 SIGTERM (preemption) saves a checkpoint and exits cleanly. A non-finite loss
 stops the run with the step number; the checkpoints saved so far are kept.
 
+WORKDIR may be local or ``gs://`` (everything: checkpoints, metrics, TensorBoard,
+config.json, the tokenizer); ``s3://`` holds everything but the checkpoints, which
+Orbax cannot write there (``proxyjax.train.checkpoint``), so training on ``s3://``
+stops before the first step with one line. A tokenizer view without
+``data.tokenizer_path`` uses the run's own ``WORKDIR/tokenizer.json``
+(``pipeline.run_tokenizer``: written once by process 0, read by every process); the
+recorded config keeps ``data.tokenizer_path`` as given.
+
 Parts: ``_Run`` (one call of ``train``: builds the run, advances it step by step,
 closes it), ``_Window`` (one log window: counts, summed device metrics, the metric
 line), ``_Validation`` (validation at ``eval_every`` and after the last step),
@@ -24,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 import sys
 import time
@@ -35,7 +42,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from proxyjax import parallel, rundir
+from proxyjax import parallel, paths, rundir
 from proxyjax.data import pipeline
 from proxyjax.eval import generate, validation
 from proxyjax.eval import interface as interface_lib
@@ -131,7 +138,7 @@ class _Checkpoints:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, mesh, vocab, data_it,
                exposure: metrics_lib.Exposure):
-    self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+    self.ckpt = ckpt_lib.Checkpointer(rundir.checkpoint_dir(workdir),
                                       keep=config.keep_checkpoints,
                                       async_save=config.async_checkpointing)
     self.every = config.checkpoint_every
@@ -260,16 +267,21 @@ class _Run:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     try:
-      os.makedirs(workdir, exist_ok=True)
+      paths.makedirs(workdir, exist_ok=True)
     except OSError as e:
       raise ckpt_lib.CheckpointError(f"cannot create the work directory {workdir}: "
                                      f"{ckpt_lib.describe_error(e)}") from e
-    self.config, self.workdir = config, workdir
+    self.workdir = workdir
+    self.recorded_config = config  # config.json and checkpoints: data.tokenizer_path as given
     self.is_main = jax.process_index() == 0
     self.mesh = parallel.make_mesh(config.mesh.shape, dcn_shape=config.mesh.dcn_shape)
     if config.eval_every:  # an empty validation split fails before a tokenizer is trained
       eval_run.check_train_inputs(eval_run.Context(config, None, None, 0),
                                   config.eval.train_tasks)
+    # Checkpoints on a store Orbax cannot write to fail now, before a tokenizer is trained.
+    ckpt_lib.check_directory(rundir.checkpoint_dir(workdir))
+    config = pipeline.run_tokenizer(config, workdir)  # WORKDIR/tokenizer.json, if needed
+    self.config = config
     self.vocab = pipeline.build_vocab(config)
     self.model_cfg = transformer.ModelConfig.from_config(config, self.vocab)
     self.setup = step_lib.build(config, self.model_cfg, self.mesh)
@@ -278,10 +290,11 @@ class _Run:
     self.data_it = pipeline.make_iterator(config, "train", process_index=shard,
                                           process_count=self.shards)
     self.exposure = metrics_lib.Exposure(self.shards)
-    self.checkpoints = _Checkpoints(config, workdir, self.mesh, self.vocab, self.data_it,
-                                    self.exposure)
+    self.checkpoints = _Checkpoints(self.recorded_config, workdir, self.mesh, self.vocab,
+                                    self.data_it, self.exposure)
     try:
-      self.start, self.state = self.checkpoints.restore(config, workdir, self.setup)
+      self.start, self.state = self.checkpoints.restore(self.recorded_config, workdir,
+                                                        self.setup)
     except BaseException:
       self.checkpoints.ckpt.close()
       self._close_data()
@@ -305,7 +318,7 @@ class _Run:
           f"{dict(mesh.shape)}, {jax.device_count()} {jax.devices()[0].platform} devices, "
           f"steps {self.start}->{config.num_steps}", file=sys.stderr)
     try:
-      rundir.write_run_config(config, self.workdir)
+      rundir.write_run_config(self.recorded_config, self.workdir)
     except OSError as e:
       raise ckpt_lib.CheckpointError(f"cannot write {self.workdir}/config.json: "
                                      f"{ckpt_lib.describe_error(e)}") from e

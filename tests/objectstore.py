@@ -91,11 +91,34 @@ def _which(name: str) -> str:
   return found
 
 
+# gcp-storage-emulator's media downloads lack the x-goog-generation / x-goog-metageneration
+# headers that GCS sends; TensorStore (Orbax's writer) reads the generation of an object
+# it re-reads from them ("Malformed StorageGeneration" when an OCDBT manifest is read back
+# during a checkpoint save). The emulator is started with its download handler adding them.
+_GCS_LAUNCHER = """
+import sys
+from gcp_storage_emulator.handlers import objects
+_download = objects.download
+def download(request, response, storage, *args, **kwargs):
+  try:
+    obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+    response["x-goog-generation"] = str(obj["generation"])
+    response["x-goog-metageneration"] = str(obj["metageneration"])
+  except Exception:
+    pass
+  return _download(request, response, storage, *args, **kwargs)
+objects.download = download
+from gcp_storage_emulator.__main__ import main
+main(sys.argv[1:])
+"""
+
+
 def start_gcs() -> Server:
   port = free_port()
   data_dir = tempfile.mkdtemp(prefix="proxyjax-gcs-")
-  proc = subprocess.Popen([_which("gcp-storage-emulator"), "-d", data_dir, "start", "--host",
-                           "127.0.0.1", "--port", str(port), "--in-memory", "-q"],
+  _which("gcp-storage-emulator")  # installed (a clear error if not)
+  proc = subprocess.Popen([sys.executable, "-c", _GCS_LAUNCHER, "-d", data_dir, "start",
+                           "--host", "127.0.0.1", "--port", str(port), "--in-memory", "-q"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)
   endpoint = f"http://127.0.0.1:{port}"

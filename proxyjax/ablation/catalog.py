@@ -27,10 +27,13 @@ class Options:
       arm is skipped without them).
     seed: ``config.seed`` of every arm (data order, view draws, initialization). The
       same ablation with another seed, in another W, measures run-to-run spread.
+    sources: ``data.sources`` of every arm ('' = the scale's corpus; the ``pod`` scale,
+      built on the ladder configs, has none and needs one).
   """
   view: str = "tokenizer"
   neural_dir: str = ""
   seed: int = 0
+  sources: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,8 +15,10 @@ import dataclasses
 import json
 import math
 import os
+import tempfile
 from typing import Any, Callable, Sequence
 
+from proxyjax import paths
 from proxyjax import report as report_lib
 
 # Plot name -> file name in W.
@@ -188,7 +190,7 @@ def render(ablation, scale: str, budget: str, rows: Sequence[dict[str, Any]],
   if plots:
     lines += ["## Plots", ""]
     for name, path in plots.items():
-      lines += [f"![{name}]({os.path.basename(path)})", ""]
+      lines += [f"![{name}]({paths.basename(path)})", ""]
   return "\n".join(lines).rstrip() + "\n"
 
 
@@ -207,27 +209,27 @@ def write(ablation, scale: str, budget: str, workdir: str, arms: Sequence[tuple]
   plots: dict[str, str] = {}
   if runs:
     for name, file in PLOTS.items():
-      plots[name] = os.path.join(workdir, file)
-      report_lib.plot_against(runs, name, plots[name],
-                              title=f"{ablation.name} ({scale}, {budget}"
-                                    + (f", seed {seed})" if seed else ")"))
-  if compressors is not None and os.path.exists(os.path.join(workdir, "compressors.png")):
-    plots["compressors"] = os.path.join(workdir, "compressors.png")
+      plots[name] = paths.join(workdir, file)
+      with tempfile.TemporaryDirectory(prefix="proxyjax-plot-") as tmp:  # W may be remote
+        local = os.path.join(tmp, file)
+        report_lib.plot_against(runs, name, local,
+                                title=f"{ablation.name} ({scale}, {budget}"
+                                      + (f", seed {seed})" if seed else ")"))
+        with open(local, "rb") as f:
+          paths.write_bytes(plots[name], f.read())
+  if compressors is not None and paths.exists(paths.join(workdir, "compressors.png")):
+    plots["compressors"] = paths.join(workdir, "compressors.png")
   text = render(ablation, scale, budget, rows, matched, skipped, plots, compressors, seed)
-  md = os.path.join(workdir, "report.md")
-  js = os.path.join(workdir, "report.json")
-  with open(md, "w", encoding="utf-8") as f:
-    f.write(text)
+  md = paths.join(workdir, "report.md")
+  js = paths.join(workdir, "report.json")
+  paths.write_text(md, text)
   data = {"ablation": ablation.name, "scale": scale, "budget": budget, "seed": seed,
           "rows": rows,
           "matched": matched, "skipped": skipped,
-          "plots": {k: os.path.basename(v) for k, v in plots.items()}}
+          "plots": {k: paths.basename(v) for k, v in plots.items()}}
   if compressors is not None:
     data["compressors"] = compressors
-  tmp = f"{js}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(_clean(data), f, indent=1, allow_nan=False)
-  os.replace(tmp, js)
+  paths.write_text(js, json.dumps(_clean(data), indent=1, allow_nan=False))
   log(f"{ablation.name}: report in {md}")
   return Result(ablation=ablation.name, scale=scale, budget=budget, workdir=workdir,
                 markdown=text, report_md=md, report_json=js, plots=plots, rows=rows,

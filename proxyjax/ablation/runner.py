@@ -16,13 +16,13 @@ A training stopped early (SIGTERM: the trainer saves a checkpoint and returns) r
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from proxyjax import trainer
+from proxyjax import paths, trainer
+from proxyjax import views as views_lib
 from proxyjax.ablation import budget as budget_lib
 from proxyjax.ablation import catalog, scales
 from proxyjax.ablation import probe as probe_lib
@@ -93,12 +93,13 @@ class _Arm:
   """One arm's directory, its arm.json and its steps."""
 
   def __init__(self, arm: catalog.Arm, workdir: str, scale: str,
-               budget: budget_lib.Budget, log: Callable[[str], Any], seed: int = 0):
+               budget: budget_lib.Budget, log: Callable[[str], Any], seed: int = 0,
+               sources: str = ""):
     self.arm, self.scale, self.budget, self.log = arm, scale, budget, log
-    self.seed = seed
+    self.seed, self.sources = seed, sources
     self.root = workdir
-    self.dir = os.path.join(workdir, "arms", arm.name)
-    self.path = os.path.join(self.dir, workdir_lib.ARM_FILE)
+    self.dir = paths.join(workdir, "arms", arm.name)
+    self.path = paths.join(self.dir, workdir_lib.ARM_FILE)
     self.record = workdir_lib.read_json(self.path) or {}
 
   @property
@@ -107,13 +108,15 @@ class _Arm:
 
   def save(self, **fields) -> None:
     self.record.update(fields)
-    os.makedirs(self.dir, exist_ok=True)
+    paths.makedirs(self.dir, exist_ok=True)
     workdir_lib.write_json(self.path, self.record)
 
   def config(self) -> ml_collections.ConfigDict:
     """The arm's full config; plans the steps (and saves the plan) on first use."""
     c = arm_config(self.scale, self.root, self.arm)
     c.seed = self.seed
+    if self.sources:
+      c.data.sources = self.sources
     if self.arm.overrides.get("data.view") == "neural":
       codec.register()  # the neural view loads its compressor through the codec (as main)
     plan = self.record.get("plan")
@@ -152,6 +155,8 @@ class _Arm:
     self.log(f"arm {self.arm.name}: training {c.num_steps} steps in {self.dir} "
              f"(view {c.data.view}, attention {backend})")
     self.save(attention=backend, eval_tasks=c.eval.tasks)
+    if c.data.view in views_lib.NEEDS_TOKENIZER and not c.data.tokenizer_path:
+      pipeline.resolve_tokenizer(c)  # trained once into W's cache; each arm copies it
     t0 = time.perf_counter()
     try:
       last = trainer.train(c, self.dir, stop_at_step=stop_at_step)
@@ -175,13 +180,13 @@ class _Arm:
     if self.status != "done":
       return False
     tasks = self.record.get("eval_tasks", "bpb").split(",")
-    return all(os.path.exists(os.path.join(self.dir, "eval", f"{t}.json")) for t in tasks)
+    return all(paths.exists(paths.join(self.dir, "eval", f"{t}.json")) for t in tasks)
 
 
 def _compressors(ablation: catalog.Ablation, arms: Sequence[catalog.Arm], scale: str,
                  workdir: str, log: Callable[[str], Any]) -> dict[str, Any]:
   """The compressor analysis of the arms' views (cached in W/compressors.json)."""
-  out = os.path.join(workdir, "compressors.json")
+  out = paths.join(workdir, "compressors.json")
   cached = workdir_lib.read_json(out)
   names = tuple(a.overrides["data.view"] for a in arms if not a.skip)
   if cached is not None and tuple(cached.get("config", {}).get("views", ())) == names:
@@ -207,7 +212,7 @@ def _compressors(ablation: catalog.Ablation, arms: Sequence[catalog.Arm], scale:
 def run(ablation: str, scale: str = "ci", workdir: str = "", budget: str | None = None,
         arms: Sequence[str] | str | None = None, neural_dir: str = "",
         log: Callable[[str], Any] = print, *, view: str = "tokenizer", seed: int = 0,
-        preempt_at: tuple[str, int] | None = None) -> Result:
+        sources: str = "", preempt_at: tuple[str, int] | None = None) -> Result:
   """Runs (or resumes) an ablation in ``workdir`` and writes its report.
 
   Args:
@@ -222,20 +227,22 @@ def run(ablation: str, scale: str = "ci", workdir: str = "", budget: str | None 
     log: where progress lines go.
     view: the proxy view of the ``mixing`` ablation.
     seed: ``config.seed`` of every arm (another seed belongs in another W).
+    sources: ``data.sources`` of every arm ('' = the scale's corpus; required at pod scale).
     preempt_at: ``(arm, step)``: stop that arm's training at that step as a SIGTERM
       would (tests); raises ``Interrupted``.
 
   Returns:
     ``Result`` (paths, rows, Markdown).
   """
-  req = workdir_lib.preflight(ablation, scale, workdir, budget, arms, neural_dir, view, seed)
+  req = workdir_lib.preflight(ablation, scale, workdir, budget, arms, neural_dir, view, seed,
+                              sources)
   abl, workdir, selected, parsed = req.ablation, req.workdir, req.arms, req.budget
   budget_str = req.budget_str
   state = req.state()
-  os.makedirs(workdir, exist_ok=True)
-  old = workdir_lib.read_json(os.path.join(workdir, workdir_lib.STATE_FILE)) or {}
+  paths.makedirs(workdir, exist_ok=True)
+  old = workdir_lib.read_json(paths.join(workdir, workdir_lib.STATE_FILE)) or {}
   state["arms"] = old.get("arms", {})
-  workdir_lib.write_json(os.path.join(workdir, workdir_lib.STATE_FILE), state)
+  workdir_lib.write_json(paths.join(workdir, workdir_lib.STATE_FILE), state)
   all_arms = abl.make_arms(req.options)
   skipped = {a.name: a.skip for a in selected if a.skip}
 
@@ -247,7 +254,7 @@ def run(ablation: str, scale: str = "ci", workdir: str = "", budget: str | None 
     if arm.skip:
       log(f"arm {arm.name}: skipped ({arm.skip})")
       continue
-    a = _Arm(arm, workdir, scale, parsed, log, req.options.seed)
+    a = _Arm(arm, workdir, scale, parsed, log, req.options.seed, req.options.sources)
     if a.done():
       log(f"arm {arm.name}: done earlier, skipped")
       continue
@@ -257,12 +264,12 @@ def run(ablation: str, scale: str = "ci", workdir: str = "", budget: str | None 
       a.train(c, stop)
     a.evaluate(c)
     state["arms"][arm.name] = "done"
-    workdir_lib.write_json(os.path.join(workdir, workdir_lib.STATE_FILE), state)
+    workdir_lib.write_json(paths.join(workdir, workdir_lib.STATE_FILE), state)
 
   # The report: the arms finished in W (those asked for and earlier ones), in catalog order.
   report_arms = []
   for arm in all_arms:
-    a = _Arm(arm, workdir, scale, parsed, log, req.options.seed)
+    a = _Arm(arm, workdir, scale, parsed, log, req.options.seed, req.options.sources)
     if not arm.skip and a.done():
       report_arms.append((arm, a.dir, a.record))
   return ablation_report.write(abl, scale, budget_str, workdir, report_arms, skipped, None,

@@ -19,6 +19,7 @@ import sysconfig
 import ml_collections
 
 from proxyjax import config as config_lib
+from proxyjax import paths
 from proxyjax.errors import UserError
 
 SCALES = ("ci", "cpu", "colab_gpu", "colab_tpu", "pod")
@@ -84,7 +85,8 @@ def _ci(workdir: str) -> ml_collections.ConfigDict:
   c.seq_len, c.batch_size = 128, 8
   c.data.sources, c.data.validation_fraction = _ci_sources(), 0.1
   c.data.tokenizer_vocab_size = 512
-  c.data.tokenizer_cache_dir = os.path.join(workdir, "tokenizers")
+  if not paths.is_remote(workdir):  # the tokenizer cache is local (a bucket W: the default)
+    c.data.tokenizer_cache_dir = os.path.join(workdir, "tokenizers")
   m = c.model
   m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim, m.d_ff = 64, 1, 4, 0, 16, 128
   m.logits_chunk = 128

@@ -15,6 +15,7 @@ import json
 import os
 from typing import Any, Sequence
 
+from proxyjax import paths
 from proxyjax.ablation import budget as budget_lib
 from proxyjax.ablation import catalog, scales
 from proxyjax.errors import UserError
@@ -31,19 +32,15 @@ class WorkdirMismatch(UserError):
 def read_json(path: str) -> dict[str, Any] | None:
   """The JSON object in ``path``; None if missing or unreadable."""
   try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
-  except (OSError, json.JSONDecodeError):
+    data = json.loads(paths.read_text(path))
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError):
     return None
   return data if isinstance(data, dict) else None
 
 
 def write_json(path: str, data: Any) -> None:
-  """Writes ``data`` atomically (temporary file, then rename)."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(data, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+  """Writes ``data`` atomically (temporary file, then rename; one upload remotely)."""
+  paths.write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +74,7 @@ def resolve_budget(ablation: catalog.Ablation, scale: str,
 
 def check_workdir(workdir: str, state: dict[str, Any]) -> None:
   """Refuses a W started with another ablation, scale, budget or options."""
-  old = read_json(os.path.join(workdir, STATE_FILE))
+  old = read_json(paths.join(workdir, STATE_FILE))
   if old is None:
     return
   for key in ("ablation", "scale", "budget"):
@@ -96,7 +93,7 @@ def check_workdir(workdir: str, state: dict[str, Any]) -> None:
 
 def preflight(ablation: str, scale: str, workdir: str, budget: str | None = None,
               arms: Sequence[str] | str | None = None, neural_dir: str = "",
-              view: str = "tokenizer", seed: int = 0) -> Request:
+              view: str = "tokenizer", seed: int = 0, sources: str = "") -> Request:
   """Checks a request against the catalog and W (see ``runner.run`` for the arguments)."""
   abl = catalog.get(ablation)
   scales.check_scale(scale)
@@ -108,11 +105,16 @@ def preflight(ablation: str, scale: str, workdir: str, budget: str | None = None
     raise UserError(f"--neural_dir: no such directory: {neural_dir}")
   if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
     raise UserError(f"--seed must be an integer >= 0, got {seed!r}")
+  if scale == "pod" and not sources.strip():
+    raise UserError("the pod scale trains the ladder configs, which need your corpus: "
+                    "--sources='prepared:DIR' (made by `python -m proxyjax.data.prepare`) or "
+                    "'parquet:GLOB' / 'jsonl:GLOB' / 'hf:PATH'")
   options = catalog.Options(view=view, neural_dir=os.path.abspath(neural_dir)
-                            if neural_dir else "", seed=seed)
+                            if neural_dir else "", seed=seed, sources=sources.strip())
   selected = catalog.select_arms(abl, options, arms)
   parsed = resolve_budget(abl, scale, budget)
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if not paths.is_remote(workdir):  # W may be gs:// (every file through proxyjax.paths)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
   req = Request(abl, scale, workdir, parsed, options, selected)
   check_workdir(workdir, req.state())
   return req

@@ -17,9 +17,9 @@
 from __future__ import annotations
 
 from proxyjax.config.presets import LADDER, SIZES, ladder_config, load_config, tiny_config
-from proxyjax.config.schema import base_config
+from proxyjax.config.schema import NO_CORPUS, base_config
 from proxyjax.rundir import RUN_CONFIG_FILE, load_run_config, write_run_config
 
-__all__ = ["LADDER", "SIZES", "RUN_CONFIG_FILE", "base_config", "ladder_config", "load_config",
-           "load_run_config", "tiny_config", "write_run_config"]
+__all__ = ["LADDER", "NO_CORPUS", "SIZES", "RUN_CONFIG_FILE", "base_config", "ladder_config",
+           "load_config", "load_run_config", "tiny_config", "write_run_config"]
 

@@ -7,7 +7,7 @@ import os
 
 import ml_collections
 
-from proxyjax.config.schema import base_config
+from proxyjax.config.schema import NO_CORPUS, base_config
 from proxyjax.errors import ConfigError
 
 
@@ -54,7 +54,8 @@ def tiny_config() -> ml_collections.ConfigDict:
 
 def ladder_config(size: str) -> ml_collections.ConfigDict:
   """A ladder rung at pod scale: ~2M symbols per step (256 rows of 8192), 50k steps,
-  tokenizer proxy with a raw head (the authors' token/neural-proxy recipe)."""
+  tokenizer proxy with a raw head (the authors' token/neural-proxy recipe). No corpus is
+  chosen (``data.sources`` is ``NO_CORPUS``): set one before training or evaluating."""
   if size == "tiny":
     return tiny_config()
   if size not in LADDER:
@@ -62,6 +63,7 @@ def ladder_config(size: str) -> ml_collections.ConfigDict:
   d, f, layers, heads, lr = LADDER[size]
   c = base_config()
   c.seq_len, c.batch_size, c.num_steps = 8192, 256, 50_000
+  c.data.sources = NO_CORPUS  # the user's corpus: train/eval refuse to start without one
   c.data.view = "tokenizer"
   c.data.tokenizer_vocab_size = 32768
   c.data.num_workers = 4

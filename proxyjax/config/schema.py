@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import ml_collections
 
+# ``data.sources`` of the ladder configs (configs/0.5b.py ... 14b.py, and configs/bytes.py /
+# tokens.py on them): no corpus chosen. ``--mode=train`` and ``--mode=eval`` refuse it in one
+# line that says how to choose one (``proxyjax.config.validation.validate_corpus``);
+# ``--mode=plan`` needs no data and accepts it.
+NO_CORPUS = ""
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -16,7 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 64  # Global rows per step (split evenly over processes).
 
   c.data = d = ml_collections.ConfigDict()
-  d.sources = "stdlib"  # 'kind[:location][@weight]' joined by ';' (stdlib, files:DIR, jsonl:GLOB, arrayrecord:GLOB, tfds:NAME).
+  d.sources = "stdlib"  # 'kind[:location][@weight]' joined by ';' (stdlib, files:DIR, jsonl:GLOB, parquet:GLOB, hf:PATH, arrayrecord:GLOB, tfds:NAME, prepared:DIR from `python -m proxyjax.data.prepare`); '' (NO_CORPUS) = none chosen: train/eval refuse to start.
   d.validation_fraction = 0.01  # Share of documents (by path/record hash) held out for validation.
   d.text_field = ""  # JSON field holding the text; '' = 'text', else 'content'.
   d.record_format = "json"  # ArrayRecord records: 'json' objects or raw 'bytes'.
@@ -140,4 +146,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.restore_policy = "strict"  # Resume when the config changed: 'strict' refuses changed model/data-stream fields (the error names the field); 'fresh_data' keeps params, optimizer and step and restarts the data stream (and its mixing schedule). Model-shape changes are always refused.
   c.progress_bar = True  # tqdm progress bar with ETA (compile time excluded).
   c.summary_prompt = ""  # End-of-run summary: greedy raw-byte completion of this prompt ('' = no sample; costs a compile).
+  c.check_fits = True  # --mode=train: before building anything, refuse to start when --mode=plan's analytic estimate (parameters, gradients, Adam moments, activations) exceeds 90% of each local device's memory (host RAM shared by the CPU devices); False = start anyway.
   return c

@@ -4,7 +4,9 @@ Imports nothing above the config layer. The checks that need a registry live wit
 it -- ``proxyjax.data.validation`` (views, mixing modes, sources),
 ``proxyjax.model.attention.validate_backend`` and ``proxyjax.eval.validation``
 (task names, benchmark files), which also composes them all into ``validate``, the
-one check the entry points call before anything touches a device.
+one check the entry points call before anything touches a device. ``validate_corpus``
+(``data.sources`` chosen) is called by ``proxyjax.main`` for train and eval only:
+``--mode=plan`` needs no data.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import math
 
 import ml_collections
 
+from proxyjax.config.presets import LADDER
+from proxyjax.config.schema import NO_CORPUS
 from proxyjax.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -83,3 +87,29 @@ def validate_model(c: ml_collections.ConfigDict) -> None:
   for k in ("log_every",):
     if c[k] < 1:
       raise ConfigError(k, "must be >= 1")
+
+
+# How to choose a corpus, in the one line that refuses a config without one.
+CORPUS_HINT = ("--config.data.sources='prepared:DIR' (made by `python -m proxyjax.data.prepare "
+               "--sources=parquet:/data/*.parquet --out=DIR`) or 'parquet:GLOB' / 'jsonl:GLOB' "
+               "/ 'hf:PATH' ('stdlib' is a 34 MB demo corpus; --mode=plan needs none)")
+
+
+def ladder_rung(c: ml_collections.ConfigDict) -> str | None:
+  """The ladder rung (``presets.LADDER``) whose model ``c`` has, e.g. '7b', or None."""
+  m = c.model
+  for size, (d_model, d_ff, n_layers, n_heads, _) in LADDER.items():
+    if (m.d_model, m.d_ff, m.n_layers, m.n_heads) == (d_model, d_ff, n_layers, n_heads):
+      return size
+  return None
+
+
+def validate_corpus(c: ml_collections.ConfigDict) -> None:
+  """Fails when no corpus is chosen (``data.sources`` is ``NO_CORPUS``, the ladder configs'
+  value), in one line naming the flag and ``python -m proxyjax.data.prepare``. Train and
+  eval call it before any other check; ``--mode=plan`` does not."""
+  sources = c.data.sources
+  if isinstance(sources, str) and sources.strip() == NO_CORPUS:
+    rung = ladder_rung(c)
+    which = f"the {rung} ladder config" if rung else "this config"
+    raise ConfigError("data.sources", f"{which} needs your corpus: {CORPUS_HINT}")

@@ -33,8 +33,10 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import weakref
 from typing import Any, Sequence
@@ -44,7 +46,9 @@ import jax
 import ml_collections
 import numpy as np
 from absl import flags
+from jax.experimental import multihost_utils
 
+from proxyjax import paths, rundir
 from proxyjax import views as views_lib
 from proxyjax import vocab as vocab_lib
 from proxyjax.data import mixing, packing, tokenizer_training, worker_lifetime
@@ -114,7 +118,9 @@ def build_vocab(config: ml_collections.ConfigDict,
 
 
 def cached_tokenizer_path(config: ml_collections.ConfigDict) -> str:
-  """Where the tokenizer auto-trained for ``config`` is cached (it may not exist yet)."""
+  """Where the tokenizer auto-trained for ``config`` is cached when there is no run
+  directory (``proxyjax.data.inspect``, tools); a training run keeps its own in
+  ``WORKDIR/tokenizer.json`` (``run_tokenizer``). It may not exist yet."""
   d = config.data
   key = hashlib.sha256(json.dumps(
       [d.sources, d.tokenizer_vocab_size, d.validation_fraction, d.text_field,
@@ -123,36 +129,93 @@ def cached_tokenizer_path(config: ml_collections.ConfigDict) -> str:
   return os.path.join(cache, f"bpe{d.tokenizer_vocab_size}-{key}.json")
 
 
-def vocab_without_training(config: ml_collections.ConfigDict) -> vocab_lib.Vocab:
-  """The configured vocabulary, never training a tokenizer: a tokenizer view reads
-  ``data.tokenizer_path`` or the cached auto-trained tokenizer, else fails naming the field."""
+def _needs_auto_tokenizer(config: ml_collections.ConfigDict) -> bool:
   d = config.data
-  if d.view in views_lib.NEEDS_TOKENIZER and not d.tokenizer_path:
+  return d.view in views_lib.NEEDS_TOKENIZER and not d.tokenizer_path
+
+
+def _with_tokenizer_path(config: ml_collections.ConfigDict, path: str) -> ml_collections.ConfigDict:
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.data.tokenizer_path = path
+  return out
+
+
+def with_run_tokenizer(config: ml_collections.ConfigDict,
+                       workdir: str | None) -> ml_collections.ConfigDict:
+  """``config`` with ``data.tokenizer_path`` set to the run's ``WORKDIR/tokenizer.json``
+  when its view needs the auto-trained tokenizer and the run has one (else unchanged):
+  what every command reading a run (eval, sample, export) uses, never training one."""
+  if not workdir or not _needs_auto_tokenizer(config):
+    return config
+  path = rundir.tokenizer_file(workdir)
+  return _with_tokenizer_path(config, path) if paths.exists(path) else config
+
+
+def vocab_without_training(config: ml_collections.ConfigDict,
+                           workdir: str | None = None) -> vocab_lib.Vocab:
+  """The configured vocabulary, never training a tokenizer: a tokenizer view reads
+  ``data.tokenizer_path``, the run's ``WORKDIR/tokenizer.json``, or (runs from before
+  runs kept their tokenizer) the cached auto-trained one, else fails naming the field."""
+  config = with_run_tokenizer(config, workdir)
+  if _needs_auto_tokenizer(config):
     path = cached_tokenizer_path(config)
     if not os.path.exists(path):
-      raise ConfigError("data.tokenizer_path", f"the vocabulary of view {d.view!r} is not "
-                        "recorded in the checkpoint and its auto-trained tokenizer is not "
-                        f"cached ({path}): set --config.data.tokenizer_path to the run's "
-                        "tokenizer.json")
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.data.tokenizer_path = path
+      where = f"{rundir.tokenizer_file(workdir)} nor " if workdir else ""
+      raise ConfigError("data.tokenizer_path", f"the vocabulary of view {config.data.view!r} "
+                        "is not recorded in the checkpoint and there is no "
+                        f"{where}cached auto-trained tokenizer ({path}): set "
+                        "--config.data.tokenizer_path to the run's tokenizer.json")
+    config = _with_tokenizer_path(config, path)
   return build_vocab(config)
 
 
+_LOCAL_COPIES: dict[str, str] = {}  # remote tokenizer URL -> local copy (this process)
+
+
+def _local_tokenizer(path: str, config: ml_collections.ConfigDict) -> str:
+  """A local file with the contents of the tokenizer at ``path`` (the views read local
+  files): ``path`` itself, or for a URL a copy in ``data.tokenizer_cache_dir/remote``
+  named by its contents' hash (downloaded once per process)."""
+  if not paths.is_remote(path):
+    return paths.local_path(path)
+  if path in _LOCAL_COPIES and os.path.exists(_LOCAL_COPIES[path]):
+    return _LOCAL_COPIES[path]
+  data = paths.read_bytes(path)
+  local = os.path.join(os.path.expanduser(config.data.tokenizer_cache_dir), "remote",
+                       f"{hashlib.sha256(data).hexdigest()[:24]}.json")
+  if not os.path.exists(local):
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    paths.write_bytes(local, data)
+  _LOCAL_COPIES[path] = local
+  return local
+
+
 def resolve_tokenizer(config: ml_collections.ConfigDict) -> str:
-  """``data.tokenizer_path``, or a byte-level BPE trained on the train split and cached."""
+  """A local file of the tokenizer: ``data.tokenizer_path`` (a local copy of a URL), or,
+  without a run directory, a byte-level BPE trained on the train split and cached in
+  ``data.tokenizer_cache_dir`` (a training run sets ``data.tokenizer_path`` to its
+  ``WORKDIR/tokenizer.json`` first: ``run_tokenizer``)."""
   d = config.data
   if d.tokenizer_path:
-    if not os.path.exists(d.tokenizer_path):
+    if not paths.exists(d.tokenizer_path):
       raise ConfigError("data.tokenizer_path", f"no such file: {d.tokenizer_path}")
-    return d.tokenizer_path
+    return _local_tokenizer(d.tokenizer_path, config)
   path = cached_tokenizer_path(config)
-  cache = os.path.dirname(path)
   if not os.path.exists(path):
-    os.makedirs(cache, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    print(f"proxyjax: training a {d.tokenizer_vocab_size}-token BPE on the train split of "
-          f"{d.sources!r} (cached as {path})", file=sys.stderr, flush=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _train_tokenizer(config, path)
+  return path
+
+
+def _train_tokenizer(config: ml_collections.ConfigDict, path: str) -> None:
+  """Trains the auto tokenizer of ``config`` into ``path`` (local or remote) and its
+  training summary into ``path + '.summary.json'``, each written whole."""
+  d = config.data
+  tmp_dir = tempfile.mkdtemp(prefix="proxyjax-tokenizer-")
+  tmp = os.path.join(tmp_dir, "tokenizer.json")
+  print(f"proxyjax: training a {d.tokenizer_vocab_size}-token BPE on the train split of "
+        f"{d.sources!r} (saved as {path})", file=sys.stderr, flush=True)
+  try:
     try:
       summary = tokenizer_training.train_tokenizer(
           d.sources, d.tokenizer_vocab_size, tmp, max_document_bytes=d.max_document_bytes,
@@ -160,12 +223,47 @@ def resolve_tokenizer(config: ml_collections.ConfigDict) -> str:
     except tokenizer_training.NoTrainingDocumentsError as e:
       raise ConfigError("data.sources", f"cannot train the tokenizer: {e}") from e
     summary["out"] = path
-    summary_tmp = f"{path}.summary.json.tmp{os.getpid()}"
-    with open(summary_tmp, "w") as f:
-      json.dump(summary, f, indent=1, sort_keys=True)
-    os.replace(summary_tmp, path + ".summary.json")
-    os.replace(tmp, path)
-  return path
+    paths.write_text(path + ".summary.json", json.dumps(summary, indent=1, sort_keys=True))
+    with open(tmp, "rb") as f:
+      paths.write_bytes(path, f.read())  # last: its presence means a finished tokenizer
+  finally:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def run_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """A training run's config for the data pipeline: ``data.tokenizer_path`` set to
+  ``WORKDIR/tokenizer.json`` when the view needs the auto-trained tokenizer (``config``
+  unchanged otherwise, and when ``data.tokenizer_path`` is set).
+
+  The tokenizer belongs to the run: process 0 puts it there once (the cached one for
+  this config when ``data.tokenizer_cache_dir`` has it, e.g. from an earlier run of the
+  same data, else trained now), every other process waits for it at a barrier, then
+  all read that file. A resumed run, and every later command on the run (eval, sample,
+  export: ``with_run_tokenizer``), reads the same file and never trains another.
+  """
+  if not _needs_auto_tokenizer(config):
+    return config
+  target = rundir.tokenizer_file(workdir)
+  if jax.process_index() == 0 and not paths.exists(target):
+    paths.makedirs(workdir, exist_ok=True)
+    cached = cached_tokenizer_path(config)
+    if os.path.exists(cached):
+      print(f"proxyjax: using the tokenizer cached for this data ({cached}) as {target}",
+            file=sys.stderr, flush=True)
+      if os.path.exists(cached + ".summary.json"):
+        paths.write_bytes(target + ".summary.json",
+                          paths.read_bytes(cached + ".summary.json"))
+      paths.write_bytes(target, paths.read_bytes(cached))
+    else:
+      _train_tokenizer(config, target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("proxyjax:run_tokenizer")
+    paths.refresh(target)
+  if not paths.exists(target):
+    raise ConfigError("data.tokenizer_path", f"the run's tokenizer {target} is missing after "
+                      "process 0 wrote it: every process must see the same --workdir (a "
+                      "shared file system or bucket)")
+  return _with_tokenizer_path(config, target)
 
 
 def build_schedule(config: ml_collections.ConfigDict) -> mixing.Schedule:
@@ -263,8 +361,10 @@ class EpochShuffleMapDataset(grain.MapDataset):
     perm = self._cache.get(epoch)
     if perm is None:
       n = len(self._parent)
-      perm = np.random.default_rng([self._seed, epoch]).permutation(n).astype(
-          np.int32 if n < 2**31 else np.int64)
+      # The same permutation as ``rng.permutation(n)`` (an int64 arange shuffled in place),
+      # built in the final dtype: 4 bytes per document at the peak instead of 12.
+      perm = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+      np.random.default_rng([self._seed, epoch]).shuffle(perm)
       if len(self._cache) >= 2:
         self._cache.pop(min(self._cache))
       self._cache[epoch] = perm

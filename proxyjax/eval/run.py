@@ -48,6 +48,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Sequence
 
@@ -55,7 +56,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from proxyjax import parallel, rundir
+from proxyjax import parallel, paths, rundir
 from proxyjax import views as views_lib
 from proxyjax.data import pipeline
 from proxyjax.data import sources as sources_lib
@@ -438,8 +439,12 @@ def task_compressors(ctx: "Context") -> dict:
       neural_dir=d.get("neural_dir", ""))
   summary = compressor_analysis.analyze(cfg)
   if ctx.out_dir and jax.process_index() == 0:
-    os.makedirs(ctx.out_dir, exist_ok=True)
-    compressor_plot.plot(summary, os.path.join(ctx.out_dir, "compressors.png"))
+    paths.makedirs(ctx.out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="proxyjax-plot-") as tmp:
+      local = os.path.join(tmp, "compressors.png")
+      compressor_plot.plot(summary, local)
+      with open(local, "rb") as f:
+        paths.write_bytes(paths.join(ctx.out_dir, "compressors.png"), f.read())
     summary["figure"] = "compressors.png"
   return summary
 
@@ -570,12 +575,10 @@ def run_tasks(ctx: Context, tasks: list[str], out_dir: str | None) -> dict[str, 
     res = TASKS[name](ctx)
     res = {"task": name, "step": ctx.step, **res}
     results[name] = res
-    if out_dir and jax.process_index() == 0:
-      os.makedirs(out_dir, exist_ok=True)
-      tmp = os.path.join(out_dir, f".{name}.json.tmp")
-      with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_json_ready(res), f, indent=1, allow_nan=False)
-      os.replace(tmp, os.path.join(out_dir, f"{name}.json"))
+    if out_dir and jax.process_index() == 0:  # written whole (atomic), local or remote
+      paths.makedirs(out_dir, exist_ok=True)
+      paths.write_text(paths.join(out_dir, f"{name}.json"),
+                       json.dumps(_json_ready(res), indent=1, allow_nan=False))
   return results
 
 
@@ -583,7 +586,7 @@ class NoCheckpointError(rundir.NoCheckpointError):
   """``--mode=eval`` on a workdir without a checkpoint (one line on the command line)."""
 
   def __init__(self, workdir: str):
-    super().__init__(f"no checkpoint to evaluate in {os.path.join(workdir, 'checkpoints')} "
+    super().__init__(f"no checkpoint to evaluate in {rundir.checkpoint_dir(workdir)} "
                      f"(train first: --mode=train --workdir={workdir})")
 
 
@@ -597,15 +600,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   tasks_inputs(config, tasks)
   if config.data.view == "neural":  # view_bpb codes documents with the run's compressor
     codec.register()
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory) or not os.listdir(directory):
+  if not load_lib.checkpoint_steps(workdir):
     raise NoCheckpointError(workdir)  # early, before building the model
   try:
     loaded = load_lib.load_params(workdir, config=config)
   except rundir.NoCheckpointError as e:
     raise NoCheckpointError(workdir) from e
+  config = pipeline.with_run_tokenizer(config, workdir)  # the run's tokenizer, never a new one
   step = loaded.step
-  out_dir = os.path.join(workdir, "eval")
+  out_dir = rundir.eval_dir(workdir)
   ctx = Context(config, loaded.graphdef, loaded.params, step, out_dir=out_dir,
                 mesh=loaded.mesh, rules=loaded.rules, train_config=loaded.config,
                 vocab=loaded.vocab)

@@ -66,7 +66,9 @@ def validate_eval(c: ml_collections.ConfigDict) -> None:
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
-  """Every check that needs no devices: data fields, numbers, eval, model shape, attention."""
+  """Every check that needs no devices: a corpus chosen, data fields, numbers, eval, model
+  shape, attention."""
+  config_validation.validate_corpus(c)  # one line naming the flag and `proxyjax.data.prepare`
   data_validation.validate_data(c)
   config_validation.validate_numbers(c)
   validate_eval(c)

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from proxyjax import paths as storage
 from proxyjax import rundir
 from proxyjax import vocab as vocab_lib
 from proxyjax.errors import UserError
@@ -242,9 +243,10 @@ def export(workdir: str, out: str, *, step: int | None = None, dtype: str = "flo
   paths.check_export_out(out, overwrite)
   if jax.process_count() > 1:
     raise UserError("the export runs in one process (it gathers every tensor to this host)")
-  if not os.path.isdir(workdir):
+  if not storage.isdir(workdir):  # local or gs://
     raise UserError(f"--workdir={workdir} does not exist")
   loaded = load_lib.load_params(workdir, step)
+  where = workdir if storage.is_remote(workdir) else os.path.abspath(workdir)
   cfg = loaded.model_cfg
   check_exportable(cfg)
   os.makedirs(out, exist_ok=True)
@@ -272,11 +274,11 @@ def export(workdir: str, out: str, *, step: int | None = None, dtype: str = "flo
   files += tokenizer_json.write(out, seq_len)
   _write_json(os.path.join(out, PROXYJAX_FILE), {
       "format": FORMAT, "version": FORMAT_VERSION, "step": loaded.step,
-      "workdir": os.path.abspath(workdir), "dtype": dtype,
+      "workdir": where, "dtype": dtype,
       rundir.VOCAB_KEY: rundir.vocab_record(loaded.vocab), "num_ids": cfg.num_ids,
       "config": ckpt_lib.config_dict(loaded.config)})
   with open(os.path.join(out, README_FILE), "w") as f:
-    f.write(readme(cfg, loaded.step, os.path.abspath(workdir), dtype, seq_len))
+    f.write(readme(cfg, loaded.step, where, dtype, seq_len))
   files += [PROXYJAX_FILE, README_FILE]
   return ExportResult(out=out, step=loaded.step, files=files, loaded=loaded)
 

@@ -23,6 +23,16 @@
   ``IncompatibleCheckpointError`` and is left as it is. If checkpoints existed and
   none is readable, ``NoReadableCheckpointError``. Steps saved before manifests
   existed restore without verification.
+
+The directory may be local or ``gs://`` (Orbax writes arrays through TensorStore's GCS
+driver; every other file operation here goes through ``proxyjax.paths``). On GCS
+Orbax commits a step in place and marks it with ``<step>/commit_success.txt`` (no
+rename): the manifest is written just before that marker, a step without the marker
+is an unfinished save (removed at the next start), and moving a step aside or
+removing it copies/deletes objects, the marker first. ``s3://`` is refused with one
+line: Orbax (0.12) builds TensorStore specs for ``gs://`` and local paths only (its
+``tensorstore_utils.build_kvstore_tspec`` normalises ``s3://b/x`` to the relative path
+``s3:/b/x`` and fails with "Checkpoint path should be absolute").
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from proxyjax import errors as errors_lib
+from proxyjax import paths
 from proxyjax.data import packing
 from proxyjax.errors import ConfigError
 
@@ -61,6 +72,7 @@ _UNVERIFIED_TOP_LEVEL = ("_CHECKPOINT_METADATA", "commit_success.txt", MANIFEST)
 TMP_MARKER = ".orbax-checkpoint-tmp"  # Orbax's uncommitted-save suffix (never listed as a step)
 _DELETING = ".deleting"  # a step being removed by keep-last-K (never listed as a step)
 _CORRUPT = re.compile(r"^(\d+)\.corrupt-(\d+)$")
+_COMMIT_MARKER = "commit_success.txt"  # Orbax's commit marker on object storage
 _HASH_THREADS = min(8, os.cpu_count() or 1)
 
 # The command-line entry points print proxyjax.errors.UserError as one line.
@@ -75,12 +87,18 @@ def _remove_partial_save(directory: str, step: int, attempts: int = 20) -> None:
   """Removes ``<step>.orbax-checkpoint-tmp*``. Writer threads of a failed save can still
   create files in it for a moment after the error surfaced (seen under heavy CPU load),
   so removal is retried until the directory stays gone (bounded: ~2 s)."""
+  if paths.is_remote(directory):  # committed in place: a step without its commit marker
+    paths.refresh(directory)
+    step_dir = paths.join(directory, str(step))
+    if not paths.exists(paths.join(step_dir, _COMMIT_MARKER)):
+      paths.rmtree(step_dir)
+    return
   pattern = os.path.join(directory, f"{step}{TMP_MARKER}*")
   for _ in range(attempts):
-    paths = glob.glob(pattern)
-    if not paths:
+    found = glob.glob(pattern)
+    if not found:
       return
-    for path in paths:
+    for path in found:
       shutil.rmtree(path, ignore_errors=True)
     time.sleep(0.1)
   left = glob.glob(pattern)
@@ -215,22 +233,31 @@ def _install_error_filter() -> None:
 
 
 def _step_files(step_dir: str) -> list[str]:
-  """Relative paths of the regular files of a step that the manifest covers."""
+  """Relative paths (``/``-separated on object storage) of the regular files of a step
+  that the manifest covers."""
   out = []
-  for root, dirs, files in os.walk(step_dir):
-    dirs.sort()
-    rel_root = os.path.relpath(root, step_dir)
-    for name in sorted(files):
-      rel = name if rel_root == "." else os.path.join(rel_root, name)
-      if rel in _UNVERIFIED_TOP_LEVEL or name.startswith(f".{MANIFEST}"):
-        continue
-      out.append(rel)
+  if paths.is_remote(step_dir):
+    paths.refresh(step_dir)
+    prefix = step_dir.rstrip("/") + "/"
+    rels = sorted(f[len(prefix):] for f in paths.walk_files(step_dir) if f.startswith(prefix))
+  else:
+    rels = []
+    for root, dirs, files in os.walk(step_dir):
+      dirs.sort()
+      rel_root = os.path.relpath(root, step_dir)
+      rels += [name if rel_root == "." else os.path.join(rel_root, name)
+               for name in sorted(files)]
+  for rel in rels:
+    name = rel.replace(os.sep, "/").rsplit("/", 1)[-1]
+    if rel in _UNVERIFIED_TOP_LEVEL or name.startswith(f".{MANIFEST}"):
+      continue
+    out.append(rel)
   return out
 
 
 def _sha256(path: str) -> str:
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with paths.open_file(path, "rb") as f:
     while chunk := f.read(1 << 22):
       h.update(chunk)
   return h.hexdigest()
@@ -238,15 +265,20 @@ def _sha256(path: str) -> str:
 
 def _hash_all(step_dir: str, rels: list[str]) -> list[str]:
   with concurrent.futures.ThreadPoolExecutor(_HASH_THREADS) as pool:  # hashlib drops the GIL
-    return list(pool.map(lambda r: _sha256(os.path.join(step_dir, r)), rels))
+    return list(pool.map(lambda r: _sha256(paths.join(step_dir, r)), rels))
 
 
 def write_manifest(step_dir: str) -> None:
   """``step_dir/checksums.json``: size and sha256 of every file (written atomically)."""
   rels = _step_files(step_dir)
   digests = _hash_all(step_dir, rels)
-  files = {r: {"size": os.path.getsize(os.path.join(step_dir, r)), "sha256": d}
+  files = {r: {"size": paths.size(paths.join(step_dir, r)), "sha256": d}
            for r, d in zip(rels, digests)}
+  if paths.is_remote(step_dir):  # one object upload: atomic
+    paths.write_text(paths.join(step_dir, MANIFEST), json.dumps(
+        {"format": _MANIFEST_FORMAT, "algorithm": "sha256", "files": files}, indent=0,
+        sort_keys=True))
+    return
   tmp = os.path.join(step_dir, f".{MANIFEST}.tmp")
   with open(tmp, "w") as f:
     json.dump({"format": _MANIFEST_FORMAT, "algorithm": "sha256", "files": files}, f,
@@ -259,23 +291,23 @@ def write_manifest(step_dir: str) -> None:
 def verify_manifest(step_dir: str) -> str | None:
   """None if every file listed in the manifest is present with its size and checksum
   (or the step has no manifest: saved before manifests existed), else what is wrong."""
-  path = os.path.join(step_dir, MANIFEST)
-  if not os.path.exists(path):
+  paths.refresh(step_dir)  # object storage: files TensorStore wrote since a listing
+  path = paths.join(step_dir, MANIFEST)
+  if not paths.exists(path):
     return None
   try:
-    with open(path) as f:
-      files = json.load(f)["files"]
+    files = json.loads(paths.read_text(path))["files"]
     assert isinstance(files, dict)
   except Exception as e:  # pylint: disable=broad-except
     return f"its checksum manifest is unreadable ({first_line(e, 120)})"
   bad = []
   present = []
   for rel, want in sorted(files.items()):
-    full = os.path.join(step_dir, rel)
-    if not os.path.isfile(full):
+    full = paths.join(step_dir, rel)
+    if not paths.isfile(full):
       bad.append(f"{rel} is missing")
-    elif os.path.getsize(full) != want["size"]:
-      bad.append(f"{rel} has {os.path.getsize(full)} bytes, not {want['size']}")
+    elif paths.size(full) != want["size"]:
+      bad.append(f"{rel} has {paths.size(full)} bytes, not {want['size']}")
     else:
       present.append(rel)
   for rel, digest in zip(present, _hash_all(step_dir, present)):
@@ -317,10 +349,44 @@ def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   return {name(p): tuple(getattr(x, "shape", ())) for p, x in leaves}
 
 
+def check_directory(directory: str) -> None:
+  """Raises ``CheckpointError`` (one line) for a checkpoint directory on a store that
+  Orbax cannot write to: object storage other than ``gs://``."""
+  if paths.is_remote(directory) and paths.scheme(directory) != "gs":
+    raise CheckpointError(
+        f"cannot write checkpoints to {directory}: Orbax writes checkpoints to gs:// and "
+        f"local (or mounted) paths only (it builds no TensorStore spec for "
+        f"{paths.scheme(directory)}://, and fails with 'Checkpoint path should be "
+        "absolute'); use a gs:// or local --workdir (or mount the bucket)")
+
+
+def _move_dir(src: str, dst: str) -> None:
+  """Renames a directory; on object storage copies every object, then deletes the
+  source (its commit marker first, so a half-moved step is never a step)."""
+  if not paths.is_remote(src):
+    os.rename(src, dst)
+    return
+  paths.refresh(src)
+  prefix = src.rstrip("/") + "/"
+  files = [f for f in paths.walk_files(src) if f.startswith(prefix)]
+  if not files:
+    raise FileNotFoundError(f"{src}: no such checkpoint directory")
+  for f in files:
+    with paths.open_file(f, "rb") as fin:
+      paths.write_bytes(paths.join(dst, f[len(prefix):]), fin.read())
+  marker = paths.join(src, _COMMIT_MARKER)
+  if paths.exists(marker):
+    paths.remove(marker)
+  paths.rmtree(src)
+  paths.refresh(src)
+
+
 class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    check_directory(directory)
+    self.remote = paths.is_remote(directory)
+    self.directory = directory.rstrip("/") if self.remote else os.path.abspath(directory)
     self.keep = max(int(keep), 1)  # the newest committed step is never deleted
     self.async_save = async_save
     self._is_main = jax.process_index() == 0
@@ -343,14 +409,11 @@ class Checkpointer:
     return sorted(self.manager.all_steps())
 
   def _step_dir(self, step: int) -> str:
-    return os.path.join(self.directory, str(step))
+    return paths.join(self.directory, str(step))
 
   def corrupt_dirs(self) -> list[str]:
     """Names of steps moved aside as unreadable (``<step>.corrupt-<n>``)."""
-    try:
-      names = os.listdir(self.directory)
-    except FileNotFoundError:
-      return []
+    names = self._names()
     return sorted((n for n in names if _CORRUPT.match(n)),
                   key=lambda n: tuple(int(g) for g in _CORRUPT.match(n).groups()))
 
@@ -359,10 +422,13 @@ class Checkpointer:
     ``<step>.deleting``) -- by process 0, at the start of training only (a concurrent
     evaluation never removes a save in progress)."""
     removed = []
-    if self._is_main and os.path.isdir(self.directory):
-      for name in sorted(os.listdir(self.directory)):
-        if TMP_MARKER in name or name.endswith(_DELETING):
-          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    if self._is_main:
+      for name in self._names():
+        unfinished = TMP_MARKER in name or name.endswith(_DELETING)
+        if self.remote and name.isdigit():  # committed in place: no marker, no commit
+          unfinished = not paths.exists(paths.join(self.directory, name, _COMMIT_MARKER))
+        if unfinished:
+          paths.rmtree(paths.join(self.directory, name))
           removed.append(name)
       if removed:
         log.warning("removed %d unfinished checkpoint save(s) in %s: %s", len(removed),
@@ -375,12 +441,11 @@ class Checkpointer:
     """Fails now, not at the first save, when the checkpoint directory is not writable."""
     if not self._is_main:
       return
-    probe = os.path.join(self.directory, f".write-test-{os.getpid()}")
+    probe = paths.join(self.directory, f".write-test-{os.getpid()}")
     try:
-      os.makedirs(self.directory, exist_ok=True)
-      with open(probe, "w") as f:
-        f.write("ok")
-      os.remove(probe)
+      paths.makedirs(self.directory, exist_ok=True)
+      paths.write_text(probe, "ok")
+      paths.remove(probe)
     except OSError as e:
       raise CheckpointError(
           f"the checkpoint directory {self.directory} is not writable: {describe_error(e)}; "
@@ -393,6 +458,14 @@ class Checkpointer:
     written, just before the rename that commits the step): the checksum manifest."""
     step = self._saving
     if step is None:
+      return
+    if self.remote:  # committed in place, by the marker written after this callback
+      paths.refresh(self.directory)
+      if paths.isdir(self._step_dir(step)):
+        write_manifest(self._step_dir(step))
+      else:
+        log.warning("checkpoint at step %d: no directory to write %s into; the step will "
+                    "restore without checksum verification", step, MANIFEST)
       return
     candidates = glob.glob(os.path.join(self.directory, f"{step}{TMP_MARKER}*"))
     candidates = [c for c in candidates if os.path.isdir(c)]
@@ -450,7 +523,9 @@ class Checkpointer:
       error = e
     finally:
       self._saving = None
-    if error is None and not os.path.isdir(self._step_dir(step)):
+    if self.remote and error is None:
+      paths.refresh(self.directory)
+    if error is None and not paths.isdir(self._step_dir(step)):
       logged = _ORBAX_ERRORS.take()
       error = logged[0] if logged else RuntimeError("the save never committed")
     if error is not None:
@@ -496,18 +571,32 @@ class Checkpointer:
     for step in steps[:-self.keep]:
       doomed = self._step_dir(step) + _DELETING
       try:
-        os.rename(self._step_dir(step), doomed)
-        shutil.rmtree(doomed)
+        if self.remote:  # the marker first: a half-deleted step is no step
+          marker = paths.join(self._step_dir(step), _COMMIT_MARKER)
+          if paths.exists(marker):
+            paths.remove(marker)
+          paths.rmtree(self._step_dir(step))
+        else:
+          os.rename(self._step_dir(step), doomed)
+          shutil.rmtree(doomed)
       except OSError as e:
         log.warning("keep-last-%d: could not remove the checkpoint at step %d in %s (%s)",
                     self.keep, step, self.directory, describe_error(e))
     self.manager.reload()
 
-  def _disk_steps(self) -> list[int]:
+  def _names(self) -> list[str]:
+    """The names in the checkpoint directory ([] when it does not exist)."""
+    paths.refresh(self.directory)
     try:
-      names = os.listdir(self.directory)
+      return paths.listdir(self.directory)
     except FileNotFoundError:
       return []
+
+  def _disk_steps(self) -> list[int]:
+    names = self._names()
+    if self.remote:  # committed steps carry Orbax's marker
+      return sorted(int(n) for n in names if n.isdigit()
+                    and paths.exists(paths.join(self.directory, n, _COMMIT_MARKER)))
     return sorted(int(n) for n in names
                   if n.isdigit() and os.path.isdir(os.path.join(self.directory, n)))
 
@@ -516,12 +605,13 @@ class Checkpointer:
   def _move_aside(self, step: int, reason: str) -> str:
     src = self._step_dir(step)
     n = 1
-    while os.path.exists(f"{src}.corrupt-{n}"):
+    names = set(self._names())
+    while f"{step}.corrupt-{n}" in names:
       n += 1
     dst = f"{src}.corrupt-{n}"
     if self._is_main:
       try:
-        os.rename(src, dst)
+        _move_dir(src, dst)
       except OSError as e:
         raise CheckpointError(
             f"the checkpoint at step {step} in {self.directory} is unreadable ({reason}) "
@@ -529,10 +619,11 @@ class Checkpointer:
             "re-run") from e
       log.warning("checkpoint at step %d in %s is unreadable (%s); moved it aside to %s "
                   "(not deleted) and trying the previous checkpoint", step, self.directory,
-                  reason, os.path.basename(dst))
+                  reason, paths.basename(dst))
     _barrier(f"proxyjax:checkpoint:move_aside:{step}")
+    paths.refresh(self.directory)
     self.manager.reload()
-    return os.path.basename(dst)
+    return paths.basename(dst)
 
   def _check_shapes(self, step: int, abstract_state: Any) -> None:
     """Parameter names and shapes of the checkpoint against this run's model."""
@@ -590,7 +681,7 @@ class Checkpointer:
       reason = None
       if self._is_main:  # 0: verified, 1: no manifest (older save), 2: corrupt
         reason = verify_manifest(step_dir)
-        status = 2 if reason else 0 if os.path.exists(os.path.join(step_dir, MANIFEST)) else 1
+        status = 2 if reason else 0 if paths.exists(paths.join(step_dir, MANIFEST)) else 1
       else:
         status = 0
       status = _from_process_0(status)

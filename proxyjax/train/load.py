@@ -8,8 +8,10 @@ Reads the ``params`` subtree of a step's Orbax ``state`` item (Orbax partial
 restore): no optimizer is built and no optimizer state is read. The model's shape
 comes from ``WORKDIR/config.json`` (else the config recorded in the checkpoint's
 meta); the vocabulary from the checkpoint's meta (``rundir.VOCAB_KEY``), else it is
-derived from the recorded config without ever training a tokenizer. Training's
-own resume restores the full state (``Checkpointer.restore``).
+derived from the recorded config without ever training a tokenizer. The returned
+config reads the run's own tokenizer (``WORKDIR/tokenizer.json``, when its view needs
+the auto-trained one). WORKDIR may be local or ``gs://`` (``proxyjax.paths``).
+Training's own resume restores the full state (``Checkpointer.restore``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 from typing import Any
 
 import jax
@@ -27,7 +28,7 @@ from etils import epath
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from proxyjax import parallel, rundir
+from proxyjax import parallel, paths, rundir
 from proxyjax import vocab as vocab_lib
 from proxyjax.data import pipeline
 from proxyjax.errors import UserError
@@ -61,12 +62,16 @@ class LoadedParams:
 def checkpoint_steps(workdir: str) -> list[int]:
   """Committed steps in ``WORKDIR/checkpoints`` (no Orbax manager, nothing created)."""
   directory = rundir.checkpoint_dir(workdir)
+  paths.refresh(directory)
   try:
-    names = os.listdir(directory)
-  except FileNotFoundError:
+    names = paths.listdir(directory)
+  except (FileNotFoundError, NotADirectoryError):
     return []
+  if paths.is_remote(directory):  # committed in place: Orbax's marker says committed
+    return sorted(int(n) for n in names if n.isdigit()
+                  and paths.exists(paths.join(directory, n, "commit_success.txt")))
   return sorted(int(n) for n in names if n.isdigit()
-                and os.path.isdir(os.path.join(directory, n)))
+                and paths.isdir(paths.join(directory, n)))
 
 
 def read_meta(step_dir: str) -> dict:
@@ -86,10 +91,14 @@ def recorded_config(workdir: str, meta: dict | None = None) -> ml_collections.Co
   return c
 
 
-def run_vocab(run_config: ml_collections.ConfigDict, meta: dict | None) -> vocab_lib.Vocab:
-  """The vocabulary the checkpoint was trained with; never trains a tokenizer."""
+def run_vocab(run_config: ml_collections.ConfigDict, meta: dict | None,
+              workdir: str | None = None) -> vocab_lib.Vocab:
+  """The vocabulary the checkpoint was trained with; never trains a tokenizer (reads the
+  run's ``WORKDIR/tokenizer.json`` when the checkpoint recorded no vocabulary)."""
   recorded = rundir.vocab_from_record((meta or {}).get(rundir.VOCAB_KEY))
-  return recorded if recorded is not None else pipeline.vocab_without_training(run_config)
+  if recorded is not None:
+    return recorded
+  return pipeline.vocab_without_training(run_config, workdir)
 
 
 def model_config(run_config: ml_collections.ConfigDict, vocab: vocab_lib.Vocab,
@@ -191,7 +200,7 @@ def load_params(workdir: str, step: int | None = None, *, mesh: Mesh | None = No
   directory = rundir.checkpoint_dir(workdir)
   skipped = []
   for candidate in _choose_step(workdir, step):
-    step_dir = os.path.join(directory, str(candidate))
+    step_dir = paths.join(directory, str(candidate))
     where = f"the checkpoint at step {candidate} in {directory}"
     reason = ckpt_lib.verify_manifest(step_dir)
     if reason is not None:
@@ -214,7 +223,7 @@ def load_params(workdir: str, step: int | None = None, *, mesh: Mesh | None = No
     elif config is not None:
       _check_model_fields(run_config, config, where)
     source = config if config is not None else run_config
-    vocab = run_vocab(run_config, meta)
+    vocab = run_vocab(run_config, meta, workdir)
     model_cfg = model_config(run_config, vocab, config)
     if mesh is None:
       mesh = parallel.make_mesh(source.mesh.shape, dcn_shape=source.mesh.dcn_shape)
@@ -235,6 +244,6 @@ def load_params(workdir: str, step: int | None = None, *, mesh: Mesh | None = No
       skipped.append(f"{candidate} ({ckpt_lib.first_line(e, 120)})")
       continue
     return LoadedParams(params=params, step=int(candidate), model_cfg=model_cfg,
-                        config=run_config, vocab=vocab, mesh=mesh, rules=rules, meta=meta)
+                        config=pipeline.with_run_tokenizer(run_config, workdir), vocab=vocab, mesh=mesh, rules=rules, meta=meta)
   raise ckpt_lib.NoReadableCheckpointError(
       f"no readable checkpoint in {directory}: step(s) {'; '.join(skipped)} are unreadable")

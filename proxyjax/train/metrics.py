@@ -33,9 +33,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import uuid
 from typing import Any
 
 import numpy as np
+
+from proxyjax import paths, rundir
 
 # Dense bf16 peak FLOP/s per device (vendor spec sheets, no sparsity).
 PEAK_FLOPS = {
@@ -149,20 +154,50 @@ class Exposure:
 
 
 class MetricWriter:
-  """Appends one JSON object per log step to ``metrics.jsonl`` and mirrors scalars to
-  TensorBoard (tensorboardX) when available. Only process 0 writes."""
+  """Appends one JSON object per log step to ``WORKDIR/metrics.jsonl`` and mirrors scalars
+  to TensorBoard (tensorboardX, ``WORKDIR/tensorboard``) when available. Only process 0
+  writes.
+
+  A local WORKDIR is appended to in place. Object storage (``gs://``, ``s3://``) cannot
+  append, so a remote WORKDIR is mirrored: the writer keeps ``metrics.jsonl`` in a local
+  temporary directory (starting from the bucket's copy, so a resumed run continues the
+  same file), writes TensorBoard events there too, and at every ``write`` (one per log
+  step or validation) uploads the whole ``metrics.jsonl`` and every event file that grew
+  since the last upload; ``close`` uploads once more and removes the local copy. Each
+  upload is one object write (atomic): a reader sees the file as of a log step, never a
+  torn line; a crash loses at most the lines since the last log step. The upload of
+  ``metrics.jsonl`` grows with the run (about 1 kB a line: 10 MB after 10k log steps).
+  """
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
     self._jsonl = None
     self._tb = None
+    self._remote = paths.is_remote(workdir)
+    self._workdir = workdir
+    self._local = workdir
+    self._uploaded: dict[str, int] = {}  # local event file -> size at its last upload
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    paths.makedirs(workdir, exist_ok=True)
+    if self._remote:
+      self._local = tempfile.mkdtemp(prefix="proxyjax-metrics-")
+      try:
+        existing = paths.read_bytes(paths.join(workdir, rundir.METRICS_FILE))
+      except FileNotFoundError:
+        existing = b""
+      if existing and not existing.endswith(b"\n"):
+        existing += b"\n"
+      with open(os.path.join(self._local, rundir.METRICS_FILE), "wb") as f:
+        f.write(existing)
+    self._jsonl = open(os.path.join(self._local, rundir.METRICS_FILE), "a", encoding="utf-8")
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      # A remote run's event files are uploaded by name: a suffix keeps a resumed run
+      # (same second, same host) from overwriting the previous run's file.
+      suffix = f".{uuid.uuid4().hex[:8]}" if self._remote else ""
+      self._tb = SummaryWriter(os.path.join(self._local, rundir.TENSORBOARD),
+                               filename_suffix=suffix)
     except ImportError:
       self._tb = None
 
@@ -177,9 +212,38 @@ class MetricWriter:
       for k, v in clean.items():
         if isinstance(v, float) and np.isfinite(v):
           self._tb.add_scalar(k, v, step)
+    self._sync()
+
+  def _sync(self) -> None:
+    """Uploads ``metrics.jsonl`` and the grown event files (a remote WORKDIR only)."""
+    if not self._remote:
+      return
+    with open(os.path.join(self._local, rundir.METRICS_FILE), "rb") as f:
+      paths.write_bytes(paths.join(self._workdir, rundir.METRICS_FILE), f.read())
+    if self._tb is None:
+      return
+    self._tb.flush()
+    tb_local = os.path.join(self._local, rundir.TENSORBOARD)
+    for name in sorted(os.listdir(tb_local)) if os.path.isdir(tb_local) else []:
+      local = os.path.join(tb_local, name)
+      n = os.path.getsize(local) if os.path.isfile(local) else None
+      if n is None or self._uploaded.get(local) == n:
+        continue
+      with open(local, "rb") as f:
+        paths.write_bytes(paths.join(self._workdir, rundir.TENSORBOARD, name), f.read())
+      self._uploaded[local] = n
 
   def close(self) -> None:
-    if self._jsonl is not None:
-      self._jsonl.close()
-    if self._tb is not None:
-      self._tb.close()
+    try:
+      if self.enabled:
+        self._jsonl.flush()
+        self._sync()  # flushes TensorBoard's events first
+      if self._tb is not None:
+        self._tb.close()
+      if self._jsonl is not None:
+        self._jsonl.close()
+    finally:
+      if self._remote and self.enabled:
+        shutil.rmtree(self._local, ignore_errors=True)
+      self._jsonl = self._tb = None
+      self.enabled = False

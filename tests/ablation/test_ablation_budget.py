@@ -6,7 +6,7 @@ import math
 import pytest
 
 from proxyjax import ablation
-from proxyjax.ablation import budget, catalog, runner, scales
+from proxyjax.ablation import budget, catalog, runner, scales, workdir
 from proxyjax.errors import UserError
 from proxyjax.eval import validation
 
@@ -87,6 +87,8 @@ def test_catalog_and_scales(tmp_path):
         if arm.skip:
           continue
         c = runner.arm_config(scale, str(tmp_path), arm)
+        if scale == "pod":  # the ladder configs have no corpus: --sources gives one
+          c.data.sources = "jsonl:/data/code/*.jsonl"
         scales.finalize(c, scale, 100)
         validation.validate(c)  # every arm is a valid config at every scale
         assert c.num_steps == 100 and c.eval_every >= 1 and c.checkpoint_every >= 1
@@ -131,3 +133,14 @@ def test_notebook_helpers_arms_table_and_eval_bars(tmp_path):
   drawn = report.plot_eval_bars(result, str(path))
   assert [r["name"] for r in drawn] == ["bytes", "tokenizer"]  # NaN / missing left out
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pod_scale_needs_sources(tmp_path):
+  """The pod scale trains the ladder configs, which have no corpus: --sources gives one."""
+  with pytest.raises(UserError, match="--sources="):
+    workdir.preflight("views", "pod", str(tmp_path / "w"))
+  req = workdir.preflight("views", "pod", str(tmp_path / "w"), sources="jsonl:/data/*.jsonl")
+  assert req.options.sources == "jsonl:/data/*.jsonl"
+  c = runner._Arm(req.arms[0], req.workdir, "pod", req.budget, print, 0,  # pylint: disable=protected-access
+                  req.options.sources).config()
+  assert c.data.sources == "jsonl:/data/*.jsonl"

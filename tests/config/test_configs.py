@@ -5,7 +5,9 @@ The expected values in ``tests/fixtures/configs.json`` were dumped from the one-
 files of commit 50c7e4e (``ladder_config(size)`` and friends) before the rewrite. Each entry
 lists every field as ``[dotted name, type, value]``, so a changed value, a changed type (int
 vs float, tuple vs list) or a missing or extra field fails. Regenerate
-(``python tests/config/test_configs.py --write``) only for an intended change.
+(``python tests/config/test_configs.py --write``) only for an intended change. Intended
+changes since: issue 22, item 6 -- the ladder rungs (and bytes.py / tokens.py on them) name
+no corpus (``data.sources`` is ``NO_CORPUS``, ''), and every config has ``check_fits``.
 """
 
 import json

@@ -2,7 +2,6 @@
 
 import copy
 import json
-import shutil
 
 import jax
 import numpy as np
@@ -67,7 +66,8 @@ def test_load_params_errors(trained, tmp_path):
 
 
 def test_tokenizer_run_eval_trains_no_tokenizer(tmp_path, monkeypatch):
-  """The vocabulary comes from the checkpoint: eval needs no tokenizer (not even cached)."""
+  """The vocabulary comes from the checkpoint, the tokenizer from the run directory
+  (WORKDIR/tokenizer.json): eval trains none and needs no cache."""
   cache = tmp_path / "tokenizers"
   c = small_config(num_steps=2, checkpoint_every=2, log_every=1)
   c.data.view = "tokenizer"
@@ -75,8 +75,9 @@ def test_tokenizer_run_eval_trains_no_tokenizer(tmp_path, monkeypatch):
   c.data.tokenizer_cache_dir = str(cache)
   c.eval.max_docs = 2
   trainer.train(c, str(tmp_path / "run"))
-  trained_size = json.load(open(next(cache.glob("*.summary.json"))))
-  shutil.rmtree(cache)  # gone: eval must not need it, nor train another
+  tok = tmp_path / "run" / "tokenizer.json"
+  trained_size = json.load(open(str(tok) + ".summary.json"))
+  assert tok.exists() and not cache.exists()  # the run's, not the per-host cache's
 
   def refuse(*a, **kw):
     raise AssertionError("the tokenizer trainer was called")
@@ -87,6 +88,7 @@ def test_tokenizer_run_eval_trains_no_tokenizer(tmp_path, monkeypatch):
   assert results["bpb"]["step"] == 2 and not cache.exists()
   loaded = load_lib.load_params(str(tmp_path / "run"))
   assert loaded.vocab.compressed_alphabet > 256 and trained_size
-  # Without a recorded vocabulary (older checkpoints) nor the cached tokenizer: one line.
+  assert load_lib.run_vocab(c, {}, str(tmp_path / "run")) == loaded.vocab  # the run's file
+  # Without a recorded vocabulary (older checkpoints), a run tokenizer nor a cached one: one line.
   with pytest.raises(UserError, match="data.tokenizer_path"):
-    load_lib.run_vocab(loaded.config, {})
+    load_lib.run_vocab(c, {})

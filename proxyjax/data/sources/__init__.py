@@ -19,24 +19,36 @@ Sources are named by a spec string (see :func:`parse_sources`)::
 
     stdlib                        the running interpreter's standard library
     files:DIR[/GLOB]              a tree of source/text files
-    jsonl:GLOB                    JSON-lines files, one object per line
+    jsonl:GLOB                    JSON-lines files, one object per line (.gz/.zst too)
     arrayrecord:GLOB              ArrayRecord shards (JSON objects or raw bytes)
+    parquet:GLOB                  Parquet files, one row per document
+    hf:PATH[#SPLIT]               a Hugging Face dataset on disk (save_to_disk
+                                  directory or Hub snapshot; no network)
     tfds:NAME[/CONFIG]            a TFDS dataset (needs tensorflow_datasets)
+    prepared:DIR                  a directory written by ``python -m proxyjax.data.prepare``
 
 entries separated by ``;``, each with an optional ``@weight``. How they are
 read (validation fraction, text field, record format, TFDS data directory) is
 one :class:`SourceOptions`, built from the config with
 ``SourceOptions.from_config(config)``.
 
+Every file-based kind reads local paths and ``gs://`` / ``s3://`` ones (through
+:mod:`proxyjax.paths`); what cannot be read in place (compressed JSON lines,
+ArrayRecord and Arrow files on object storage) is copied once into a local cache
+(:func:`proxyjax.data.sources.globs.local_copy`).
+
 The train/validation split of file, JSONL and ArrayRecord sources is decided by
 hashing a stable key (relative path, or ``relpath:index``; neural shard records
 keep their original document's key), so it is the same on every machine and
-independent of the other documents.
+independent of the other documents. Parquet and hf sources, too large to hash
+every key at start-up, use the strided rule (:mod:`proxyjax.data.sources.spec`),
+and hf datasets with their own train and validation splits use those.
 
 Modules: ``spec`` (spec strings, the split), ``document`` (the Document, error
-reasons, JSON record decoding), ``globs`` (path globs), one module per storage
-backend (``memory``, ``files`` with the stdlib, ``jsonl``, ``arrayrecord``,
-``tfds``) and ``factory`` (:class:`SourceOptions`, :func:`make_source`).
+reasons, JSON record decoding), ``globs`` (path globs, the local cache), one module
+per storage backend (``memory``, ``files`` with the stdlib, ``jsonl``, ``arrayrecord``,
+``parquet``, ``hf``, ``tfds``, ``prepared``) and ``factory`` (:class:`SourceOptions`,
+:func:`make_source`).
 """
 
 from proxyjax.data.sources.arrayrecord import RECORD_FORMATS, ArrayRecordSource
@@ -58,8 +70,11 @@ from proxyjax.data.sources.files import (
                                             stdlib_root,
                                             stdlib_source,
 )
+from proxyjax.data.sources.hf import HfSource
 from proxyjax.data.sources.jsonl import JsonlSource
 from proxyjax.data.sources.memory import ListSource
+from proxyjax.data.sources.parquet import ParquetSource
+from proxyjax.data.sources.prepared import PreparedSource
 from proxyjax.data.sources.spec import (
                                             FIELD,
                                             KINDS,
@@ -73,8 +88,9 @@ from proxyjax.data.sources.tfds import TfdsSource
 
 __all__ = [
     "ArrayRecordSource", "BINARY", "BINARY_PROBE_BYTES", "CORRUPT_RECORD", "DEFAULT_SUFFIXES",
-    "Document", "FIELD", "FileTreeSource", "JsonlSource", "KINDS", "ListSource",
-    "MALFORMED_JSON", "MALFORMED_SYMBOLS", "MISSING_TEXT", "NEURAL_FIELD", "RECORD_FORMATS",
+    "Document", "FIELD", "FileTreeSource", "HfSource", "JsonlSource", "KINDS", "ListSource",
+    "MALFORMED_JSON", "MALFORMED_SYMBOLS", "MISSING_TEXT", "NEURAL_FIELD", "ParquetSource",
+    "PreparedSource", "RECORD_FORMATS",
     "SPLITS", "Source", "SourceOptions", "SourceSpec", "TfdsSource", "UNREADABLE",
     "in_split", "make_source", "make_sources", "parse_sources", "split_value", "stdlib_root",
     "stdlib_source",

@@ -1,6 +1,14 @@
 """ArrayRecord shards (``arrayrecord:GLOB``): JSON objects or raw bytes, one
 document per record; neural records carry their original document's key and
-the neural view's symbols."""
+the neural view's symbols.
+
+The ArrayRecord reader (C++, riegeli) opens local files only, so shards on
+object storage (``gs://``, ``s3://``) are copied once, when the source is built,
+into the local cache of :func:`proxyjax.data.sources.globs.local_copy`
+(``$PROXYJAX_CACHE_DIR``, else ``~/.cache/proxyjax/decompressed/``; named by the
+sha256 of the object's path, size and etag; written under a temporary name and
+renamed atomically) and read from there; keys still name the remote shards.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import json
 import grain
 import numpy as np
 
+from proxyjax import paths as paths_lib
 from proxyjax.data.sources.document import (
   NEURAL_FIELD,
   UNREADABLE,
@@ -19,7 +28,7 @@ from proxyjax.data.sources.document import (
   make_doc,
   parse_json_record_with_symbols,
 )
-from proxyjax.data.sources.globs import expand_glob, relpath
+from proxyjax.data.sources.globs import copy_stream, expand_glob, local_copy, relpath
 from proxyjax.data.sources.spec import FIELD, check_split, in_split, keep_mask
 from proxyjax.errors import ConfigError
 from proxyjax.views.neural import shards as neural_shards  # numpy-only: the shard record format
@@ -59,9 +68,10 @@ class ArrayRecordSource:
     self.split = split
     self.record_format = record_format
     self.text_field = text_field
-    root, paths = expand_glob(pattern, "arrayrecord")
+    root, found = expand_glob(pattern, "arrayrecord")
+    self._relnames = tuple(relpath(p, root) for p in found)
+    paths = [local_shard(p) for p in found]
     counts = [_count_records(p, self.name, record_format) for p in paths]
-    self._relnames = tuple(relpath(p, root) for p in paths)
     self._starts = np.cumsum([0] + counts[:-1]).astype(np.int64)
     self._source = _grain_array_record_source(
         [_Shard(p, 0, n, n) for p, n in zip(paths, counts)])
@@ -108,6 +118,13 @@ class ArrayRecordSource:
     return (f"ArrayRecordSource(name={self.name!r}, "
             f"files={len(self._relnames)}, format={self.record_format!r}, "
             f"split={self.split!r}, len={len(self)})")
+
+
+def local_shard(path: str) -> str:
+  """``path``, or for a shard on object storage its copy in the local cache."""
+  if not paths_lib.is_remote(path):
+    return path
+  return local_copy(path, "copy", copy_stream, suffix=".array_record")
 
 
 def _count_records(path: str, name: str, record_format: str = "json") -> int:

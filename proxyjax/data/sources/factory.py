@@ -9,13 +9,17 @@ from typing import Any
 from proxyjax.data.sources.arrayrecord import ArrayRecordSource
 from proxyjax.data.sources.files import FileTreeSource, stdlib_source
 from proxyjax.data.sources.globs import split_glob
+from proxyjax.data.sources.hf import HfSource
 from proxyjax.data.sources.jsonl import JsonlSource
 from proxyjax.data.sources.memory import ListSource
+from proxyjax.data.sources.parquet import ParquetSource
+from proxyjax.data.sources.prepared import PreparedSource
 from proxyjax.data.sources.spec import FIELD, SourceSpec, check_split, parse_sources
 from proxyjax.data.sources.tfds import TfdsSource
 from proxyjax.errors import ConfigError
 
-Source = ListSource | FileTreeSource | JsonlSource | ArrayRecordSource | TfdsSource
+Source = (ListSource | FileTreeSource | JsonlSource | ArrayRecordSource | TfdsSource
+          | PreparedSource | ParquetSource | HfSource)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,10 +28,11 @@ class SourceOptions:
   caller of :func:`make_sources` passes together.
 
   Attributes:
-    validation_fraction: the hashed fraction of documents in validation
-      (ignored by tfds, which uses the dataset's own splits).
-    text_field: the JSON / TFDS field holding the text (default: ``text``,
-      else ``content``).
+    validation_fraction: the fraction of documents in validation, hashed (files,
+      jsonl, arrayrecord) or strided (parquet, hf); ignored by tfds, and by hf
+      for a dataset with its own train and validation splits.
+    text_field: the JSON / TFDS field or Parquet / Arrow column holding the text
+      (default: ``text``, else ``content``).
     record_format: ``json`` or ``bytes`` (ArrayRecord only).
     tfds_data_dir: TFDS data directory (empty: the TFDS default).
   """
@@ -72,9 +77,15 @@ def make_source(spec: SourceSpec, *, split: str, options: SourceOptions | None =
   if spec.kind == "arrayrecord":
     return ArrayRecordSource(spec.location, record_format=o.record_format,
                              text_field=o.text_field, **kw)
+  if spec.kind == "parquet":
+    return ParquetSource(spec.location, text_field=o.text_field, **kw)
+  if spec.kind == "hf":
+    return HfSource(spec.location, text_field=o.text_field, **kw)
   if spec.kind == "tfds":
     return TfdsSource(spec.location, split=split, data_dir=o.tfds_data_dir,
                       text_field=o.text_field)
+  if spec.kind == "prepared":
+    return PreparedSource(spec.location, text_field=o.text_field, **kw)
   raise ConfigError(FIELD, f"unknown source kind {spec.kind!r}")
 
 

@@ -1,5 +1,5 @@
-"""File trees (``files:DIR[/GLOB]``) and the interpreter's standard library
-(``stdlib``): one document per regular file."""
+"""File trees (``files:DIR[/GLOB]``, local or ``gs://`` / ``s3://``) and the
+interpreter's standard library (``stdlib``): one document per regular file."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import sysconfig
 from typing import Iterable
 
+from proxyjax import paths
 from proxyjax.data.sources.document import (
   BINARY,
   UNREADABLE,
@@ -36,9 +37,10 @@ _EXCLUDED_STDLIB_DIRS = frozenset({"site-packages", "dist-packages"})
 class FileTreeSource:
   """Regular files under a root directory, one document per file.
 
-  Files are listed once at construction (symlinks are not followed), sorted by
-  their posix relative path. A file that vanished or cannot be read gives an
-  ``unreadable`` document; a NUL byte in its first 8192 bytes gives ``binary``.
+  Files are listed once at construction (symlinks are not followed; on object
+  storage, one listing of the prefix), sorted by their posix relative path. A
+  file that vanished or cannot be read gives an ``unreadable`` document; a NUL
+  byte in its first 8192 bytes gives ``binary``.
   """
 
   def __init__(self, root: str, *, pattern: str = "",
@@ -59,10 +61,11 @@ class FileTreeSource:
       name: the source name (default ``files:ROOT``).
     """
     check_split(split, validation_fraction)
-    self.root = os.path.expanduser(root)
+    remote = paths.is_remote(root)
+    self.root = root.rstrip("/") if remote else os.path.expanduser(root)
     self.name = name or f"files:{root}"
     self.split = split
-    if not os.path.isdir(self.root):
+    if not paths.isdir(self.root):
       raise ConfigError(FIELD, f"{self.name}: directory {self.root!r} does not "
                         "exist")
     keep = glob_regex(pattern).match if pattern else None
@@ -86,7 +89,7 @@ class FileTreeSource:
   def __getitem__(self, index: int) -> Document:
     rel = self._relpaths[check_index(index, len(self._relpaths))]
     try:
-      with open(os.path.join(self.root, rel), "rb") as f:
+      with paths.open_file(paths.join(self.root, rel), "rb") as f:
         data = f.read()
     except OSError:
       return error_doc(self.name, rel, UNREADABLE)
@@ -105,6 +108,10 @@ def _suffix(path: str) -> str:
 
 def _walk(root: str, exclude_dirs: frozenset[str]) -> list[str]:
   """Sorted posix relative paths of the regular (non-symlink) files under root."""
+  if paths.is_remote(root):
+    listed = [relpath(p, root) for p in paths.walk_files(root)]
+    return sorted(rel for rel in listed
+                  if not exclude_dirs.intersection(rel.split("/")[:-1]))
   out = []
   for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
     dirnames[:] = [d for d in dirnames if d not in exclude_dirs]

@@ -1,16 +1,34 @@
-"""Path globs of the file-based sources: ``*``, ``?``, ``[...]`` and ``**``,
-matched files deduplicated by real path, symlinked directories followed once
-each and never into a loop."""
+"""Path globs of the file-based sources and their local cache.
+
+Globs: ``*``, ``?``, ``[...]`` and ``**``. Local matches are deduplicated by real
+path, symlinked directories followed once each and never into a loop; a
+``gs://`` / ``s3://`` pattern is matched against one listing of its static root
+(:func:`proxyjax.paths.walk_files`; object stores have no symlinks).
+
+The local cache (:func:`local_copy`) holds files that cannot be read where they
+are: decompressed ``.gz`` / ``.zst`` JSON lines (no random access into a
+compressed stream) and ArrayRecord shards on object storage (the ArrayRecord
+reader opens local files only). It lives in ``$PROXYJAX_CACHE_DIR``, else
+``~/.cache/proxyjax/decompressed/``; each entry is named by the sha256 of the
+source path, its size and its modification stamp (mtime, or the object's
+etag/generation), so a changed file gets a new entry; it is written under a
+temporary name and renamed into place, so concurrent processes (hosts, Grain
+workers) never see a partial copy and at worst write it twice.
+"""
 
 from __future__ import annotations
 
-import glob
+import hashlib
 import os
 import re
-from typing import Iterable
+import uuid
+from typing import IO, Any, Callable, Iterable
 
+from proxyjax import paths
 from proxyjax.data.sources.spec import FIELD
 from proxyjax.errors import ConfigError
+
+CACHE_DIR_ENV = "PROXYJAX_CACHE_DIR"
 
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 
@@ -66,6 +84,8 @@ def expand_glob(pattern: str, kind: str) -> tuple[str, list[str]]:
   symlinked directories are followed once each and never into a loop (a link
   to the directory itself or to an ancestor, e.g. ``self -> .`` or ``up -> ..``).
   """
+  if paths.is_remote(pattern):
+    return _expand_remote(pattern, kind)
   pattern = os.path.expanduser(pattern)
   root, magic = split_glob(pattern)
   if not magic:  # a single file named directly
@@ -76,11 +96,62 @@ def expand_glob(pattern: str, kind: str) -> tuple[str, list[str]]:
     candidates = [p for p in walk_links(root)
                   if keep(relpath(p, root)) and (hidden or not _is_hidden(relpath(p, root)))]
   else:
-    candidates = glob.glob(pattern)
-  paths = _dedupe_real(p for p in candidates if os.path.isfile(p))
-  if not paths:
+    candidates = paths.glob(pattern)
+  found = _dedupe_real(p for p in candidates if os.path.isfile(p))
+  if not found:
     raise ConfigError(FIELD, f"{kind}:{pattern} matched no files")
-  return root, paths
+  return root, found
+
+
+def _expand_remote(pattern: str, kind: str) -> tuple[str, list[str]]:
+  """``expand_glob`` on object storage: a ``**`` pattern is matched with
+  :func:`glob_regex` against one listing of its static root (the same rules as
+  locally), any other with the file system's own glob (one listing per level);
+  hidden names only when the pattern names them; objects only, no directories."""
+  root, magic = split_glob(pattern)
+  if not magic:
+    try:
+      found = [pattern] if paths.isfile(pattern) else []
+    except FileNotFoundError:
+      found = []
+    root = paths.dirname(pattern)
+  else:
+    try:
+      if "**" in magic:
+        keep = glob_regex(magic).match
+        listed = [p for p in paths.walk_files(root) if keep(relpath(p, root))]
+      else:
+        listed = _remote_glob_files(pattern)
+    except FileNotFoundError:
+      listed = []
+    hidden = magic.startswith(".") or "/." in magic
+    found = [p for p in listed if hidden or not _is_hidden(relpath(p, root))]
+  if not found:
+    raise ConfigError(FIELD, f"{kind}:{pattern} matched no files")
+  return root, sorted(found)
+
+
+def _remote_glob_files(pattern: str) -> list[str]:
+  """The objects (not directories) matching a remote glob, with their scheme."""
+  matches = _fsspec_call(pattern, lambda fs, p: fs.glob(p, detail=True))
+  prefix = paths.scheme(pattern) + "://"
+  return [name if name.startswith(prefix) else prefix + name.lstrip("/")
+          for name, info in matches.items() if info.get("type") == "file"]
+
+
+def _fsspec_call(path: str, call: Callable[[Any, str], Any]) -> Any:
+  """``call(file system, path as it names it)`` for a remote path; its failures as
+  :class:`proxyjax.paths.StorageError` (``MissingPathError`` for a missing one)."""
+  import fsspec  # pylint: disable=import-outside-toplevel
+  try:
+    fs, p = fsspec.core.url_to_fs(path)
+    return call(fs, p)
+  except paths.StorageError:
+    raise
+  except FileNotFoundError as e:
+    raise paths.MissingPathError(f"{path}: not found") from e
+  except Exception as e:  # pylint: disable=broad-except  (fsspec backends' own errors)
+    raise paths.StorageError(f"{path}: {type(e).__name__}: {str(e)[:300]}") from e
 
 
 def _is_hidden(path: str) -> bool:
@@ -146,4 +217,60 @@ def _is_ancestor(directory: str, path: str) -> bool:
 
 def relpath(path: str, root: str) -> str:
   """``path`` relative to ``root``, with ``/`` separators."""
+  if paths.is_remote(path):
+    prefix = root.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else path
   return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+# ---------------------------------------------------------------------------
+# The local cache.
+
+
+def cache_dir() -> str:
+  """``$PROXYJAX_CACHE_DIR``, else ``~/.cache/proxyjax/decompressed``."""
+  return os.path.expanduser(os.environ.get(CACHE_DIR_ENV)
+                            or os.path.join("~", ".cache", "proxyjax", "decompressed"))
+
+
+def _stamp(path: str) -> tuple[str, int, str]:
+  """(identity, size, modification stamp) of a local or remote file."""
+  if not paths.is_remote(path):
+    st = os.stat(path)
+    return os.path.realpath(path), st.st_size, str(st.st_mtime_ns)
+  info = _fsspec_call(path, lambda fs, p: fs.info(p))
+  stamp = next((str(info[k]) for k in ("etag", "ETag", "md5Hash", "generation", "mtime",
+                                      "updated", "LastModified") if info.get(k)), "")
+  return path, int(info.get("size") or 0), stamp
+
+
+def local_copy(path: str, tag: str, write: Callable[[IO[bytes], IO[bytes]], None],
+               suffix: str = "") -> str:
+  """The local cache entry for ``path`` transformed by ``write(src, dst)`` (``tag``
+  names the transformation), created on first use; see the module docstring.
+
+  ``write`` may raise (e.g. a ConfigError for a corrupt file): nothing is cached then.
+  """
+  ident, nbytes, stamp = _stamp(path)
+  digest = hashlib.sha256(repr((tag, ident, nbytes, stamp)).encode("utf-8",
+                                                                    "surrogateescape"))
+  directory = cache_dir()
+  target = os.path.join(directory, digest.hexdigest() + suffix)
+  if os.path.exists(target):
+    return target
+  os.makedirs(directory, exist_ok=True)
+  tmp = f"{target}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+  try:
+    with paths.open_file(path, "rb") as src, open(tmp, "wb") as dst:
+      write(src, dst)
+    os.replace(tmp, target)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return target
+
+
+def copy_stream(src: IO[bytes], dst: IO[bytes], chunk_bytes: int = 4 << 20) -> None:
+  """``local_copy``'s plain copy."""
+  while chunk := src.read(chunk_bytes):
+    dst.write(chunk)

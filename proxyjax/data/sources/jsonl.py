@@ -1,9 +1,26 @@
-"""JSON-lines files (``jsonl:GLOB``): one document per non-blank line."""
+"""JSON-lines files (``jsonl:GLOB``): one document per non-blank line.
+
+Plain files (local, ``gs://``, ``s3://``) are indexed and read where they are.
+Compressed files, ``.gz`` (gzip, e.g. ``.jsonl.gz``) and ``.zst`` (zstandard,
+e.g. ``.jsonl.zst``), allow no random access, so each is decompressed once, when
+the source is built, into the local content-addressed cache
+(:func:`proxyjax.data.sources.globs.local_copy`: ``$PROXYJAX_CACHE_DIR``, else
+``~/.cache/proxyjax/decompressed/``; named by the sha256 of path, size and
+modification stamp, written under a temporary name and renamed atomically, so it
+is safe with concurrent processes) and the copy is indexed and read like a plain
+file. Keys still name the compressed file. A corrupt or truncated compressed
+file is one ConfigError naming it, raised when the source is built (never in a
+Grain worker). ``.bz2``, ``.xz`` and ``.lz4`` are refused.
+"""
 
 from __future__ import annotations
 
+import zlib
+from typing import IO
+
 import numpy as np
 
+from proxyjax import paths as paths_lib
 from proxyjax.data.sources.document import (
   UNREADABLE,
   Document,
@@ -12,11 +29,13 @@ from proxyjax.data.sources.document import (
   make_doc,
   parse_json_record,
 )
-from proxyjax.data.sources.globs import expand_glob, relpath
+from proxyjax.data.sources.globs import expand_glob, local_copy, relpath
 from proxyjax.data.sources.spec import FIELD, check_split, keep_mask
 from proxyjax.errors import ConfigError
 
-_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4")
+_UNSUPPORTED_SUFFIXES = (".bz2", ".xz", ".lz4")
+_DECOMPRESSED_SUFFIXES = {".gz": "gzip", ".zst": "zstd"}
+_DECOMPRESS_CHUNK_BYTES = 1 << 16  # compressed bytes per step: bounds the memory per step
 _IS_SPACE = np.isin(np.arange(256), [9, 10, 11, 12, 13, 32])  # bytes.isspace
 _INDEX_CHUNK_BYTES = 4 << 20
 
@@ -26,7 +45,8 @@ class JsonlSource:
 
   Line offsets are indexed at construction (numpy int64 arrays, so the source
   pickles cheaply); ``__getitem__`` seeks and reads one line. The text is the
-  ``text_field`` value when given, else ``text``, else ``content``.
+  ``text_field`` value when given, else ``text``, else ``content``. Compressed
+  files are read through a decompressed local copy (module docstring).
   """
 
   def __init__(self, pattern: str, *, split: str = "all",
@@ -37,14 +57,14 @@ class JsonlSource:
     self.split = split
     self.text_field = text_field
     _reject_compressed(pattern, self.name)
-    root, paths = expand_glob(pattern, "jsonl")
-    for path in paths:
+    root, found = expand_glob(pattern, "jsonl")
+    for path in found:
       _reject_compressed(path, self.name)
-    self._paths = tuple(paths)
-    self._relnames = tuple(relpath(p, root) for p in paths)
+    self._relnames = tuple(relpath(p, root) for p in found)
+    self._paths = tuple(readable_path(p, self.name) for p in found)
     offsets, lengths, linenos, file_ids = [], [], [], []
-    for file_id, path in enumerate(paths):
-      starts, ends, numbers = _index_lines(path)
+    for file_id, path in enumerate(self._paths):
+      starts, ends, numbers = index_lines(path)
       keep = keep_mask(self._relnames[file_id], numbers, split, validation_fraction)
       offsets.append(starts[keep])
       lengths.append(ends[keep] - starts[keep])
@@ -63,7 +83,7 @@ class JsonlSource:
     file_id = int(self._file_ids[i])
     key = f"{self._relnames[file_id]}:{int(self._linenos[i])}"
     try:
-      with open(self._paths[file_id], "rb") as f:
+      with paths_lib.open_file(self._paths[file_id], "rb") as f:
         f.seek(int(self._offsets[i]))
         raw = f.read(int(self._lengths[i]))
     except OSError:
@@ -77,12 +97,79 @@ class JsonlSource:
 
 
 def _reject_compressed(path: str, name: str) -> None:
-  if path.lower().endswith(_COMPRESSED_SUFFIXES):
-    raise ConfigError(FIELD, f"{name}: compressed JSONL ({path}) is not "
-                      "supported; decompress it or convert it to ArrayRecord")
+  if path.lower().endswith(_UNSUPPORTED_SUFFIXES):
+    raise ConfigError(FIELD, f"{name}: {path} is compressed with "
+                      f"{path.rsplit('.', 1)[-1]}, which is not supported; JSON lines may be "
+                      "plain, .gz (gzip) or .zst (zstandard): recompress or decompress it")
 
 
-def _index_lines(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def compression(path: str) -> str:
+  """``gzip``, ``zstd`` or ``""`` (plain), by the file name's suffix."""
+  lower = path.lower()
+  return next((c for suffix, c in _DECOMPRESSED_SUFFIXES.items() if lower.endswith(suffix)), "")
+
+
+def readable_path(path: str, name: str) -> str:
+  """A path with random access to ``path``'s JSON lines: ``path`` itself, or for
+  a ``.gz`` / ``.zst`` file its decompressed copy in the local cache.
+
+  Raises:
+    ConfigError: naming the file, if it is compressed with an unsupported
+      codec, corrupt or truncated.
+  """
+  _reject_compressed(path, name)
+  codec = compression(path)
+  if not codec:
+    return path
+
+  def write(src: IO[bytes], dst: IO[bytes]) -> None:
+    try:
+      _decompress(src, dst, codec)
+    except _CorruptError as e:
+      raise ConfigError(FIELD, f"{name}: corrupt or truncated {codec} file {path} "
+                        f"({e}): re-download it") from e
+
+  return local_copy(path, f"decompress-{codec}", write, suffix=".jsonl")
+
+
+class _CorruptError(Exception):
+  pass
+
+
+def _decompressor(codec: str):
+  if codec == "gzip":
+    return zlib.decompressobj(zlib.MAX_WBITS | 16)
+  import zstandard  # pylint: disable=import-outside-toplevel
+  return zstandard.ZstdDecompressor().decompressobj()
+
+
+def _decompress(src: IO[bytes], dst: IO[bytes], codec: str) -> None:
+  """Decompresses every member (gzip) / frame (zstd) of ``src`` into ``dst``.
+
+  Raises:
+    _CorruptError: for data that is not the codec's, or a last member cut short.
+  """
+  import zstandard  # pylint: disable=import-outside-toplevel
+  errors = (zlib.error, zstandard.ZstdError, EOFError)
+  d, open_member = _decompressor(codec), False
+  while chunk := src.read(_DECOMPRESS_CHUNK_BYTES):
+    data = chunk
+    while data:
+      if not open_member and not data.strip(b"\0"):
+        break  # zero padding after the last member (tape/gzip convention)
+      try:
+        dst.write(d.decompress(data))
+      except errors as e:
+        raise _CorruptError(str(e) or type(e).__name__) from e
+      if d.eof:
+        data, d, open_member = d.unused_data, _decompressor(codec), False
+      else:
+        data, open_member = b"", True
+  if open_member:
+    raise _CorruptError("the compressed stream ends before its end marker")
+
+
+def index_lines(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Byte (start, end) and 1-based line number of each non-blank line.
 
   Reads the file in chunks; a line is blank when it holds only ASCII
@@ -90,7 +177,7 @@ def _index_lines(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """
   starts, ends, numbers = [], [], []
   pending_start, pending_content, newlines_seen, base = 0, False, 0, 0
-  with open(path, "rb") as f:
+  with paths_lib.open_file(path, "rb") as f:
     while chunk := f.read(_INDEX_CHUNK_BYTES):
       buf = np.frombuffer(chunk, dtype=np.uint8)
       newlines = np.flatnonzero(buf == 10)

@@ -1,5 +1,21 @@
 """Sources spec strings (``kind[:location][@weight]`` joined by ``;``) and the
-hashed train/validation split."""
+train/validation splits.
+
+Two split rules, both the same on every machine:
+
+* **Hashed** (``files``, ``jsonl``, ``arrayrecord``, the stdlib): a document is in
+  validation iff ``split_value(key) < fraction`` (:func:`in_split`), one hash per
+  document key, computed when the source is built.
+* **Strided** (``parquet``, ``hf``: corpora too large to hash every key at
+  start-up): in a file of ``n`` rows named ``relname``, with fraction ``f`` and the
+  file's offset ``o = split_value(relname)`` in [0, 1), row ``i`` is in validation
+  iff ``floor((i+1)*f + o) > floor(i*f + o)``. The validation rows among the first
+  ``i`` are then ``floor(i*f + o)`` (closed form), so each file's split counts cost
+  O(1), the source keeps O(files) cumulative counts, and the ``k``-th row of a
+  split is found by binary search within its file (:class:`StridedSplit`). Each
+  file gives validation ``floor(n*f + o)`` of its rows: ``f`` of them to within one
+  row, the rows spread evenly through the file at a per-file phase.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +29,7 @@ from proxyjax.errors import ConfigError
 
 FIELD = "data.sources"
 
-KINDS = ("stdlib", "files", "jsonl", "arrayrecord", "tfds")
+KINDS = ("stdlib", "files", "jsonl", "arrayrecord", "tfds", "prepared", "parquet", "hf")
 SPLITS = ("train", "validation", "all")
 
 
@@ -107,3 +123,82 @@ def keep_mask(relname: str, numbers: np.ndarray, split: str,
   return np.fromiter(
       (in_split(f"{relname}:{n}", split, validation_fraction) for n in numbers),
       dtype=bool, count=numbers.shape[0])
+
+
+# ---------------------------------------------------------------------------
+# The strided split (parquet, hf): O(files) state, nothing read or hashed per row.
+
+
+def strided_validation_before(i: int, validation_fraction: float, offset: float) -> int:
+  """Validation rows among rows ``[0, i)`` of a file with phase ``offset`` in [0, 1)."""
+  return math.floor(i * validation_fraction + offset)
+
+
+def strided_is_validation(i: int, validation_fraction: float, offset: float) -> bool:
+  """Whether row ``i`` of a file with phase ``offset`` is in validation."""
+  return (strided_validation_before(i + 1, validation_fraction, offset)
+          > strided_validation_before(i, validation_fraction, offset))
+
+
+def strided_counts(rows: np.ndarray, offsets: np.ndarray, split: str,
+                   validation_fraction: float) -> np.ndarray:
+  """Rows of ``split`` in each file (``rows`` per file, phases ``offsets``), int64."""
+  rows = np.asarray(rows, dtype=np.int64)
+  if split == "all":
+    return rows.copy()
+  # The same float64 arithmetic as strided_validation_before (Python floats are float64).
+  val = np.floor(rows.astype(np.float64) * validation_fraction
+                 + np.asarray(offsets, dtype=np.float64)).astype(np.int64)
+  return val if split == "validation" else rows - val
+
+
+def strided_row(j: int, n: int, split: str, validation_fraction: float, offset: float) -> int:
+  """The row of the ``j``-th (0-based) document of ``split`` in a file of ``n`` rows."""
+  if split == "all":
+    return j
+
+  def in_split_before(i: int) -> int:  # rows of the split among [0, i): monotone in i
+    v = strided_validation_before(i, validation_fraction, offset)
+    return v if split == "validation" else i - v
+
+  lo, hi = j, n - 1  # the smallest i with in_split_before(i + 1) > j
+  while lo < hi:
+    mid = (lo + hi) // 2
+    if in_split_before(mid + 1) > j:
+      hi = mid
+    else:
+      lo = mid + 1
+  return lo
+
+
+class StridedSplit:
+  """The strided split of files with known row counts: ``len`` and ``locate(k)``.
+
+  Holds O(files) numpy arrays (rows, phases, cumulative split counts), so it is
+  cheap to build and to pickle.
+  """
+
+  def __init__(self, relnames: list[str] | tuple[str, ...], rows: list[int] | np.ndarray,
+               split: str, validation_fraction: float):
+    check_split(split, validation_fraction)
+    self.split = split
+    self.validation_fraction = float(validation_fraction)
+    self.rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    self.offsets = np.array([split_value(r) for r in relnames], dtype=np.float64)
+    counts = strided_counts(self.rows, self.offsets, split, validation_fraction)
+    self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+  def __len__(self) -> int:
+    return int(self.starts[-1])
+
+  def counts(self) -> np.ndarray:
+    """Documents of the split in each file."""
+    return np.diff(self.starts)
+
+  def locate(self, k: int) -> tuple[int, int]:
+    """(file index, row in that file) of the split's ``k``-th document (0 <= k < len)."""
+    file_id = int(np.searchsorted(self.starts, k, side="right")) - 1
+    j = k - int(self.starts[file_id])
+    row = strided_row(j, int(self.rows[file_id]), self.split, self.validation_fraction,
+                      float(self.offsets[file_id]))
+    return file_id, row
