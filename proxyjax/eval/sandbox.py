@@ -432,6 +432,12 @@ def _reason(returncode: int, stderr: str) -> str:
   return lines[-1].strip()[:300] if lines else f"exit code {returncode}"
 
 
+# CPython 3.11's AST constructor keeps its recursion depth in shared state: ast.literal_eval
+# from several threads at once (run_many) can fail with "SystemError: AST constructor
+# recursion depth mismatch" (seen in tests/eval/test_codegen.py). One parse at a time.
+_LITERAL_LOCK = threading.Lock()
+
+
 class _Control:
   """The lines (Python literals) the bootstrap sends on the control pipe."""
 
@@ -455,7 +461,8 @@ class _Control:
     *lines, self.buf = self.buf.split(b"\n")
     for line in lines:
       try:
-        msg = ast.literal_eval(line.decode("utf-8", "replace"))
+        with _LITERAL_LOCK:
+          msg = ast.literal_eval(line.decode("utf-8", "replace"))
       except (ValueError, SyntaxError, MemoryError, RecursionError):
         continue
       if isinstance(msg, dict):
