@@ -196,16 +196,32 @@ def listdir(path: str) -> list[str]:
                  if e.rstrip("/") != base})
 
 
-def glob(pattern: str) -> list[str]:
+def glob(pattern: str, files_only: bool = False) -> list[str]:
   """Sorted paths matching ``pattern`` (``*``, ``?``, ``[...]``, ``**``); remote
-  results keep their ``scheme://``."""
+  results keep their ``scheme://``. ``files_only`` leaves out directories."""
   if not is_remote(pattern):
-    return sorted(glob_lib.glob(_local(pattern), recursive=True))
+    found = glob_lib.glob(_local(pattern), recursive=True)
+    return sorted(f for f in found if not files_only or os.path.isfile(f))
   fs, p = _fs(pattern)
   with _storage_errors(pattern):
-    found = fs.glob(p) if _GLOB_MAGIC.search(p) else ([p] if fs.exists(p) else [])
+    if _GLOB_MAGIC.search(p):
+      matches = fs.glob(p, detail=True)
+    else:
+      matches = {p: fs.info(p)} if fs.exists(p) else {}
   prefix = scheme(pattern) + "://"
-  return sorted(f if f.startswith(prefix) else prefix + f.lstrip("/") for f in found)
+  return sorted(f if f.startswith(prefix) else prefix + f.lstrip("/")
+                for f, meta in matches.items() if not files_only or meta.get("type") == "file")
+
+
+def info(path: str) -> dict[str, Any]:
+  """The file's metadata: ``size`` and, for a remote object, the store's own fields
+  (``etag``, ``generation``, ``updated``, ...); ``mtime_ns`` for a local file."""
+  if not is_remote(path):
+    st = os.stat(_local(path))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "type": "file"}
+  fs, p = _fs(path)
+  with _storage_errors(path):
+    return dict(fs.info(p))
 
 
 def walk_files(root: str) -> list[str]:
@@ -316,7 +332,8 @@ def iter_lines(path: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
       yield pending
 
 
-__all__ = ["MissingPathError", "StorageError", "basename", "dirname", "exists", "glob", "is_remote", "isdir",
-           "isfile", "iter_lines", "join", "listdir", "local_path", "makedirs", "open_file",
+__all__ = ["MissingPathError", "StorageError", "basename", "dirname", "exists", "glob", "info",
+           "is_remote", "isdir", "isfile", "iter_lines", "join", "listdir", "local_path",
+           "makedirs", "open_file",
            "read_bytes", "read_text", "refresh", "remove", "replace", "rmtree", "scheme", "size",
            "walk_files", "write_bytes", "write_text"]

@@ -22,7 +22,7 @@ import hashlib
 import os
 import re
 import uuid
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Callable, Iterable
 
 from proxyjax import paths
 from proxyjax.data.sources.spec import FIELD
@@ -121,7 +121,7 @@ def _expand_remote(pattern: str, kind: str) -> tuple[str, list[str]]:
         keep = glob_regex(magic).match
         listed = [p for p in paths.walk_files(root) if keep(relpath(p, root))]
       else:
-        listed = _remote_glob_files(pattern)
+        listed = paths.glob(pattern, files_only=True)
     except FileNotFoundError:
       listed = []
     hidden = magic.startswith(".") or "/." in magic
@@ -129,29 +129,6 @@ def _expand_remote(pattern: str, kind: str) -> tuple[str, list[str]]:
   if not found:
     raise ConfigError(FIELD, f"{kind}:{pattern} matched no files")
   return root, sorted(found)
-
-
-def _remote_glob_files(pattern: str) -> list[str]:
-  """The objects (not directories) matching a remote glob, with their scheme."""
-  matches = _fsspec_call(pattern, lambda fs, p: fs.glob(p, detail=True))
-  prefix = paths.scheme(pattern) + "://"
-  return [name if name.startswith(prefix) else prefix + name.lstrip("/")
-          for name, info in matches.items() if info.get("type") == "file"]
-
-
-def _fsspec_call(path: str, call: Callable[[Any, str], Any]) -> Any:
-  """``call(file system, path as it names it)`` for a remote path; its failures as
-  :class:`proxyjax.paths.StorageError` (``MissingPathError`` for a missing one)."""
-  import fsspec  # pylint: disable=import-outside-toplevel
-  try:
-    fs, p = fsspec.core.url_to_fs(path)
-    return call(fs, p)
-  except paths.StorageError:
-    raise
-  except FileNotFoundError as e:
-    raise paths.MissingPathError(f"{path}: not found") from e
-  except Exception as e:  # pylint: disable=broad-except  (fsspec backends' own errors)
-    raise paths.StorageError(f"{path}: {type(e).__name__}: {str(e)[:300]}") from e
 
 
 def _is_hidden(path: str) -> bool:
@@ -227,10 +204,35 @@ def relpath(path: str, root: str) -> str:
 # The local cache.
 
 
-def cache_dir() -> str:
-  """``$PROXYJAX_CACHE_DIR``, else ``~/.cache/proxyjax/decompressed``."""
+def cache_root() -> str:
+  """The root of proxyjax's local caches: ``$PROXYJAX_CACHE_DIR``, else ``~/.cache/proxyjax``."""
   return os.path.expanduser(os.environ.get(CACHE_DIR_ENV)
-                            or os.path.join("~", ".cache", "proxyjax", "decompressed"))
+                            or os.path.join("~", ".cache", "proxyjax"))
+
+
+def cache_dir() -> str:
+  """:func:`local_copy`'s directory: ``$PROXYJAX_CACHE_DIR`` itself, else
+  ``~/.cache/proxyjax/decompressed``."""
+  if os.environ.get(CACHE_DIR_ENV):
+    return cache_root()
+  return os.path.join(cache_root(), "decompressed")
+
+
+def fill_atomically(target: str, path: str,
+                    write: Callable[[IO[bytes], IO[bytes]], None]) -> str:
+  """Creates local file ``target`` as ``write(src, dst)`` from ``path`` (local or remote)
+  under a temporary name renamed into place: concurrent processes never see a partial
+  file, and a failing ``write`` leaves nothing. Returns ``target``."""
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  tmp = f"{target}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+  try:
+    with paths.open_file(path, "rb") as src, open(tmp, "wb") as dst:
+      write(src, dst)
+    os.replace(tmp, target)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return target
 
 
 def _stamp(path: str) -> tuple[str, int, str]:
@@ -238,7 +240,7 @@ def _stamp(path: str) -> tuple[str, int, str]:
   if not paths.is_remote(path):
     st = os.stat(path)
     return os.path.realpath(path), st.st_size, str(st.st_mtime_ns)
-  info = _fsspec_call(path, lambda fs, p: fs.info(p))
+  info = paths.info(path)
   stamp = next((str(info[k]) for k in ("etag", "ETag", "md5Hash", "generation", "mtime",
                                       "updated", "LastModified") if info.get(k)), "")
   return path, int(info.get("size") or 0), stamp
@@ -254,20 +256,10 @@ def local_copy(path: str, tag: str, write: Callable[[IO[bytes], IO[bytes]], None
   ident, nbytes, stamp = _stamp(path)
   digest = hashlib.sha256(repr((tag, ident, nbytes, stamp)).encode("utf-8",
                                                                     "surrogateescape"))
-  directory = cache_dir()
-  target = os.path.join(directory, digest.hexdigest() + suffix)
+  target = os.path.join(cache_dir(), digest.hexdigest() + suffix)
   if os.path.exists(target):
     return target
-  os.makedirs(directory, exist_ok=True)
-  tmp = f"{target}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-  try:
-    with paths.open_file(path, "rb") as src, open(tmp, "wb") as dst:
-      write(src, dst)
-    os.replace(tmp, target)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return target
+  return fill_atomically(target, path, write)
 
 
 def copy_stream(src: IO[bytes], dst: IO[bytes], chunk_bytes: int = 4 << 20) -> None:

@@ -26,13 +26,13 @@ import hashlib
 import json
 import os
 import threading
-import uuid
 from typing import Any
 
 import numpy as np
 from array_record.python import array_record_module
 
 from proxyjax import paths
+from proxyjax.data.sources import globs
 from proxyjax.data.sources.document import (
   UNREADABLE,
   Document,
@@ -47,7 +47,7 @@ from proxyjax.errors import ConfigError, UserError
 FORMAT = "proxyjax.prepared/1"
 MANIFEST = "manifest.json"
 PREPARED_SPLITS = ("train", "validation")
-CACHE_ENV = "PROXYJAX_CACHE_DIR"
+CACHE_ENV = globs.CACHE_DIR_ENV  # the root of the local caches (globs.cache_root)
 READER_OPTIONS = "readahead_buffer_size:0"
 WRITER_OPTIONS = "group_size:1"
 
@@ -104,9 +104,8 @@ def read_manifest(directory: str, name: str | None = None) -> dict[str, Any]:
 
 def cache_dir(directory: str, manifest_id: str) -> str:
   """The local cache directory of a remote prepared directory's shards."""
-  base = os.environ.get(CACHE_ENV) or os.path.join("~", ".cache", "proxyjax")
   digest = hashlib.sha256(f"{directory.rstrip('/')}\n{manifest_id}".encode()).hexdigest()[:16]
-  return os.path.join(os.path.expanduser(base), "shards", digest)
+  return os.path.join(globs.cache_root(), "shards", digest)
 
 
 class PreparedSource:
@@ -191,18 +190,7 @@ class PreparedSource:
     local = os.path.join(self._cache, name)
     if os.path.exists(local) and os.path.getsize(local) == self._file_bytes[shard]:
       return local
-    os.makedirs(self._cache, exist_ok=True)
-    tmp = f"{local}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-      with paths.open_file(paths.join(self._directory, name), "rb") as src, \
-          open(tmp, "wb") as dst:
-        while chunk := src.read(8 << 20):
-          dst.write(chunk)
-      os.replace(tmp, local)
-    finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-    return local
+    return globs.fill_atomically(local, paths.join(self._directory, name), globs.copy_stream)
 
   def __getstate__(self):
     state = self.__dict__.copy()
