@@ -13,10 +13,9 @@ A failed save (e.g. no space left) stops the run with one line naming the step.
 SIGTERM (preemption) saves a checkpoint and exits cleanly. A non-finite loss
 stops the run with the step number; the checkpoints saved so far are kept.
 
-WORKDIR may be local or ``gs://`` (everything: checkpoints, metrics, TensorBoard,
-config.json, the tokenizer); ``s3://`` holds everything but the checkpoints, which
-Orbax cannot write there (``proxyjax.train.checkpoint``), so training on ``s3://``
-stops before the first step with one line. A tokenizer view without
+WORKDIR may be local, ``gs://`` or ``s3://`` (everything: checkpoints, metrics,
+TensorBoard, config.json, the tokenizer); a store Orbax cannot write checkpoints to
+(``proxyjax.train.checkpoint.check_directory``) stops before the first step with one line. A tokenizer view without
 ``data.tokenizer_path`` uses the run's own ``WORKDIR/tokenizer.json``
 (``pipeline.run_tokenizer``: written once by process 0, read by every process); the
 recorded config keeps ``data.tokenizer_path`` as given.

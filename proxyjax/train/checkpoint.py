@@ -24,15 +24,13 @@
   none is readable, ``NoReadableCheckpointError``. Steps saved before manifests
   existed restore without verification.
 
-The directory may be local or ``gs://`` (Orbax writes arrays through TensorStore's GCS
-driver; every other file operation here goes through ``proxyjax.paths``). On GCS
-Orbax commits a step in place and marks it with ``<step>/commit_success.txt`` (no
-rename): the manifest is written just before that marker, a step without the marker
-is an unfinished save (removed at the next start), and moving a step aside or
-removing it copies/deletes objects, the marker first. ``s3://`` is refused with one
-line: Orbax (0.12) builds TensorStore specs for ``gs://`` and local paths only (its
-``tensorstore_utils.build_kvstore_tspec`` normalises ``s3://b/x`` to the relative path
-``s3:/b/x`` and fails with "Checkpoint path should be absolute").
+The directory may be local, ``gs://`` or ``s3://`` (Orbax writes arrays through
+TensorStore's GCS driver, and through its S3 driver with ``orbax_s3``, which Orbax 0.12
+lacks; every other file operation here goes through ``proxyjax.paths``). On object
+storage Orbax commits a step in place and marks it with ``<step>/commit_success.txt``
+(no rename): the manifest is written just before that marker, a step without the marker
+is an unfinished save (removed at the next start), and moving a step aside or removing
+it copies/deletes objects, the marker first. Other object stores are refused in one line.
 """
 
 from __future__ import annotations
@@ -62,6 +60,7 @@ from proxyjax import errors as errors_lib
 from proxyjax import paths
 from proxyjax.data import packing
 from proxyjax.errors import ConfigError
+from proxyjax.train import orbax_s3
 
 log = logging.getLogger(__name__)
 ITEMS = ("state", "data", "meta")
@@ -351,13 +350,18 @@ def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
 
 def check_directory(directory: str) -> None:
   """Raises ``CheckpointError`` (one line) for a checkpoint directory on a store that
-  Orbax cannot write to: object storage other than ``gs://``."""
-  if paths.is_remote(directory) and paths.scheme(directory) != "gs":
+  Orbax cannot write to (object storage other than ``gs://`` and ``s3://``); on
+  ``s3://`` makes Orbax able to (``orbax_s3.install``)."""
+  if not paths.is_remote(directory):
+    return
+  scheme = paths.scheme(directory)
+  if scheme == "s3":
+    orbax_s3.install()
+  elif scheme != "gs":
     raise CheckpointError(
-        f"cannot write checkpoints to {directory}: Orbax writes checkpoints to gs:// and "
-        f"local (or mounted) paths only (it builds no TensorStore spec for "
-        f"{paths.scheme(directory)}://, and fails with 'Checkpoint path should be "
-        "absolute'); use a gs:// or local --workdir (or mount the bucket)")
+        f"cannot write checkpoints to {directory}: Orbax writes checkpoints to gs://, "
+        f"s3:// and local (or mounted) paths only (TensorStore has no driver for "
+        f"{scheme}://); use a gs://, s3:// or local --workdir (or mount the store)")
 
 
 def _move_dir(src: str, dst: str) -> None:
@@ -394,9 +398,13 @@ class Checkpointer:
     _install_error_filter()
     # Always Orbax's async checkpointer (the manifest is written by its commit
     # callback); `async_save=False` waits for each save. Keep-last-K is ours.
+    extra = {}
+    if self.remote and paths.scheme(self.directory) == "s3":  # no atomic rename: a marker
+      extra["temporary_path_class"] = orbax_s3.temporary_path_class()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None, enable_async_checkpointing=True, create=True,
-        async_options=ocp.AsyncOptions(post_finalization_callback=self._before_commit))
+        async_options=ocp.AsyncOptions(post_finalization_callback=self._before_commit),
+        **extra)
     try:
       self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
     except OSError as e:

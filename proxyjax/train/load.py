@@ -76,6 +76,7 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 def read_meta(step_dir: str) -> dict:
   """A step's ``meta`` item (step, mesh, process count, config, vocabulary)."""
+  ckpt_lib.check_directory(step_dir)  # s3://: Orbax's TensorStore specs (orbax_s3)
   ckptr = ocp.Checkpointer(ocp.JsonCheckpointHandler())
   try:
     return dict(ckptr.restore(epath.Path(step_dir) / "meta") or {})
@@ -135,6 +136,7 @@ def _check_model_fields(run_config, config, where: str) -> None:
 
 
 def _check_shapes(step_dir: str, targets: Any, where: str) -> None:
+  ckpt_lib.check_directory(step_dir)
   handler = ocp.PyTreeCheckpointHandler()
   try:
     saved = handler.metadata(epath.Path(step_dir) / "state").tree
@@ -151,6 +153,7 @@ def _check_shapes(step_dir: str, targets: Any, where: str) -> None:
 
 
 def _restore_params(step_dir: str, targets: Any) -> Any:
+  ckpt_lib.check_directory(step_dir)
   ckptr = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
   try:
     out = ckptr.restore(epath.Path(step_dir) / "state", args=ocp.args.PyTreeRestore(

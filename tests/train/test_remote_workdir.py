@@ -1,12 +1,11 @@
 """``--workdir=gs://...`` / ``s3://...``: the whole run directory on object storage,
 against real emulators on 127.0.0.1 (tests/objectstore.py).
 
-gs://: checkpoints (Orbax through TensorStore's GCS driver), metrics.jsonl,
-TensorBoard events, config.json, the run's tokenizer and eval results land in the
-bucket, and a second run resumes from the bucket's newest checkpoint. s3://: Orbax
-cannot write checkpoints there (it builds TensorStore specs for gs:// and local paths
-only), so training refuses it with one line before the first step; the other files of
-a run (metrics, TensorBoard, config.json, eval results, the tokenizer) work there.
+On gs:// and s3:// alike: checkpoints (Orbax through TensorStore's GCS driver, and its
+S3 driver through proxyjax.train.orbax_s3), metrics.jsonl, TensorBoard events,
+config.json, the run's tokenizer and eval results land in the bucket, and a second run
+resumes from the bucket's newest checkpoint. A store TensorStore has no driver for is
+refused with one line before the first step.
 """
 
 import json
@@ -63,10 +62,10 @@ def _tokenizer_config(corpus_dir, cache_dir, **overrides):
   return c
 
 
-def test_train_resume_and_eval_on_gcs(gcs_server, corpus, tmp_path, monkeypatch):
-  """The whole run in a bucket, its auto-trained tokenizer included; the resume and eval
-  read that tokenizer (with another, empty cache: none is trained again)."""
-  workdir = gcs_server.new_bucket() + "/runs/a"
+def test_train_resume_and_eval_on_object_store(object_store, corpus, tmp_path, monkeypatch):
+  """The whole run in a bucket (GCS, S3), its auto-trained tokenizer included; the resume
+  and eval read that tokenizer (with another, empty cache: none is trained again)."""
+  workdir = object_store.new_bucket() + "/runs/a"
   c = _tokenizer_config(corpus, tmp_path / "cache", num_steps=6, checkpoint_every=2,
                         log_every=2, keep_checkpoints=2)
   trainer.train(c, workdir, stop_at_step=4)  # "preempted" at step 4
@@ -103,8 +102,8 @@ def test_train_resume_and_eval_on_gcs(gcs_server, corpus, tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
-def test_corrupt_step_on_gcs_is_moved_aside(gcs_server):
-  workdir = gcs_server.new_bucket() + "/run"
+def test_corrupt_step_on_object_store_is_moved_aside(object_store):
+  workdir = object_store.new_bucket() + "/run"
   c = small_config(num_steps=4, checkpoint_every=2, log_every=2)
   trainer.train(c, workdir)
   ckpts = rundir.checkpoint_dir(workdir)
@@ -124,13 +123,36 @@ def test_corrupt_step_on_gcs_is_moved_aside(gcs_server):
   assert load_lib.checkpoint_steps(workdir) == [2]
 
 
-def test_s3_checkpoints_are_refused_in_one_line(s3_server):
-  workdir = s3_server.new_bucket() + "/run"
+def test_checkpoints_on_a_store_without_tensorstore_driver_are_refused_in_one_line():
+  workdir = "memory://proxyjax-test/run"  # fsspec's in-memory store: no TensorStore driver
   c = small_config(num_steps=2)
-  with pytest.raises(ckpt_lib.CheckpointError, match=r"gs:// and local") as info:
+  with pytest.raises(ckpt_lib.CheckpointError, match=r"gs://, s3:// and local") as info:
     trainer.train(c, workdir)
-  assert "\n" not in str(info.value)
+  assert "\n" not in str(info.value) and "memory://" in str(info.value)
   assert not paths.exists(paths.join(workdir, "metrics.jsonl"))  # refused before training
+
+
+def test_s3_kvstore_spec_is_tensorstores_s3_driver(monkeypatch):
+  """Orbax's spec for the same path on gs://, with the GCS driver made the S3 driver
+  (bucket, key prefix, endpoint from AWS_ENDPOINT_URL_S3)."""
+  from orbax.checkpoint._src.serialization import tensorstore_utils  # pylint: disable=g-import-not-at-top
+  from proxyjax.train import orbax_s3  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+  orbax_s3.install()
+  spec = tensorstore_utils.build_kvstore_tspec("s3://my-bucket/run/checkpoints/4/state",
+                                               "params.w")
+  assert spec["driver"] == "ocdbt" and spec["path"] == "params.w"
+  assert spec["base"] == {"driver": "s3", "bucket": "my-bucket",
+                          "path": "run/checkpoints/4/state/", "endpoint": "http://127.0.0.1:9"} \
+      or spec["base"] == {"driver": "s3", "bucket": "my-bucket",
+                          "path": "run/checkpoints/4/state", "endpoint": "http://127.0.0.1:9"}
+  plain = tensorstore_utils.build_kvstore_tspec("s3://my-bucket/x", "a", use_ocdbt=False)
+  assert plain["driver"] == "s3" and plain["bucket"] == "my-bucket"
+  assert plain["path"] == "x/a"
+  local = tensorstore_utils.build_kvstore_tspec("/tmp/x", "a", use_ocdbt=False)
+  assert local == {"driver": "file", "path": "/tmp/x/a"}  # other paths: Orbax's own spec
+  with pytest.raises(ValueError, match="no bucket"):
+    tensorstore_utils.build_kvstore_tspec("s3:///x", "a")
 
 
 def test_metrics_writer_mirrors_and_continues(object_store):
