@@ -26,7 +26,6 @@ heartbeat timeout bounds how long survivors wait when a process dies.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import importlib.util
 import os
 import re
@@ -35,6 +34,7 @@ from typing import Mapping
 
 import jax
 
+from proxyjax import paths
 from proxyjax.errors import ConfigError, UserError
 
 MODES = ("auto", "on", "off")
@@ -232,12 +232,21 @@ _DATA_STATE = re.compile(r"process_(\d+)-of-(\d+)\.json$")
 
 
 def checkpoint_process_count(checkpoint_dir: str) -> tuple[int, int] | None:
-  """(step, process count) of the newest checkpoint holding Grain iterator state."""
-  if not os.path.isdir(checkpoint_dir):
+  """(step, process count) of the newest checkpoint holding Grain iterator state.
+
+  ``checkpoint_dir`` may be local or on object storage (``gs://...``): read through
+  ``proxyjax.paths``, with the listing cache dropped first (Orbax writes the bucket's
+  checkpoints through TensorStore, behind fsspec's back).
+  """
+  paths.refresh(checkpoint_dir)
+  try:
+    names = paths.listdir(checkpoint_dir)
+  except (FileNotFoundError, NotADirectoryError):
     return None
-  steps = sorted((int(n) for n in os.listdir(checkpoint_dir) if n.isdigit()), reverse=True)
+  steps = sorted((int(n) for n in names if n.isdigit()), reverse=True)
   for step in steps:
-    for path in glob.glob(os.path.join(checkpoint_dir, str(step), "data", "process_*-of-*.json")):
+    pattern = paths.join(checkpoint_dir, str(step), "data", "process_*-of-*.json")
+    for path in paths.glob(pattern):
       match = _DATA_STATE.search(path)
       if match:
         return step, int(match.group(2))

@@ -20,6 +20,9 @@ read; the model's shape comes from ``DIR/proxyjax.json`` or ``--config`` (see
 ``proxyjax.hf.llama_import``). ``--verify`` compares the imported run's logits with the
 NumPy Llama forward of DIR.
 
+``--workdir`` may be a ``gs://`` run and the export's ``--out`` a ``gs://`` or ``s3://``
+URL (staged locally, then uploaded; ``proxyjax.paths``).
+
 Bad input (no checkpoint, no such ``--step``, a non-empty ``--out`` without
 ``--overwrite``, a model Llama cannot express, an HF directory that is not Llama or has
 other sizes): one line, exit status 2.

@@ -6,6 +6,7 @@ r"""Sample from a trained run, streaming the continuation as it is generated.
     python -m proxyjax.sample --workdir=RUN --prompt_file=prompt.py   # bytes as they are
     echo 'import os' | python -m proxyjax.sample --workdir=RUN          # stdin (or --prompt_file=-)
 
+RUN (and ``--prompt_file``) may be local or on object storage (``gs://``).
 Restores the newest checkpoint (or ``--step``) of RUN and writes the continuation
 to stdout as it is decoded (UTF-8; invalid bytes as U+FFFD), then the bytes/s on
 stderr. ``--temperature=0`` (the default) is greedy: exactly the completion eval
@@ -29,7 +30,7 @@ from typing import Sequence
 
 from absl import flags, logging
 
-from proxyjax import cli
+from proxyjax import cli, paths
 from proxyjax.errors import UserError
 
 
@@ -69,7 +70,10 @@ def main(argv: Sequence[str]) -> None:
   if f.prompt is None and f.prompt_file is None and sys.stdin.isatty():
     print("sample: reading the prompt from stdin (end it with Ctrl-D)", file=sys.stderr,
           flush=True)
-  prompt = sampling.read_prompt(f.prompt, f.prompt_file, sys.stdin.buffer)
+  if f.prompt is None and f.prompt_file and paths.is_remote(f.prompt_file):
+    prompt = paths.read_bytes(f.prompt_file)  # gs:// / s3:// (StorageError: one line)
+  else:
+    prompt = sampling.read_prompt(f.prompt, f.prompt_file, sys.stdin.buffer)
   sampling.run(dataclasses.replace(options, prompt=prompt), sys.stdout.buffer, sys.stderr)
 
 

@@ -33,14 +33,22 @@ def _has_avx512() -> bool:
   return "avx512f" in flags.split()
 
 
-def exact_pins() -> bool:
+def exact_pins(made_with_avx512f: bool | None = None) -> bool:
   """Whether bit-exact float32 pins apply on this CPU: its AVX-512 support matches the
-  machine the pins were made on (``tests/fixtures/pin_machine.json``; XLA's CPU kernels
-  round differently per instruction set). ``PROXYJAX_REGEN_PINS`` (regenerating here)
-  or ``PROXYJAX_EXACT_PINS=1`` force True."""
+  machine the pins were made on (``made_with_avx512f``, recorded in a fixture made
+  elsewhere, else ``tests/fixtures/pin_machine.json``; XLA's CPU kernels round
+  differently per instruction set). ``PROXYJAX_REGEN_PINS`` (regenerating here) or
+  ``PROXYJAX_EXACT_PINS=1`` force True."""
   if os.environ.get("PROXYJAX_REGEN_PINS") or os.environ.get("PROXYJAX_EXACT_PINS") == "1":
     return True
-  return bool(_pin_machine()["avx512f"]) == _has_avx512()
+  if made_with_avx512f is None:
+    made_with_avx512f = _pin_machine()["avx512f"]
+  return bool(made_with_avx512f) == _has_avx512()
+
+
+def has_avx512() -> bool:
+  """Whether this CPU has AVX-512 (recorded with pins regenerated on it)."""
+  return _has_avx512()
 
 
 def require_exact_pins(what: str) -> None:

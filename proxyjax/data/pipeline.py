@@ -51,7 +51,7 @@ from jax.experimental import multihost_utils
 from proxyjax import paths, rundir
 from proxyjax import views as views_lib
 from proxyjax import vocab as vocab_lib
-from proxyjax.data import mixing, packing, tokenizer_training, worker_lifetime
+from proxyjax.data import mixing, packing, permutation, tokenizer_training, worker_lifetime
 from proxyjax.data import mixture as mixture_lib
 from proxyjax.data import sources as sources_lib
 from proxyjax.data import stats as stats_lib
@@ -98,7 +98,7 @@ def _neural_shard_dirs(sources: str) -> list[str]:
   for spec in sources_lib.parse_sources(sources):
     if spec.kind == "arrayrecord":
       root, _ = globs.split_glob(spec.location)
-      out.append(root if os.path.isdir(root) else os.path.dirname(root))
+      out.append(root if paths.isdir(root) else paths.dirname(root))
   return out
 
 
@@ -337,19 +337,24 @@ def plan_documents(config: ml_collections.ConfigDict, split: str,
   return grain.MapDataset.select_from_datasets(datasets, plan.mixture), plan
 
 
+# The document-order algorithm, recorded with each checkpoint (``meta['data_stream']``): a
+# resume under another one is refused like a changed data field. Change it with the shuffle.
+DATA_STREAM = "keyed-permutation-1"
+
+
 class EpochShuffleMapDataset(grain.MapDataset):
   """A fresh seeded permutation of the parent per epoch (index // len).
 
-  Grain's ``MapDataset.shuffle`` computes an index shuffle per element
-  (~300 us each here, more than compressing a small document); a numpy
-  permutation per epoch costs O(documents) memory (4 bytes each) and ~1 us per
-  lookup. Deterministic: the permutation of epoch e is a function of (seed, e).
+  The permutation of epoch e is ``permutation.KeyedPermutation(len, stream_key(seed,
+  e))``: evaluated per index in O(1) memory and ~2 us (no per-document array in any
+  process or Grain worker, nothing built at an epoch start), a function of (seed, e)
+  only. Grain's ``MapDataset.shuffle`` costs ~300 us per element here.
   """
 
   def __init__(self, parent: grain.MapDataset, seed: int):
     super().__init__(parent)
     self._seed = int(seed)
-    self._cache: dict[int, np.ndarray] = {}
+    self._cache: dict[int, permutation.KeyedPermutation] = {}
 
   def __len__(self) -> int:
     return len(self._parent)
@@ -357,14 +362,11 @@ class EpochShuffleMapDataset(grain.MapDataset):
   def __str__(self) -> str:
     return f"EpochShuffleMapDataset(seed={self._seed})"
 
-  def _permutation(self, epoch: int) -> np.ndarray:
+  def _permutation(self, epoch: int) -> permutation.KeyedPermutation:
     perm = self._cache.get(epoch)
     if perm is None:
-      n = len(self._parent)
-      # The same permutation as ``rng.permutation(n)`` (an int64 arange shuffled in place),
-      # built in the final dtype: 4 bytes per document at the peak instead of 12.
-      perm = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
-      np.random.default_rng([self._seed, epoch]).shuffle(perm)
+      perm = permutation.KeyedPermutation(len(self._parent),
+                                          mixing.stream_key(self._seed, epoch))
       if len(self._cache) >= 2:
         self._cache.pop(min(self._cache))
       self._cache[epoch] = perm
@@ -375,12 +377,7 @@ class EpochShuffleMapDataset(grain.MapDataset):
       return self.slice(index)
     n = len(self._parent)
     epoch, i = divmod(int(index), n)
-    return self._parent[int(self._permutation(epoch)[i]) + epoch * n]
-
-  def __getstate__(self):
-    state = self.__dict__.copy()
-    state["_cache"] = {}
-    return state
+    return self._parent[self._permutation(epoch)[i] + epoch * n]
 
 
 def build_dataset(config: ml_collections.ConfigDict, split: str = "train", *,

@@ -60,14 +60,15 @@ places). ``tokenizer`` and ``token_bytes`` need ``tokenizer_path``.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
-import os
 from typing import Any, Sequence
 
 import numpy as np
 from absl import app, flags
 
+from proxyjax import paths
 from proxyjax import views as views_lib
 from proxyjax.data import sources as sources_lib
 from proxyjax.eval import compressor_plot
@@ -410,12 +411,14 @@ def analyze(cfg: AnalysisConfig, docs: Sequence[bytes] | None = None) -> dict[st
 
 
 def run(cfg: AnalysisConfig, out_dir: str) -> dict[str, Any]:
-  """Analyses, then writes ``compressors.json`` and ``compressors.png`` to ``out_dir``."""
+  """Analyses, then writes ``compressors.json`` and ``compressors.png`` to ``out_dir``
+  (a local directory or a ``gs://`` / ``s3://`` URL)."""
   summary = analyze(cfg)
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "compressors.json"), "w", encoding="utf-8") as f:
-    json.dump(summary, f, indent=1)
-  compressor_plot.plot(summary, os.path.join(out_dir, "compressors.png"))
+  paths.makedirs(out_dir)  # local, gs:// or s3:// (proxyjax.paths)
+  paths.write_text(paths.join(out_dir, "compressors.json"), json.dumps(summary, indent=1))
+  png = io.BytesIO()  # rendered in memory, then one upload (or an atomic local write)
+  compressor_plot.plot(summary, png)
+  paths.write_bytes(paths.join(out_dir, "compressors.png"), png.getvalue())
   return summary
 
 
@@ -452,7 +455,7 @@ def _define_flags():
   flags.DEFINE_string("text_field", d.text_field, "JSON/TFDS text field ('' = text, else content).")
   flags.DEFINE_enum("record_format", d.record_format, ["json", "bytes"], "ArrayRecord records.")
   flags.DEFINE_string("tfds_data_dir", d.tfds_data_dir, "TFDS data_dir ('' = default).")
-  flags.DEFINE_string("out", None, "Output directory.")
+  flags.DEFINE_string("out", None, "Output directory (local, gs:// or s3://).")
   flags.mark_flag_as_required("out")
 
 
@@ -469,7 +472,7 @@ def main(argv: Sequence[str]) -> None:
                        record_format=f.record_format, tfds_data_dir=f.tfds_data_dir)
   summary = run(cfg, f.out)
   print(format_summary(summary), flush=True)
-  print(f"wrote {os.path.join(f.out, 'compressors.json')} and compressors.png", flush=True)
+  print(f"wrote {paths.join(f.out, 'compressors.json')} and compressors.png", flush=True)
 
 
 if __name__ == "__main__":

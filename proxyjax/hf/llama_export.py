@@ -21,6 +21,10 @@ attention window; ``d_model`` not divisible by ``n_heads``, which transformers'
 ``LlamaConfig`` refuses) are refused naming the field. Padded ids (``num_ids`` up to
 ``vocab_size``) are masked out of proxyjax's softmax; Llama has no such mask, so
 their rows are exported as they are and ``generation_config.json`` suppresses them.
+
+``workdir`` and ``out`` may be local or on object storage (``gs://``; ``out`` also
+``s3://``): a remote ``out`` is written to a local staging directory first, then each
+file is uploaded (``proxyjax.paths``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import jax
@@ -241,6 +247,9 @@ def export(workdir: str, out: str, *, step: int | None = None, dtype: str = "flo
   except ValueError as e:
     raise UserError(f"--max_shard_size: {e}") from e
   paths.check_export_out(out, overwrite)
+  if storage.is_remote(out):
+    return _export_to_remote(workdir, out, step=step, dtype=dtype,
+                             max_shard_size=max_shard_size, overwrite=overwrite, log=log)
   if jax.process_count() > 1:
     raise UserError("the export runs in one process (it gathers every tensor to this host)")
   if not storage.isdir(workdir):  # local or gs://
@@ -281,6 +290,23 @@ def export(workdir: str, out: str, *, step: int | None = None, dtype: str = "flo
     f.write(readme(cfg, loaded.step, where, dtype, seq_len))
   files += [PROXYJAX_FILE, README_FILE]
   return ExportResult(out=out, step=loaded.step, files=files, loaded=loaded)
+
+
+def _export_to_remote(workdir: str, out: str, **kwargs) -> ExportResult:
+  """``export`` into a local staging directory, then each file uploaded to ``out``
+  (a ``gs://`` / ``s3://`` URL), after removing an earlier export's weight files there."""
+  with tempfile.TemporaryDirectory(prefix="proxyjax-export-") as staging:
+    result = export(workdir, staging, **kwargs)
+    if storage.isdir(out):  # --overwrite (check_export_out refused a non-empty out else)
+      for name in storage.listdir(out):
+        if st.SHARD_PATTERN.match(name) or name in (st.INDEX_FILE, st.SINGLE_FILE,
+                                                    layout.LOOKAHEAD_FILE):
+          storage.remove(storage.join(out, name))
+    for name in result.files:
+      with open(os.path.join(staging, name), "rb") as src, \
+          storage.open_file(storage.join(out, name), "wb") as dst:
+        shutil.copyfileobj(src, dst, 16 << 20)
+  return dataclasses.replace(result, out=out)
 
 
 def proxyjax_logits(loaded: load_lib.LoadedParams, ids: np.ndarray) -> np.ndarray:

@@ -5,26 +5,28 @@ from __future__ import annotations
 
 import os
 
+from proxyjax import paths as storage
 from proxyjax import rundir
 from proxyjax.errors import UserError
 
 
 def _steps(workdir: str) -> list[int]:
   try:
-    names = os.listdir(rundir.checkpoint_dir(workdir))
+    names = storage.listdir(rundir.checkpoint_dir(workdir))
   except (FileNotFoundError, NotADirectoryError):
     return []
   return sorted(int(n) for n in names if n.isdigit())
 
 
 def check_export_out(out: str, overwrite: bool) -> None:
-  """The export's ``out``: missing or empty (or ``overwrite``), never a run directory."""
-  if os.path.exists(out) and not os.path.isdir(out):
+  """The export's ``out`` (local, ``gs://`` or ``s3://``): missing or empty (or
+  ``overwrite``), never a run directory."""
+  if storage.exists(out) and not storage.isdir(out):
     raise UserError(f"--out={out} is a file, not a directory")
-  if os.path.isdir(os.path.join(out, rundir.CHECKPOINTS)):
+  if storage.isdir(storage.join(out, rundir.CHECKPOINTS)):
     raise UserError(f"--out={out} is a run directory (it has {rundir.CHECKPOINTS}/): choose "
                     "another directory")
-  if os.path.isdir(out) and os.listdir(out) and not overwrite:
+  if storage.isdir(out) and storage.listdir(out) and not overwrite:
     raise UserError(f"--out={out} is not empty: choose an empty or new directory, or pass "
                     "--overwrite")
 

@@ -9,13 +9,17 @@ the head-0 logits of the ids proxyjax uses (``num_ids``) with proxyjax's own for
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
 
 import numpy as np
 
+from proxyjax import paths as storage
 from proxyjax import vocab as vocab_lib
 from proxyjax.errors import UserError
 from proxyjax.hf import layout
@@ -135,8 +139,23 @@ def verify(result, backend: str = "auto") -> VerifyResult:
     raise UserError("--verify with transformers needs torch and transformers installed")
   ids = prompt_ids()
   ref = llama_export.proxyjax_logits(result.loaded, ids)
-  logits = (transformers_logits if backend == "transformers" else numpy_logits)(result.out, ids)
+  with _local_copy(result.out, result.files) as directory:  # a gs:// / s3:// export: downloaded
+    logits = (transformers_logits if backend == "transformers" else numpy_logits)(directory, ids)
+    tol = tolerance(directory)
   got = np.asarray(logits, dtype=np.float64)[:, :ref.shape[1]]
   return VerifyResult(backend=backend, max_abs_diff=float(np.max(np.abs(got - ref))),
-                      max_abs_logit=float(np.max(np.abs(ref))), tolerance=tolerance(result.out),
-                      note=note)
+                      max_abs_logit=float(np.max(np.abs(ref))), tolerance=tol, note=note)
+
+
+@contextlib.contextmanager
+def _local_copy(directory: str, files: list[str]):
+  """``directory`` itself when local, else a temporary local copy of its ``files``."""
+  if not storage.is_remote(directory):
+    yield directory
+    return
+  with tempfile.TemporaryDirectory(prefix="proxyjax-verify-") as tmp:
+    for name in files:
+      with storage.open_file(storage.join(directory, name), "rb") as src, \
+          open(os.path.join(tmp, name), "wb") as dst:
+        shutil.copyfileobj(src, dst, 16 << 20)
+    yield tmp

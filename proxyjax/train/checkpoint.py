@@ -829,15 +829,22 @@ def _cli(value: Any) -> str:
   return json.dumps(value) if not isinstance(value, str) else (value or "''")
 
 
+DATA_STREAM_KEY = "data_stream"  # meta: the document-order algorithm that wrote the stream
+# Checkpoints written before the data stream was recorded shuffled with a numpy permutation.
+LEGACY_DATA_STREAM = "numpy-permutation"
+
+
 def resume_check(config, policy: str, directory: str, process_count: int,
-                 recorded_fallback: dict | None = None) -> Callable[[int, dict], bool]:
+                 recorded_fallback: dict | None = None,
+                 data_stream: str | None = None) -> Callable[[int, dict], bool]:
   """``check`` for ``Checkpointer.restore`` in a training run.
 
   Compares the config recorded with the checkpoint (``meta['config']``; for
   checkpoints written before it was recorded, ``recorded_fallback``, the run's
   ``config.json``) with this run's: a changed ``MODEL_FIELDS`` field is refused
-  under every policy; a changed data field (or process count) is refused under
-  'strict' and restarts the data stream under 'fresh_data'. Every other field
+  under every policy; a changed data field (or process count, or -- when documents are
+  shuffled -- the shuffle algorithm ``data_stream``, recorded as ``meta['data_stream']``)
+  is refused under 'strict' and restarts the data stream under 'fresh_data'. Every other field
   (steps, learning rate, mesh, eval, checkpointing, dtypes, ...) may change.
   """
   if policy not in RESTORE_POLICIES:
@@ -868,12 +875,17 @@ def resume_check(config, policy: str, directory: str, process_count: int,
           "new --workdir")
     if saved_pc is not None and saved_pc != process_count:
       data = data + [("process count", saved_pc, process_count)]
+    saved_stream = meta.get(DATA_STREAM_KEY, LEGACY_DATA_STREAM)
+    if (data_stream is not None and saved_stream != data_stream
+        and config.data.get("shuffle", True)):
+      data = data + [("data stream", saved_stream, data_stream)]
     if not data:
       return True
     if policy == "strict":
       k, old, new = data[0]
-      fix = (f"resume with --config.{k}={_cli(old)}" if k != "process count"
-             else f"resume with {old} processes")
+      fix = {"process count": f"resume with {old} processes",
+             "data stream": "resume with the proxyjax release that wrote it (its document "
+                            "shuffle differs)"}.get(k, f"resume with --config.{k}={_cli(old)}")
       raise IncompatibleCheckpointError(
           k, f"this run has {_cli(new)} but {where} was written with {_cli(old)}"
           f"{also(data[1:])}; the data stream cannot continue exactly: {fix}, start a new "

@@ -29,10 +29,11 @@ TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path, monkeypatch):
-  """The local cache (decompressed / copied files) of each test, not ~/.cache."""
+  """The local cache of decompressed / copied files of each test (``decompressed/``
+  under ``$PROXYJAX_CACHE_DIR``), not ~/.cache."""
   directory = tmp_path / "proxyjax-cache"
   monkeypatch.setenv("PROXYJAX_CACHE_DIR", str(directory))
-  return directory
+  return directory / "decompressed"
 
 
 def _docs(src):
@@ -252,7 +253,7 @@ def test_concurrent_processes_share_one_cache_entry(tmp_path, cache_dir):
       src = sources.JsonlSource({str(tmp_path / 'big.jsonl.zst')!r})
       print(len(src), src[len(src) - 1]["text"].decode())
   """)
-  env = dict(os.environ, PROXYJAX_CACHE_DIR=str(cache_dir), JAX_PLATFORMS="cpu")
+  env = dict(os.environ, PROXYJAX_CACHE_DIR=str(cache_dir.parent), JAX_PLATFORMS="cpu")
   procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
                             text=True) for _ in range(2)]
   outs = [p.communicate(timeout=120)[0] for p in procs]
@@ -523,7 +524,7 @@ def test_resume_after_sigkill_reproduces_the_batches(tmp_path, cache_dir, kind):
           "validation_fraction": 0.1}
   state_file = str(tmp_path / "state.pkl")
   script = _CHILD.format(tests=TESTS_DIR, data=data, state=state_file)
-  env = dict(os.environ, PROXYJAX_CACHE_DIR=str(cache_dir), JAX_PLATFORMS="cpu")
+  env = dict(os.environ, PROXYJAX_CACHE_DIR=str(cache_dir.parent), JAX_PLATFORMS="cpu")
   child = subprocess.Popen([sys.executable, "-c", script], env=env,
                            stderr=subprocess.PIPE, start_new_session=True)
   try:

@@ -136,6 +136,7 @@ def test_s3_kvstore_spec_is_tensorstores_s3_driver(monkeypatch):
   """Orbax's spec for the same path on gs://, with the GCS driver made the S3 driver
   (bucket, key prefix, endpoint from AWS_ENDPOINT_URL_S3)."""
   from orbax.checkpoint._src.serialization import tensorstore_utils  # pylint: disable=g-import-not-at-top
+
   from proxyjax.train import orbax_s3  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
   orbax_s3.install()

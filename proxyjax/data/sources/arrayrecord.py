@@ -5,7 +5,7 @@ the neural view's symbols.
 The ArrayRecord reader (C++, riegeli) opens local files only, so shards on
 object storage (``gs://``, ``s3://``) are copied once, when the source is built,
 into the local cache of :func:`proxyjax.data.sources.globs.local_copy`
-(``$PROXYJAX_CACHE_DIR``, else ``~/.cache/proxyjax/decompressed/``; named by the
+(``$PROXYJAX_CACHE_DIR/decompressed/``, default ``~/.cache/proxyjax``; named by the
 sha256 of the object's path, size and etag; written under a temporary name and
 renamed atomically) and read from there; keys still name the remote shards.
 """

@@ -211,10 +211,8 @@ def cache_root() -> str:
 
 
 def cache_dir() -> str:
-  """:func:`local_copy`'s directory: ``$PROXYJAX_CACHE_DIR`` itself, else
-  ``~/.cache/proxyjax/decompressed``."""
-  if os.environ.get(CACHE_DIR_ENV):
-    return cache_root()
+  """:func:`local_copy`'s directory: ``decompressed/`` under :func:`cache_root` (next to
+  the prepared shards' ``shards/``)."""
   return os.path.join(cache_root(), "decompressed")
 
 

@@ -4,8 +4,8 @@ Plain files (local, ``gs://``, ``s3://``) are indexed and read where they are.
 Compressed files, ``.gz`` (gzip, e.g. ``.jsonl.gz``) and ``.zst`` (zstandard,
 e.g. ``.jsonl.zst``), allow no random access, so each is decompressed once, when
 the source is built, into the local content-addressed cache
-(:func:`proxyjax.data.sources.globs.local_copy`: ``$PROXYJAX_CACHE_DIR``, else
-``~/.cache/proxyjax/decompressed/``; named by the sha256 of path, size and
+(:func:`proxyjax.data.sources.globs.local_copy`: ``$PROXYJAX_CACHE_DIR/decompressed/``,
+default ``~/.cache/proxyjax``; named by the sha256 of path, size and
 modification stamp, written under a temporary name and renamed atomically, so it
 is safe with concurrent processes) and the copy is indexed and read like a plain
 file. Keys still name the compressed file. A corrupt or truncated compressed
