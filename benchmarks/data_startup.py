@@ -12,7 +12,7 @@ of each Grain worker (at the first batch), for process_count 1 and 4 (``process_
 and 0 or 2 Grain workers. A "before" case that runs past ``--before_timeout_s`` is
 reported as skipped. Config: raw view, 4 rows of 1024 ids, shuffled, repeated forever,
 validation_fraction 0.01, the train split (``--kinds=after_noshuffle``: not shuffled, to
-separate the pipeline's own O(documents) shuffle permutation from the source's cost).
+separate the shuffle's cost from the source's; the shuffle is O(1) in memory since issue 22).
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ _PREPARE_WORKERS = flags.DEFINE_integer("prepare_workers", 2, "prepare --num_wor
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Append results as JSON lines here.")
 _KINDS = flags.DEFINE_list("kinds", ["before", "after"], "Cases: before (jsonl), after "
                           "(prepared), after_noshuffle (prepared, data.shuffle=False: the "
-                          "pipeline's O(documents) permutation left out).")
+                          "shuffle left out).")
 _CASE = flags.DEFINE_string("case", None, "Internal: run one measurement (JSON) and exit.")
+_STEADY = flags.DEFINE_integer("steady_batches", 300, "Batches read after the first one "
+                               "before the 'steady' peak RSS is taken (0: skip).")
 
 FILES = 100
 DOCS_PER_SHARD = 50_000
@@ -110,19 +112,32 @@ def _run_case(case: dict) -> dict:
   t1 = time.perf_counter()
   next(it)
   t2 = time.perf_counter()
-  workers = [p for p in psutil.Process().children(recursive=True)
-             if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-  worker_hwm = []
-  for p in workers:
-    try:
-      worker_hwm.append(_vm_hwm_mb(p.pid))
-    except OSError:
-      pass
-  return {"build_s": t1 - t0, "first_batch_s": t2 - t0, "rss_imports_mb": rss_imports,
-          "rss_main_mb": _vm_hwm_mb(),
-          "rss_max_worker_mb": max(worker_hwm) if worker_hwm else None,
-          "workers_seen": len(worker_hwm),
-          "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+  def worker_hwm():
+    out = []
+    for p in psutil.Process().children(recursive=True):
+      try:
+        if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+          out.append(_vm_hwm_mb(p.pid))
+      except (OSError, psutil.Error):
+        pass
+    return out
+
+  first_workers, first_main = worker_hwm(), _vm_hwm_mb()
+  out = {"build_s": t1 - t0, "first_batch_s": t2 - t0, "rss_imports_mb": rss_imports,
+         "rss_main_mb": first_main,
+         "rss_max_worker_mb": max(first_workers) if first_workers else None,
+         "workers_seen": len(first_workers),
+         "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+  steady = int(case.get("steady_batches", 0))
+  if steady:  # the peak after reading on (open shard readers accumulate, buffers fill)
+    for _ in range(steady):
+      next(it)
+    later = worker_hwm()
+    out.update(steady_batches=steady, steady_s=time.perf_counter() - t2,
+               rss_main_steady_mb=_vm_hwm_mb(),
+               rss_max_worker_steady_mb=max(later) if later else None)
+  return out
 
 
 def _measure(case: dict, timeout: float) -> dict:
@@ -164,7 +179,7 @@ def main(argv):
       for pc in (int(x) for x in _PROCESSES.value):
         for nw in (int(x) for x in _WORKERS.value):
           case = {"docs": n, "kind": kind, "sources": sources, "process_count": pc,
-                  "num_workers": nw, "shuffle": shuffle}
+                  "num_workers": nw, "shuffle": shuffle, "steady_batches": _STEADY.value}
           row = _measure(case, timeout)
           row["prepare_s"] = info.get("prepare_s")
           rows.append(row)
@@ -173,16 +188,18 @@ def main(argv):
             with open(_JSON_OUT.value, "a", encoding="utf-8") as f:
               f.write(json.dumps(row) + "\n")
   print("\n| documents | sources | processes | workers | first batch (s) | "
-        "main peak RSS (MB) | worker peak RSS (MB) |")
-  print("|---|---|---|---|---|---|---|")
+        "main peak RSS (MB) | worker peak RSS (MB) | after N batches: main / worker (MB) |")
+  print("|---|---|---|---|---|---|---|---|")
   for r in rows:
     if "skipped" in r:
       print(f"| {r['docs']:,} | {r['kind']} | {r['process_count']} | {r['num_workers']} | "
-            f"skipped ({r['skipped'][:60]}) | - | - |")
+            f"skipped ({r['skipped'][:60]}) | - | - | - |")
       continue
     print(f"| {r['docs']:,} | {r['kind']} | {r['process_count']} | {r['num_workers']} | "
           f"{r['first_batch_s']:.2f} | {r['rss_main_mb']:.0f} | "
-          f"{_fmt(r['rss_max_worker_mb'], '.0f')} |")
+          f"{_fmt(r['rss_max_worker_mb'], '.0f')} | "
+          f"{_fmt(r.get('rss_main_steady_mb'), '.0f')} / "
+          f"{_fmt(r.get('rss_max_worker_steady_mb'), '.0f')} |")
 
 
 if __name__ == "__main__":

@@ -160,7 +160,8 @@ class _Checkpoints:
     legacy = rundir.load_run_config(workdir)
     check = ckpt_lib.resume_check(
         config, config.get("restore_policy", "strict"), ckpt.directory, jax.process_count(),
-        legacy.to_dict() if legacy is not None else None, pipeline.DATA_STREAM)
+        legacy.to_dict() if legacy is not None else None,
+        pipeline.iterator_data_stream(self._data_it))
     data_restored = []
 
     def check_and_note(step, meta):
@@ -183,7 +184,7 @@ class _Checkpoints:
     meta = {"step": step, "mesh": self._mesh_shape, "process_count": jax.process_count(),
             "config": self._config, rundir.VOCAB_KEY: rundir.vocab_record(self._vocab),
             metrics_lib.META_KEY: self.exposure.record(),
-            ckpt_lib.DATA_STREAM_KEY: pipeline.DATA_STREAM}
+            ckpt_lib.DATA_STREAM_KEY: pipeline.iterator_data_stream(self._data_it)}
     self.ckpt.save(step, state, self._data_it, meta, force=True)
 
   def kept(self) -> str:

@@ -323,7 +323,8 @@ def plan_documents(config: ml_collections.ConfigDict, split: str,
                         f"documents in the {split!r} split")
     ds = grain.MapDataset.source(source)
     if train and d.shuffle:
-      ds = EpochShuffleMapDataset(ds, seed=mixing.stream_key(config.seed, 1000 + i))
+      ds = EpochShuffleMapDataset(ds, seed=mixing.stream_key(config.seed, 1000 + i),
+                                  block=getattr(source, "shuffle_block", None))
     datasets.append(ds.repeat(epochs) if epochs != 1 else ds)
   plan = DocumentPlan(names=tuple(names), sizes=tuple(len(s) for s, _ in sources),
                       finite=epochs is not None)
@@ -337,24 +338,48 @@ def plan_documents(config: ml_collections.ConfigDict, split: str,
   return grain.MapDataset.select_from_datasets(datasets, plan.mixture), plan
 
 
-# The document-order algorithm, recorded with each checkpoint (``meta['data_stream']``): a
-# resume under another one is refused like a changed data field. Change it with the shuffle.
-DATA_STREAM = "keyed-permutation-1"
+# Sources of at most this many documents are shuffled with an exact numpy permutation per
+# epoch (4 bytes a document: 4 MB at most; the order of every earlier release). Larger ones
+# with ``permutation.WindowedPermutation``, evaluated per index: blocks of
+# ``SHUFFLE_BLOCK_DOCUMENTS`` consecutive documents (a prepared source's documents per shard)
+# in a keyed order, visited ``SHUFFLE_WINDOW_BLOCKS`` at a time, each window's documents in
+# a keyed order. No per-document array, and the reader needs only the current window's
+# shards (their open readers and in-memory indexes): RSS does not grow with the corpus.
+EXACT_SHUFFLE_MAX_DOCUMENTS = 1 << 20
+SHUFFLE_BLOCK_DOCUMENTS = 1 << 16
+SHUFFLE_WINDOW_BLOCKS = 8
+# The document order, recorded with each checkpoint (``meta['data_stream']``; a resume under
+# another is refused like a changed data field). Checkpoints without the record used the
+# numpy permutation for every source: the same order as ``NUMPY_STREAM`` runs.
+NUMPY_STREAM = "numpy-permutation"
+KEYED_STREAM = f"numpy-permutation<=2^{EXACT_SHUFFLE_MAX_DOCUMENTS.bit_length() - 1}," \
+               "windowed-keyed-permutation-1"
+
+
+def data_stream(sizes: Sequence[int], shuffle: bool = True) -> str:
+  """The document order of a run whose shuffled sources have ``sizes`` documents."""
+  if not shuffle or not sizes or max(sizes) <= EXACT_SHUFFLE_MAX_DOCUMENTS:
+    return NUMPY_STREAM
+  return KEYED_STREAM
 
 
 class EpochShuffleMapDataset(grain.MapDataset):
   """A fresh seeded permutation of the parent per epoch (index // len).
 
-  The permutation of epoch e is ``permutation.KeyedPermutation(len, stream_key(seed,
-  e))``: evaluated per index in O(1) memory and ~2 us (no per-document array in any
-  process or Grain worker, nothing built at an epoch start), a function of (seed, e)
-  only. Grain's ``MapDataset.shuffle`` costs ~300 us per element here.
+  Deterministic: the permutation of epoch e is a function of (seed, e). Up to
+  ``EXACT_SHUFFLE_MAX_DOCUMENTS`` it is ``np.random.default_rng([seed, e]).permutation``
+  (built once per epoch, ~1 us a lookup); above, ``permutation.WindowedPermutation(len,
+  stream_key(seed, e), block, SHUFFLE_WINDOW_BLOCKS)``, evaluated per index (~2.5 us, no
+  per-document array in any process or Grain worker; ``block``: the source's
+  ``shuffle_block``, else ``SHUFFLE_BLOCK_DOCUMENTS``). Grain's ``MapDataset.shuffle``
+  costs ~300 us per element here.
   """
 
-  def __init__(self, parent: grain.MapDataset, seed: int):
+  def __init__(self, parent: grain.MapDataset, seed: int, block: int | None = None):
     super().__init__(parent)
     self._seed = int(seed)
-    self._cache: dict[int, permutation.KeyedPermutation] = {}
+    self._block = int(block or SHUFFLE_BLOCK_DOCUMENTS)
+    self._cache: dict[int, Any] = {}
 
   def __len__(self) -> int:
     return len(self._parent)
@@ -362,11 +387,17 @@ class EpochShuffleMapDataset(grain.MapDataset):
   def __str__(self) -> str:
     return f"EpochShuffleMapDataset(seed={self._seed})"
 
-  def _permutation(self, epoch: int) -> permutation.KeyedPermutation:
+  def _permutation(self, epoch: int):
     perm = self._cache.get(epoch)
     if perm is None:
-      perm = permutation.KeyedPermutation(len(self._parent),
-                                          mixing.stream_key(self._seed, epoch))
+      n = len(self._parent)
+      if n <= EXACT_SHUFFLE_MAX_DOCUMENTS:
+        # ``rng.permutation(n)`` (an int64 arange shuffled in place), built as int32.
+        perm = np.arange(n, dtype=np.int32)
+        np.random.default_rng([self._seed, epoch]).shuffle(perm)
+      else:
+        perm = permutation.WindowedPermutation(n, mixing.stream_key(self._seed, epoch),
+                                               self._block, SHUFFLE_WINDOW_BLOCKS)
       if len(self._cache) >= 2:
         self._cache.pop(min(self._cache))
       self._cache[epoch] = perm
@@ -377,7 +408,12 @@ class EpochShuffleMapDataset(grain.MapDataset):
       return self.slice(index)
     n = len(self._parent)
     epoch, i = divmod(int(index), n)
-    return self._parent[self._permutation(epoch)[i] + epoch * n]
+    return self._parent[int(self._permutation(epoch)[i]) + epoch * n]
+
+  def __getstate__(self):  # Grain workers rebuild the permutation they need
+    state = self.__dict__.copy()
+    state["_cache"] = {}
+    return state
 
 
 def build_dataset(config: ml_collections.ConfigDict, split: str = "train", *,
@@ -437,6 +473,7 @@ def build_dataset(config: ml_collections.ConfigDict, split: str = "train", *,
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=d.num_workers,
                                                      per_worker_buffer_size=d.worker_buffer_size),
                         worker_init_fn=worker_lifetime.WorkerInit(mixing.worker_init))
+  _STREAMS[ds] = data_stream(plan.sizes, split == "train" and bool(d.shuffle))
   return ds
 
 
@@ -455,7 +492,19 @@ def stack_and_pad(rows: Sequence[dict[str, np.ndarray]], batch_size: int) -> dic
 def make_iterator(config: ml_collections.ConfigDict, split: str = "train",
                   **kwargs) -> grain.DatasetIterator:
   """``iter(build_dataset(...))``: a checkpointable iterator of local batches."""
-  return iter(build_dataset(config, split, **kwargs))
+  ds = build_dataset(config, split, **kwargs)
+  it = iter(ds)
+  _STREAMS[it] = _STREAMS.get(ds, NUMPY_STREAM)
+  return it
+
+
+# The document order of each dataset / iterator built here (``data_stream``).
+_STREAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def iterator_data_stream(iterator: grain.DatasetIterator) -> str:
+  """The document order (``data_stream``) of an iterator made by ``make_iterator``."""
+  return _STREAMS.get(iterator, NUMPY_STREAM)
 
 
 def pipeline_stats(iterator: grain.DatasetIterator) -> dict[str, float | int]:

@@ -829,8 +829,9 @@ def _cli(value: Any) -> str:
   return json.dumps(value) if not isinstance(value, str) else (value or "''")
 
 
-DATA_STREAM_KEY = "data_stream"  # meta: the document-order algorithm that wrote the stream
-# Checkpoints written before the data stream was recorded shuffled with a numpy permutation.
+DATA_STREAM_KEY = "data_stream"  # meta: the document order (pipeline.data_stream)
+# Checkpoints written before the order was recorded shuffled every source with a numpy
+# permutation (pipeline.NUMPY_STREAM).
 LEGACY_DATA_STREAM = "numpy-permutation"
 
 
@@ -843,7 +844,7 @@ def resume_check(config, policy: str, directory: str, process_count: int,
   checkpoints written before it was recorded, ``recorded_fallback``, the run's
   ``config.json``) with this run's: a changed ``MODEL_FIELDS`` field is refused
   under every policy; a changed data field (or process count, or -- when documents are
-  shuffled -- the shuffle algorithm ``data_stream``, recorded as ``meta['data_stream']``)
+  shuffled -- the document order ``data_stream``, recorded as ``meta['data_stream']``)
   is refused under 'strict' and restarts the data stream under 'fresh_data'. Every other field
   (steps, learning rate, mesh, eval, checkpointing, dtypes, ...) may change.
   """
@@ -876,8 +877,7 @@ def resume_check(config, policy: str, directory: str, process_count: int,
     if saved_pc is not None and saved_pc != process_count:
       data = data + [("process count", saved_pc, process_count)]
     saved_stream = meta.get(DATA_STREAM_KEY, LEGACY_DATA_STREAM)
-    if (data_stream is not None and saved_stream != data_stream
-        and config.data.get("shuffle", True)):
+    if data_stream is not None and saved_stream != data_stream:
       data = data + [("data stream", saved_stream, data_stream)]
     if not data:
       return True

@@ -231,3 +231,31 @@ def test_unknown_ablation_or_arm_is_one_line(tmp_path):
   assert listing.returncode == 0 and "token_bytes_gray" in listing.stdout
   assert "jax" not in listing.stderr.lower()  # listing needs no JAX (nor its warnings)
   assert catalog.get("views").name == "views"
+
+
+@pytest.mark.slow  # an arm trained into each object store (~40 s)
+def test_ablation_workdir_in_a_bucket(object_store, _compilation_cache):
+  """W on gs:// / s3://: the arm's run (checkpoints included), its eval, the state file
+  and the report (Markdown, JSON, plots) land in the bucket; a second call resumes from
+  it and retrains nothing."""
+  from proxyjax import paths  # pylint: disable=g-import-not-at-top
+  w = object_store.new_bucket() + "/ablations/views"
+  result = ablation.run("views", scale="ci", workdir=w, arms="deflate", log=lambda s: None)
+  arm = paths.join(w, "arms", "deflate")
+  assert json.loads(paths.read_text(paths.join(arm, "arm.json")))["status"] == "done"
+  assert paths.exists(paths.join(arm, "eval", "bpb.json"))
+  assert [int(json.loads(x)["step"]) for x in paths.read_text(paths.join(arm, "metrics.jsonl"))
+          .splitlines() if x.strip()][-1] == 12
+  steps = [n for n in paths.listdir(paths.join(arm, "checkpoints")) if n.isdigit()]
+  assert steps and all(paths.exists(paths.join(arm, "checkpoints", n, "commit_success.txt"))
+                       for n in steps)
+  data = json.loads(paths.read_text(paths.join(w, "report.json")))
+  assert [a["name"] for a in data["arms"]] == ["deflate"]
+  assert "deflate" in paths.read_text(paths.join(w, "report.md"))
+  for name in data["plots"].values():
+    assert paths.read_bytes(paths.join(w, name))[:8] == b"\x89PNG\r\n\x1a\n"
+  stamp = paths.read_text(paths.join(arm, "metrics.jsonl"))
+  again = ablation.run("views", scale="ci", workdir=w, arms="deflate", log=lambda s: None)
+  assert paths.read_text(paths.join(arm, "metrics.jsonl")) == stamp  # not retrained
+  assert again.rows == result.rows and again.report_md == paths.join(w, "report.md")
+  assert set(result.plots.values()) == {paths.join(w, n) for n in data["plots"].values()}

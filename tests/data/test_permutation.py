@@ -63,8 +63,9 @@ def test_keys_give_different_orders_and_the_same_key_the_same():
 
 
 def test_pinned_values():
-  """The order is part of every run's data: a change here changes every shuffled batch
-  (tests/fixtures/data_pin.json, train_pin.json) and must be deliberate."""
+  """The order is part of every run's data over ``EXACT_SHUFFLE_MAX_DOCUMENTS`` documents
+  (recorded as ``pipeline.KEYED_STREAM`` in checkpoints): a change must be deliberate and
+  get a new stream name."""
   assert _all(permutation.KeyedPermutation(10, 0)) == [9, 6, 4, 8, 0, 3, 5, 1, 7, 2]
   p = permutation.KeyedPermutation(10**9, mixing.stream_key(0, 1000))
   assert [p[i] for i in (0, 1, 2, 10**9 - 1)] == [250225676, 523948979, 474572052,
@@ -78,14 +79,74 @@ def test_memory_does_not_grow_with_n():
   assert sys.getsizeof(large) == sys.getsizeof(small)
 
 
-def test_epoch_shuffle_dataset_permutes_each_epoch_independently():
+@pytest.mark.parametrize("keyed", [False, True])
+def test_epoch_shuffle_dataset_permutes_each_epoch_independently(keyed, monkeypatch):
   import grain  # pylint: disable=g-import-not-at-top
   n = 97
-  ds = pipeline.EpochShuffleMapDataset(grain.MapDataset.range(n), seed=5).repeat(3)
+  if keyed:  # a source over the exact-permutation limit
+    monkeypatch.setattr(pipeline, "EXACT_SHUFFLE_MAX_DOCUMENTS", n - 1)
+  ds = pipeline.EpochShuffleMapDataset(grain.MapDataset.range(n), seed=5, block=10).repeat(3)
   got = [ds[i] for i in range(3 * n)]
   epochs = [got[e * n:(e + 1) * n] for e in range(3)]
   for e, order in enumerate(epochs):  # each epoch: every document once
     assert sorted(order) == list(range(n)), e
   assert epochs[0] != epochs[1] != epochs[2]
+  if keyed:  # blocks of 10 documents, 8 blocks a window
+    assert epochs[1] == _all(permutation.WindowedPermutation(
+        n, mixing.stream_key(5, 1), 10, pipeline.SHUFFLE_WINDOW_BLOCKS))
+  else:  # the order of every earlier release
+    assert epochs[1] == np.random.default_rng([5, 1]).permutation(n).tolist()
   again = pickle.loads(pickle.dumps(ds))  # as a Grain worker receives it
   assert [again[i] for i in range(3 * n)] == got
+
+
+def test_data_stream_names_the_order_and_the_iterator_records_it(monkeypatch):
+  limit = pipeline.EXACT_SHUFFLE_MAX_DOCUMENTS
+  assert limit == 2**20
+  assert pipeline.data_stream([limit, 5]) == pipeline.NUMPY_STREAM
+  assert pipeline.data_stream([limit + 1]) == pipeline.KEYED_STREAM
+  assert pipeline.data_stream([limit + 1], shuffle=False) == pipeline.NUMPY_STREAM
+  from helpers import small_config  # pylint: disable=g-import-not-at-top
+  c = small_config()
+  it = pipeline.make_iterator(c, "train", process_index=0, process_count=1)
+  assert pipeline.iterator_data_stream(it) == pipeline.NUMPY_STREAM
+  monkeypatch.setattr(pipeline, "EXACT_SHUFFLE_MAX_DOCUMENTS", 3)
+  it = pipeline.make_iterator(c, "train", process_index=0, process_count=1)
+  assert pipeline.iterator_data_stream(it) == pipeline.KEYED_STREAM
+  next(it)
+
+
+@pytest.mark.parametrize("n,block,window", [(1, 1, 1), (7, 3, 2), (100, 7, 3), (1000, 64, 8),
+                                            (4096, 64, 8), (12345, 1000, 4), (300, 1000, 8)])
+def test_windowed_permutation_is_a_bijection(n, block, window):
+  for key in (0, 99):
+    assert sorted(_all(permutation.WindowedPermutation(n, key, block, window))) == \
+        list(range(n))
+
+
+def test_windowed_permutation_reads_one_window_of_blocks_at_a_time():
+  """Each window of ``window * block`` positions holds exactly ``window`` whole blocks,
+  in a keyed order of blocks (different per key), with documents mixed inside it."""
+  n, block, window = 100_000, 1000, 8
+  p = permutation.WindowedPermutation(n, 3, block, window)
+  s = np.array(_all(p))
+  orders = []
+  for w in range(0, n // (block * window)):
+    part = s[w * block * window:(w + 1) * block * window]
+    blocks = sorted(set((part // block).tolist()))
+    assert len(blocks) == window and len(part) == block * window  # whole blocks only
+    orders.append(blocks)
+    assert abs(np.corrcoef(np.arange(len(part)), part)[0, 1]) < 0.1  # mixed inside
+  flat = [b for o in orders for b in o]
+  assert flat != sorted(flat)  # blocks in a random order, not the corpus order
+  other = np.array(_all(permutation.WindowedPermutation(n, 4, block, window)))
+  assert set((other[:block * window] // block).tolist()) != set(orders[0])
+  fine = np.array(_all(permutation.WindowedPermutation(n, 3, 100, 8)))  # 1000 blocks
+  assert abs(np.corrcoef(np.arange(n), fine)[0, 1]) < 0.1  # ~3 sd of a random block order
+
+
+def test_windowed_permutation_pinned_and_bounded():
+  p = permutation.WindowedPermutation(10**9, mixing.stream_key(0, 1000), 2**16, 8)
+  assert [p[i] for i in (0, 1, 2, 10**9 - 1)] == [652085574, 111388654, 111404193, 926580305]
+  windows = -(-(10**9) // (2**16 * 8))  # 1908: two ints each, nothing per document
+  assert len(pickle.dumps(p)) < 16 * windows + 1000

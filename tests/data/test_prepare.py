@@ -165,6 +165,24 @@ def test_prepared_source_is_lazy_and_pickles_small(tmp_path):
     src[len(src)]
 
 
+def test_open_shard_readers_are_bounded(tmp_path, monkeypatch):
+  """Each open reader holds its shard's record index: at most MAX_OPEN_SHARDS stay open
+  (least recently used dropped), and a dropped shard reads the same when it comes back.
+  The shuffle's blocks are a shard's worth of documents."""
+  spec = _jsonl_corpus(tmp_path / "corpus", files=2, lines=300)
+  out = tmp_path / "out"
+  prepare.run(_opts(spec, out, docs_per_shard=50))
+  monkeypatch.setattr(prepared, "MAX_OPEN_SHARDS", 3)
+  src = prepared.PreparedSource(str(out), split="train", validation_fraction=0.2)
+  assert src.num_shards >= 8
+  assert 40 <= src.shuffle_block <= 50  # documents per train shard (some went to validation)
+  first = [src[i] for i in range(0, len(src), 37)]  # every shard
+  assert len(src._readers) == 3  # pylint: disable=protected-access
+  assert [src[i] for i in range(0, len(src), 37)] == first
+  src[0]
+  assert next(reversed(src._readers)) == 0  # pylint: disable=protected-access
+
+
 def test_mismatched_run_options_name_the_field(tmp_path):
   spec = _jsonl_corpus(tmp_path / "corpus", files=1, lines=100)
   out = tmp_path / "out"

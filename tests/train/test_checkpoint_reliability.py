@@ -147,29 +147,29 @@ def test_fresh_data_policy_keeps_parameters_and_restarts_the_data_stream(base_ru
     ckpt_lib.resume_check(c, "lenient", "d", 1)
 
 
-def test_a_checkpoint_of_another_shuffle_is_a_changed_data_stream(base_run, tmp_path):
-  """The document order is recorded (``meta['data_stream']``); one written by another
-  shuffle (checkpoints without the record: the numpy permutation of earlier releases)
-  resumes only under fresh_data, and unshuffled runs do not care."""
+def test_a_checkpoint_of_another_document_order_is_a_changed_data_stream(base_run, tmp_path):
+  """The document order is recorded (``meta['data_stream']``). Checkpoints without the
+  record (earlier releases: a numpy permutation for every source) continue a run whose
+  order is the same, and one whose sources are shuffled by the keyed permutation (over
+  ``EXACT_SHUFFLE_MAX_DOCUMENTS`` documents) only under fresh_data."""
   workdir = _copy(base_run, tmp_path)
   c = _config()
   meta = load_lib.read_meta(str(workdir / "checkpoints" / "4"))
-  assert meta[ckpt_lib.DATA_STREAM_KEY] == pipeline.DATA_STREAM  # recorded by the trainer
-  check = ckpt_lib.resume_check(c, "strict", "d", 1, None, pipeline.DATA_STREAM)
-  assert check(4, meta) is True
+  assert meta[ckpt_lib.DATA_STREAM_KEY] == pipeline.NUMPY_STREAM  # recorded by the trainer
   old = {k: v for k, v in meta.items() if k != ckpt_lib.DATA_STREAM_KEY}
-  with pytest.raises(ckpt_lib.IncompatibleCheckpointError,
-                     match=r"'data stream': this run has keyed-permutation-1 but the checkpoint "
-                           r"at step 4 in d was written with numpy-permutation.*release that "
-                           r"wrote it.*restore_policy=fresh_data"):
-    check(4, old)
-  assert ckpt_lib.resume_check(c, "fresh_data", "d", 1, None, pipeline.DATA_STREAM)(4, old) \
+  for m in (meta, old):
+    assert ckpt_lib.resume_check(c, "strict", "d", 1, None, pipeline.NUMPY_STREAM)(4, m)
+  check = ckpt_lib.resume_check(c, "strict", "d", 1, None, pipeline.KEYED_STREAM)
+  for m in (meta, old):
+    with pytest.raises(ckpt_lib.IncompatibleCheckpointError,
+                       match=r"'data stream': this run has numpy-permutation<=2\^20,"
+                             r"windowed-keyed-permutation-1 but the checkpoint at step 4 in d "
+                             r"was "
+                             r"written with numpy-permutation.*release that wrote it.*"
+                             r"restore_policy=fresh_data"):
+      check(4, m)
+  assert ckpt_lib.resume_check(c, "fresh_data", "d", 1, None, pipeline.KEYED_STREAM)(4, old) \
       is False
-  unshuffled = _config(**{"data.shuffle": False})
-  old_unshuffled = json.loads(json.dumps(old))
-  old_unshuffled["config"]["data"]["shuffle"] = False
-  assert ckpt_lib.resume_check(unshuffled, "strict", "d", 1, None,
-                               pipeline.DATA_STREAM)(4, old_unshuffled) is True
 
 
 # --- 2. unreadable steps are moved aside (never deleted); silent corruption detected ------

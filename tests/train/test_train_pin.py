@@ -4,9 +4,8 @@
 steps of 8 rows of 128 ids (log every step, validation at steps 8 and 16 inside the loop and at the
 last step after it, a checkpoint at 10 and 20), the loss and the other
 deterministic scalars written to ``metrics.jsonl``; regenerated when the demo's recipe
-changed (issue 14: tokenizer view, 1.0M params, 1200 steps; issue 22: the O(1)-memory
-epoch shuffle, ``proxyjax.data.permutation``, reordered the documents; it records whether
-the machine it was made on has AVX-512). Regenerate (only for an intended change) with
+changed (issue 14: tokenizer view, 1.0M params, 1200 steps; a regenerated file records
+whether the machine it was made on has AVX-512, ``avx512f``). Regenerate (only for an intended change) with
 ``PROXYJAX_REGEN_PINS=1 pytest tests/train/test_train_pin.py``.
 """
 

@@ -22,6 +22,7 @@ readable as ``arrayrecord:DIR/train-*.array_record`` (then named ``file:index``)
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -50,6 +51,9 @@ PREPARED_SPLITS = ("train", "validation")
 CACHE_ENV = globs.CACHE_DIR_ENV  # the root of the local caches (globs.cache_root)
 READER_OPTIONS = "readahead_buffer_size:0"
 WRITER_OPTIONS = "group_size:1"
+# Open shard readers kept per source (least recently used dropped): the windowed epoch
+# shuffle reads <= 2 x pipeline.SHUFFLE_WINDOW_BLOCKS shards at a time.
+MAX_OPEN_SHARDS = 32
 
 
 def shard_name(split: str, index: int) -> str:
@@ -149,8 +153,11 @@ class PreparedSource:
     self._starts = np.cumsum([0] + counts).astype(np.int64)
     self._remote = paths.is_remote(self._directory)
     self._cache = cache_dir(self._directory, str(manifest.get("id", ""))) if self._remote else ""
-    self._readers: dict[int, Any] = {}
+    self._readers: collections.OrderedDict[int, Any] = collections.OrderedDict()
     self._lock = threading.Lock()
+    # The epoch shuffle of a large corpus visits a few shards at a time in blocks of about a
+    # shard (pipeline.EpochShuffleMapDataset): at most MAX_OPEN_SHARDS readers stay open.
+    self.shuffle_block = max(1, int(round(float(np.mean(counts))))) if counts else 1
 
   def __len__(self) -> int:
     return int(self._starts[-1])
@@ -172,14 +179,19 @@ class PreparedSource:
     return make_doc(text, self.name, key or fallback_key, error)
 
   def _reader(self, shard: int):
-    reader = self._readers.get(shard)
-    if reader is None:
-      with self._lock:
-        reader = self._readers.get(shard)
-        if reader is None:
-          reader = array_record_module.ArrayRecordReader(
-              self._local_path(shard), options=READER_OPTIONS, file_reader_buffer_size=32768)
-          self._readers[shard] = reader
+    """The shard's open reader. Each holds its shard's record index in memory (~8 bytes a
+    document), so the least recently used are dropped beyond ``MAX_OPEN_SHARDS`` (a read
+    in flight keeps its reader alive)."""
+    with self._lock:
+      reader = self._readers.get(shard)
+      if reader is None:
+        reader = array_record_module.ArrayRecordReader(
+            self._local_path(shard), options=READER_OPTIONS, file_reader_buffer_size=32768)
+        self._readers[shard] = reader
+        while len(self._readers) > MAX_OPEN_SHARDS:
+          self._readers.popitem(last=False)
+      else:
+        self._readers.move_to_end(shard)
     return reader
 
   def _local_path(self, shard: int) -> str:
@@ -194,7 +206,7 @@ class PreparedSource:
 
   def __getstate__(self):
     state = self.__dict__.copy()
-    state["_readers"] = {}
+    state["_readers"] = collections.OrderedDict()
     del state["_lock"]
     return state
 
