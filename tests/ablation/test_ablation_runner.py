@@ -250,7 +250,7 @@ def test_ablation_workdir_in_a_bucket(object_store, _compilation_cache):
   assert steps and all(paths.exists(paths.join(arm, "checkpoints", n, "commit_success.txt"))
                        for n in steps)
   data = json.loads(paths.read_text(paths.join(w, "report.json")))
-  assert [a["name"] for a in data["arms"]] == ["deflate"]
+  assert [r["name"] for r in data["rows"]] == ["deflate"]
   assert "deflate" in paths.read_text(paths.join(w, "report.md"))
   for name in data["plots"].values():
     assert paths.read_bytes(paths.join(w, name))[:8] == b"\x89PNG\r\n\x1a\n"
