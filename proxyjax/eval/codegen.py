@@ -27,9 +27,9 @@ evalplus's per-task type fix-ups are not replicated, and inputs on which the
 reference itself raises are skipped (counted in the program's stdout).
 
 Verdicts are decided outside the candidate's process
-(``proxyjax.eval.differential``): the tests run once against the canonical
+(``proxyjax.sandbox.differential``): the tests run once against the canonical
 solution to record the calls they make; the candidate runs in the sandbox
-(``proxyjax.eval.sandbox``) on those calls only and returns plain values;
+(``proxyjax.sandbox.runner``) on those calls only and returns plain values;
 the same tests then replay with those values, in another process. So a
 completion that overrides ``__eq__``, walks frames, installs
 ``sys.excepthook``, searches ``gc`` or exits early cannot pass by cheating,
@@ -58,7 +58,8 @@ import os
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
-from proxyjax.eval import differential, passk, sandbox
+from proxyjax import sandbox
+from proxyjax.eval import passk
 
 HUMANEVAL_STOP_STRINGS = ("\nclass ", "\ndef ", "\n# ", "\n@", "\nprint", "\nif ", "\n```")
 MBPP_STOP_STRINGS = tuple(s for s in HUMANEVAL_STOP_STRINGS if s != "\ndef ")
@@ -374,8 +375,8 @@ def tests_source(problem: Problem, suite: str = "base") -> str:
 
 
 def replay_task(problem: Problem, suite: str = "base",
-                limits: sandbox.Limits | None = None) -> differential.Task | None:
-  """The tests of ``suite`` as a ``differential.Task`` (None without a canonical solution)."""
+                limits: sandbox.Limits | None = None) -> sandbox.Task | None:
+  """The tests of ``suite`` as a ``sandbox.Task`` (None without a canonical solution)."""
   kind, inputs = _test_choice(problem, suite)
   if not problem.canonical_solution.strip():
     return None
@@ -390,7 +391,7 @@ def replay_task(problem: Problem, suite: str = "base",
                                       entry=problem.entry_point, atol=float(problem.atol),
                                       float_helpers=_FLOAT_HELPERS, compare=_COMPARE)
     how = "check"
-  return differential.Task(solution=problem.prompt + problem.canonical_solution, test=test,
+  return sandbox.Task(solution=problem.prompt + problem.canonical_solution, test=test,
                            entry=problem.entry_point, kind=how, prompt=problem.prompt,
                            limits=limits or sandbox.Limits())
 
@@ -449,11 +450,11 @@ def execute(problems: Sequence[Problem], completions, *, suite: str = "base",
                 if p.timeout_s and p.timeout_s > limits.timeout_s else limits for p in problems]
   tasks = [replay_task(p, suite, lim) for p, lim in zip(problems, per_limits)]
   idx = [i for i, t in enumerate(tasks) if t is not None]
-  recordings: list[differential.Recording | None] = [None] * len(problems)
-  for i, rec in zip(idx, differential.record([tasks[i] for i in idx], workers=workers)):
+  recordings: list[sandbox.Recording | None] = [None] * len(problems)
+  for i, rec in zip(idx, sandbox.record([tasks[i] for i in idx], workers=workers)):
     recordings[i] = rec
   good = [i for i in idx if recordings[i].ok]
-  judged = differential.run_and_judge([tasks[i] for i in good],
+  judged = sandbox.run_and_judge([tasks[i] for i in good],
                                       [recordings[i] for i in good],
                                       [samples[i] for i in good], workers=workers,
                                       hide_paths=hide)
@@ -466,7 +467,7 @@ def execute(problems: Sequence[Problem], completions, *, suite: str = "base",
                "no canonical solution to record the tests' calls with") for i in rest}
     first = rest[0]
     mode = "judged in-process (forgeable)" if in_process_fallback else "not judged (errors)"
-    sandbox._warn_once(f"{len(rest)} of {len(problems)} problems cannot be judged outside the "
+    sandbox.warn_once(f"{len(rest)} of {len(problems)} problems cannot be judged outside the "
                f"candidate's process and are {mode}; e.g. {problems[first].task_id}: "
                f"{why[first]}")
     if in_process_fallback:

@@ -4,8 +4,7 @@ r"""Compressor analysis (paper Fig. 4 and 6): stability, collisions, compression
         --num_docs=200 --out=DIR [--tokenizer_path=tok.json]
 
 writes ``DIR/compressors.json`` and ``DIR/compressors.png`` (the figure:
-``proxyjax.eval.compressor_plot``). The ``--mode=eval`` task is ``compressors``;
-``python -m proxyjax.eval.compressors`` still works (deprecated alias).
+``proxyjax.eval.compressor_plot``). The ``--mode=eval`` task is ``compressors``.
 
 For each view, over a seeded sample of documents (capped at ``max_doc_bytes``,
 cut at a character boundary):

@@ -56,7 +56,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from proxyjax import parallel, paths, rundir
+from proxyjax import parallel, paths, rundir, sandbox
 from proxyjax import views as views_lib
 from proxyjax.data import pipeline
 from proxyjax.data import sources as sources_lib
@@ -67,7 +67,6 @@ from proxyjax.eval import (
   compressor_analysis,
   compressor_plot,
   generate,
-  sandbox,
   translation,
 )
 from proxyjax.eval import interface as interface_lib

@@ -7,7 +7,9 @@ import textwrap
 
 import pytest
 
-from proxyjax.eval import codegen, differential, passk, sandbox
+from proxyjax.eval import codegen, passk
+from proxyjax.sandbox import differential
+from proxyjax.sandbox import runner as sandbox
 
 LIMITS = sandbox.Limits(timeout_s=10.0)
 

@@ -245,21 +245,6 @@ def test_source_options_reach_the_sources(tmp_path):
   assert sorted(got) == sorted(d.encode() for d in docs)
 
 
-def test_deprecated_module_forwards(tmp_path):
-  """``proxyjax.eval.compressors`` (old name) forwards its names and its CLI with a warning."""
-  from proxyjax.eval import compressors as old  # pylint: disable=g-import-not-at-top
-  with pytest.warns(DeprecationWarning, match="compressor_analysis"):
-    assert old.analyze is compressors.analyze
-  with pytest.warns(DeprecationWarning):
-    assert old.inflate_codes is deflate_inspect.inflate_codes
-  out = tmp_path / "old_cli"
-  r = subprocess.run([sys.executable, "-m", "proxyjax.eval.compressors", "--views=raw",
-                      "--num_docs=1", "--max_doc_bytes=512", "--window_chars=100",
-                      f"--out={out}"], capture_output=True, text=True, timeout=120, check=False)
-  assert r.returncode == 0, r.stderr
-  assert "deprecated" in r.stderr and (out / "compressors.json").exists()
-
-
 def test_neural_collisions_count_window_symbol_sequences():
   # T = 32, N = 16: two symbols per window. Windows (256+1, 256+2) cover "ab" twice and
   # "cd" once; (256+1, 256+3) covers "ab". Per symbol, 256+1 would stand for one chunk

@@ -8,9 +8,10 @@ import pytest
 from helpers import small_config
 
 from proxyjax.errors import ConfigError
-from proxyjax.eval import codegen, generate, recode, sandbox, validation
+from proxyjax.eval import codegen, generate, recode, validation
 from proxyjax.eval import run as eval_run
 from proxyjax.eval.recode import engine
+from proxyjax.sandbox import runner as sandbox
 
 FAST = sandbox.Limits(timeout_s=10.0, site_packages=False)
 SEEDS = (0, 1)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
-from proxyjax.eval import codegen, passk, sandbox
+from proxyjax import sandbox
+from proxyjax.eval import codegen, passk
 from proxyjax.eval.recode import engine, metrics
 
 Problem = codegen.Problem

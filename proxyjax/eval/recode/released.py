@@ -30,7 +30,8 @@ import os
 import re
 from typing import Any, Callable, Sequence
 
-from proxyjax.eval import codegen, passk, sandbox
+from proxyjax import sandbox
+from proxyjax.eval import codegen, passk
 from proxyjax.eval.recode import metrics
 
 CATEGORIES = ("format", "func_name", "natgen", "nlaugmenter")

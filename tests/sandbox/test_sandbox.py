@@ -22,7 +22,7 @@ import warnings
 
 import pytest
 
-from proxyjax.eval import sandbox
+from proxyjax.sandbox import runner as sandbox
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -545,7 +545,7 @@ def test_writes_and_deletes_outside_the_workdir_fail(isolated_interpreter, outsi
 # reads its initial environment from /proc, does so to this helper, not to pytest).
 _HELPER = textwrap.dedent("""
     import json, os, sys
-    from proxyjax.eval import sandbox
+    from proxyjax.sandbox import runner as sandbox
     program = sys.stdin.read().replace("HELPER_PID", str(os.getpid()))
     r = sandbox.run(program, sandbox.Limits(timeout_s=10.0))
     print(json.dumps({"status": r.status, "stdout": r.stdout, "stderr": r.stderr[-2000:]}))
@@ -737,7 +737,7 @@ def test_unprivileged_caller_gets_a_user_namespace():
     pytest.skip("needs root, setpriv and a Python that uid 65534 can run")
   code = textwrap.dedent("""
       import json, os
-      from proxyjax.eval import sandbox
+      from proxyjax.sandbox import runner as sandbox
       r = sandbox.run("import os\\nprint(os.getuid(), os.getpid())\\n"
                       "open('w.txt', 'w').write('ok')\\n"
                       "try:\\n  open(os.environ['PATH'].split(':')[-1] + '/x', 'w')\\n"

@@ -10,7 +10,7 @@ decision is taken elsewhere, by the problem's own tests:
 1. **Record** (trusted code, sandboxed): run the problem's tests against the
    *canonical* solution through a recording wrapper and keep the arguments of
    every call the tests make to the entry point (as plain values,
-   ``proxyjax.eval.values``), in order. The random module is seeded first,
+   ``proxyjax.sandbox.values``), in order. The random module is seeded first,
    so tests that draw random inputs draw the same ones every time. Then
    replay the tests (step 3) with the canonical solution's own recorded
    values: only if they pass is the problem judged this way -- tests that
@@ -48,7 +48,8 @@ import json
 import threading
 from typing import Any, Sequence
 
-from proxyjax.eval import sandbox, values
+from proxyjax.sandbox import runner as sandbox
+from proxyjax.sandbox import values
 
 MAX_ROUNDS = 4
 _RECORD_CHUNK = 16

@@ -1,7 +1,7 @@
 """Sandboxed execution of untrusted Python programs (generated code).
 
 Every program runs in its own interpreter process (``python -s -P -B``), set
-up by a small bootstrap (``proxyjax.eval.isolation``, sent as ``-c`` source)
+up by a small bootstrap (``proxyjax.sandbox.isolation``, sent as ``-c`` source)
 that applies, on Linux:
 
 * **An unprivileged identity**: uid/gid 65534 (nobody) without supplementary
@@ -52,7 +52,7 @@ only when the program returns normally does the bootstrap write it to a second
 pipe. This guards against accidents, not against a hostile program: the
 secret lives in the program's own process (frames, ``gc``), so it *can* be
 forged. Verdicts that matter must be decided outside the program's process:
-``proxyjax.eval.codegen`` does so (``proxyjax.eval.differential``).
+``proxyjax.eval.codegen`` does so (``proxyjax.sandbox.differential``).
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ _warned: set[str] = set()
 _warn_lock = threading.Lock()
 
 
-def _warn_once(message: str) -> None:
+def warn_once(message: str) -> None:
   with _warn_lock:
     if message in _warned:
       return
@@ -606,7 +606,7 @@ def run(program: str, limits: Limits | None = None, *, python: str | None = None
   if hide_paths and "mntns-ro" not in applied:
     missing += ("hide_paths: not hidden (no mount namespace)",)
   if missing and not _probing and "iso" in msgs:
-    _warn_once(f"sandbox isolation is {iso}; unavailable: {'; '.join(missing)}")
+    warn_once(f"sandbox isolation is {iso}; unavailable: {'; '.join(missing)}")
   if "launcher" in msgs:  # the program's status comes from the namespace's init
     status_raw = msgs.get("status")
     returncode = (os.waitstatus_to_exitcode(status_raw) if isinstance(status_raw, int)

@@ -1,6 +1,6 @@
 """Plain Python values across a process boundary, as tagged JSON.
 
-Used by ``proxyjax.eval.differential``: the candidate's process encodes what
+Used by ``proxyjax.sandbox.differential``: the candidate's process encodes what
 its function returned, the judging process decodes it into *fresh builtin
 objects* -- so nothing the candidate defined (an ``__eq__`` that is always
 True, a ``__bool__``, a ``__del__``) ever reaches the code that decides.

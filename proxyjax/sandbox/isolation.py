@@ -1,4 +1,4 @@
-"""The child side of ``proxyjax.eval.sandbox``: sets up isolation, then runs the program.
+"""The child side of ``proxyjax.sandbox.runner``: sets up isolation, then runs the program.
 
 The parent never imports this module for its functions: it sends the source
 text as ``python -c <source> CONFIG`` (stdlib only, self-contained; CONFIG
