@@ -51,6 +51,7 @@ from proxyjax.neural import codec
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import loss as loss_lib
 from proxyjax.train import metrics as metrics_lib
+from proxyjax.train import resume as resume_lib
 from proxyjax.train import step as step_lib
 from proxyjax.train import summary as summary_lib
 
@@ -144,7 +145,7 @@ class _Checkpoints:
     self._data_it = data_it
     self._mesh_shape = list(mesh.shape.values())
     self._vocab = vocab
-    self._config = ckpt_lib.config_dict(config)
+    self._config = resume_lib.config_dict(config)
     self.exposure = exposure
 
   def due(self, step: int) -> bool:
@@ -158,7 +159,7 @@ class _Checkpoints:
     target = ckpt_lib.abstract_with_shardings(setup.abstract_state, setup.state_shardings)
     # Checkpoints from before the config was recorded in `meta`: WORKDIR/config.json.
     legacy = rundir.load_run_config(workdir)
-    check = ckpt_lib.resume_check(
+    check = resume_lib.resume_check(
         config, config.get("restore_policy", "strict"), ckpt.directory, jax.process_count(),
         legacy.to_dict() if legacy is not None else None,
         pipeline.iterator_data_stream(self._data_it))
@@ -184,7 +185,7 @@ class _Checkpoints:
     meta = {"step": step, "mesh": self._mesh_shape, "process_count": jax.process_count(),
             "config": self._config, rundir.VOCAB_KEY: rundir.vocab_record(self._vocab),
             metrics_lib.META_KEY: self.exposure.record(),
-            ckpt_lib.DATA_STREAM_KEY: pipeline.iterator_data_stream(self._data_it)}
+            resume_lib.DATA_STREAM_KEY: pipeline.iterator_data_stream(self._data_it)}
     self.ckpt.save(step, state, self._data_it, meta, force=True)
 
   def kept(self) -> str:

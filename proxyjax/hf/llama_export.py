@@ -49,8 +49,8 @@ from proxyjax.errors import UserError
 from proxyjax.hf import layout, paths, tokenizer_json
 from proxyjax.hf import safetensors_io as st
 from proxyjax.model import transformer
-from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import load as load_lib
+from proxyjax.train import resume as resume_lib
 
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
@@ -285,7 +285,7 @@ def export(workdir: str, out: str, *, step: int | None = None, dtype: str = "flo
       "format": FORMAT, "version": FORMAT_VERSION, "step": loaded.step,
       "workdir": where, "dtype": dtype,
       rundir.VOCAB_KEY: rundir.vocab_record(loaded.vocab), "num_ids": cfg.num_ids,
-      "config": ckpt_lib.config_dict(loaded.config)})
+      "config": resume_lib.config_dict(loaded.config)})
   with open(os.path.join(out, README_FILE), "w") as f:
     f.write(readme(cfg, loaded.step, where, dtype, seq_len))
   files += [PROXYJAX_FILE, README_FILE]

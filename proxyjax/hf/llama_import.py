@@ -36,6 +36,7 @@ from proxyjax.hf.llama_export import CONFIG_FILE, PROXYJAX_FILE
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import load as load_lib
+from proxyjax.train import resume as resume_lib
 
 # config.json field -> (what proxyjax calls it, its value in the model config)
 _SIZES = (
@@ -220,7 +221,7 @@ def import_hf(hf_dir: str, workdir: str, *, config: ml_collections.ConfigDict | 
   os.makedirs(workdir, exist_ok=True)
   rundir.write_run_config(run_config, workdir)
   meta = {"step": step, "mesh": list(mesh.shape.values()), "process_count": jax.process_count(),
-          "config": ckpt_lib.config_dict(run_config), rundir.VOCAB_KEY: rundir.vocab_record(vocab),
+          "config": resume_lib.config_dict(run_config), rundir.VOCAB_KEY: rundir.vocab_record(vocab),
           "imported_from": os.path.abspath(hf_dir)}
   ckpt = ckpt_lib.Checkpointer(rundir.checkpoint_dir(workdir), async_save=False)
   try:

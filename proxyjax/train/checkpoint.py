@@ -35,11 +35,8 @@ it copies/deletes objects, the marker first. Other object stores are refused in 
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
 import glob
-import hashlib
-import json
 import logging
 import os
 import re
@@ -58,21 +55,16 @@ from jax.experimental import multihost_utils
 
 from proxyjax import errors as errors_lib
 from proxyjax import paths
-from proxyjax.data import packing
-from proxyjax.errors import ConfigError
 from proxyjax.train import orbax_s3
+from proxyjax.train.manifest import MANIFEST, verify_manifest, write_manifest
+from proxyjax.train.resume import IncompatibleCheckpointError
 
 log = logging.getLogger(__name__)
 ITEMS = ("state", "data", "meta")
-MANIFEST = "checksums.json"
-_MANIFEST_FORMAT = 1
-# Written by Orbax into the step directory after the manifest (commit timestamp, marker).
-_UNVERIFIED_TOP_LEVEL = ("_CHECKPOINT_METADATA", "commit_success.txt", MANIFEST)
 TMP_MARKER = ".orbax-checkpoint-tmp"  # Orbax's uncommitted-save suffix (never listed as a step)
 _DELETING = ".deleting"  # a step being removed by keep-last-K (never listed as a step)
 _CORRUPT = re.compile(r"^(\d+)\.corrupt-(\d+)$")
 _COMMIT_MARKER = "commit_success.txt"  # Orbax's commit marker on object storage
-_HASH_THREADS = min(8, os.cpu_count() or 1)
 
 # The command-line entry points print proxyjax.errors.UserError as one line.
 _UserError = getattr(errors_lib, "UserError", Exception)
@@ -116,10 +108,6 @@ class CheckpointSaveError(CheckpointError):
 
 class NoReadableCheckpointError(CheckpointError):
   """Checkpoints existed but none could be read (they were moved aside, not deleted)."""
-
-
-class IncompatibleCheckpointError(ConfigError):
-  """A readable checkpoint that this run's config cannot continue; left untouched."""
 
 
 # --- one-line causes -------------------------------------------------------------------
@@ -226,96 +214,6 @@ def _install_error_filter() -> None:
 
   hook._proxyjax_checkpoint = True  # pylint: disable=protected-access
   sys.unraisablehook = hook
-
-
-# --- checksum manifests ----------------------------------------------------------------
-
-
-def _step_files(step_dir: str) -> list[str]:
-  """Relative paths (``/``-separated on object storage) of the regular files of a step
-  that the manifest covers."""
-  out = []
-  if paths.is_remote(step_dir):
-    paths.refresh(step_dir)
-    prefix = step_dir.rstrip("/") + "/"
-    rels = sorted(f[len(prefix):] for f in paths.walk_files(step_dir) if f.startswith(prefix))
-  else:
-    rels = []
-    for root, dirs, files in os.walk(step_dir):
-      dirs.sort()
-      rel_root = os.path.relpath(root, step_dir)
-      rels += [name if rel_root == "." else os.path.join(rel_root, name)
-               for name in sorted(files)]
-  for rel in rels:
-    name = rel.replace(os.sep, "/").rsplit("/", 1)[-1]
-    if rel in _UNVERIFIED_TOP_LEVEL or name.startswith(f".{MANIFEST}"):
-      continue
-    out.append(rel)
-  return out
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with paths.open_file(path, "rb") as f:
-    while chunk := f.read(1 << 22):
-      h.update(chunk)
-  return h.hexdigest()
-
-
-def _hash_all(step_dir: str, rels: list[str]) -> list[str]:
-  with concurrent.futures.ThreadPoolExecutor(_HASH_THREADS) as pool:  # hashlib drops the GIL
-    return list(pool.map(lambda r: _sha256(paths.join(step_dir, r)), rels))
-
-
-def write_manifest(step_dir: str) -> None:
-  """``step_dir/checksums.json``: size and sha256 of every file (written atomically)."""
-  rels = _step_files(step_dir)
-  digests = _hash_all(step_dir, rels)
-  files = {r: {"size": paths.size(paths.join(step_dir, r)), "sha256": d}
-           for r, d in zip(rels, digests)}
-  if paths.is_remote(step_dir):  # one object upload: atomic
-    paths.write_text(paths.join(step_dir, MANIFEST), json.dumps(
-        {"format": _MANIFEST_FORMAT, "algorithm": "sha256", "files": files}, indent=0,
-        sort_keys=True))
-    return
-  tmp = os.path.join(step_dir, f".{MANIFEST}.tmp")
-  with open(tmp, "w") as f:
-    json.dump({"format": _MANIFEST_FORMAT, "algorithm": "sha256", "files": files}, f,
-              indent=0, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, os.path.join(step_dir, MANIFEST))
-
-
-def verify_manifest(step_dir: str) -> str | None:
-  """None if every file listed in the manifest is present with its size and checksum
-  (or the step has no manifest: saved before manifests existed), else what is wrong."""
-  paths.refresh(step_dir)  # object storage: files TensorStore wrote since a listing
-  path = paths.join(step_dir, MANIFEST)
-  if not paths.exists(path):
-    return None
-  try:
-    files = json.loads(paths.read_text(path))["files"]
-    assert isinstance(files, dict)
-  except Exception as e:  # pylint: disable=broad-except
-    return f"its checksum manifest is unreadable ({first_line(e, 120)})"
-  bad = []
-  present = []
-  for rel, want in sorted(files.items()):
-    full = paths.join(step_dir, rel)
-    if not paths.isfile(full):
-      bad.append(f"{rel} is missing")
-    elif paths.size(full) != want["size"]:
-      bad.append(f"{rel} has {paths.size(full)} bytes, not {want['size']}")
-    else:
-      present.append(rel)
-  for rel, digest in zip(present, _hash_all(step_dir, present)):
-    if digest != files[rel]["sha256"]:
-      bad.append(f"{rel} fails its sha256 checksum")
-  if not bad:
-    return None
-  more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-  return f"{bad[0]}{more}"
 
 
 # --- multi-process agreement -------------------------------------------------------------
@@ -766,134 +664,3 @@ def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying the target shardings (restore onto the current mesh)."""
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       abstract_state, shardings)
-
-
-# --- resuming a training run ------------------------------------------------------------
-
-RESTORE_POLICIES = ("strict", "fresh_data")
-
-# Fields that define the parameter tree: never changed within a run, under any policy.
-# model.num_raw_pred_heads is compared as resolved (``effective_model_fields``): the
-# deprecated model.raw_head=True of a recorded config is num_raw_pred_heads 1.
-MODEL_FIELDS = ("model.d_model", "model.n_layers", "model.n_heads", "model.n_kv_heads",
-                "model.head_dim", "model.d_ff", "model.num_pred_heads",
-                "model.num_raw_pred_heads", "model.scan_layers")
-# Fields that change the data stream (every data.* field but these, plus seed, seq_len,
-# batch_size): refused by restore_policy='strict', allowed by 'fresh_data'.
-_DATA_FIELDS_TOP = ("seed", "seq_len", "batch_size")
-_DATA_FIELDS_IGNORED = ("data.tfds_data_dir", "data.tokenizer_cache_dir",
-                        "data.worker_buffer_size", "data.read_threads", "data.read_buffer_size")
-
-
-def config_dict(config) -> dict:
-  """A config as the plain JSON dict recorded in checkpoints (tuples become lists)."""
-  return json.loads(config.to_json_best_effort(sort_keys=True))
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in (d or {}).items():
-    key = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(_flatten(v, key + "."))
-    else:
-      out[key] = v
-  return out
-
-
-def effective_model_fields(flat: dict[str, Any]) -> dict[str, Any]:
-  """``flat`` (a flattened config dict) with ``model.num_raw_pred_heads`` resolved from the
-  deprecated ``model.raw_head`` (``packing.head_counts``), when the config has a model."""
-  if not any(k.startswith("model.") for k in flat):
-    return flat
-  model = {k[len("model."):]: v for k, v in flat.items() if k.startswith("model.")}
-  out = dict(flat)
-  try:
-    out["model.num_raw_pred_heads"] = packing.head_counts(model, warn=False)[1]
-  except ConfigError:
-    pass  # a conflicting config is refused where the model is built, naming the field
-  return out
-
-
-def model_field_values(config) -> dict[str, Any]:
-  """The ``MODEL_FIELDS`` a config sets (resolved as in ``effective_model_fields``)."""
-  flat = effective_model_fields(_flatten(config_dict(config)))
-  return {k: flat[k] for k in MODEL_FIELDS if k in flat}
-
-
-def _is_data_field(key: str) -> bool:
-  return (key in _DATA_FIELDS_TOP or key.startswith("data.")) and key not in _DATA_FIELDS_IGNORED
-
-
-def _cli(value: Any) -> str:
-  return json.dumps(value) if not isinstance(value, str) else (value or "''")
-
-
-DATA_STREAM_KEY = "data_stream"  # meta: the document order (pipeline.data_stream)
-# Checkpoints written before the order was recorded shuffled every source with a numpy
-# permutation (pipeline.NUMPY_STREAM).
-LEGACY_DATA_STREAM = "numpy-permutation"
-
-
-def resume_check(config, policy: str, directory: str, process_count: int,
-                 recorded_fallback: dict | None = None,
-                 data_stream: str | None = None) -> Callable[[int, dict], bool]:
-  """``check`` for ``Checkpointer.restore`` in a training run.
-
-  Compares the config recorded with the checkpoint (``meta['config']``; for
-  checkpoints written before it was recorded, ``recorded_fallback``, the run's
-  ``config.json``) with this run's: a changed ``MODEL_FIELDS`` field is refused
-  under every policy; a changed data field (or process count, or -- when documents are
-  shuffled -- the document order ``data_stream``, recorded as ``meta['data_stream']``)
-  is refused under 'strict' and restarts the data stream under 'fresh_data'. Every other field
-  (steps, learning rate, mesh, eval, checkpointing, dtypes, ...) may change.
-  """
-  if policy not in RESTORE_POLICIES:
-    raise ConfigError("restore_policy", f"must be one of {', '.join(RESTORE_POLICIES)}, "
-                      f"got {policy!r}")
-  current = effective_model_fields(_flatten(config_dict(config)))
-
-  def check(step: int, meta: dict) -> bool:
-    recorded = effective_model_fields(_flatten(meta.get("config") or recorded_fallback or {}))
-    where = f"the checkpoint at step {step} in {directory}"
-    diffs = [(k, recorded[k], current[k]) for k in sorted(current)
-             if k in recorded and recorded[k] != current[k]]
-    model = [d for d in diffs if d[0] in MODEL_FIELDS]
-    data = [d for d in diffs if _is_data_field(d[0])]
-    saved_pc = meta.get("process_count")
-
-    def also(rest):
-      rest = [f"{k} {_cli(o)} -> {_cli(n)}" for k, o, n in rest]
-      return f" (also changed: {', '.join(rest[:6])}{', ...' if len(rest) > 6 else ''})" \
-          if rest else ""
-
-    if model:
-      k, old, new = model[0]
-      raise IncompatibleCheckpointError(
-          k, f"this run has {_cli(new)} but {where} was written with {_cli(old)}"
-          f"{also(model[1:] + data)}; parameters cannot be restored into another model "
-          f"shape under any restore_policy: resume with --config.{k}={_cli(old)}, or start a "
-          "new --workdir")
-    if saved_pc is not None and saved_pc != process_count:
-      data = data + [("process count", saved_pc, process_count)]
-    saved_stream = meta.get(DATA_STREAM_KEY, LEGACY_DATA_STREAM)
-    if data_stream is not None and saved_stream != data_stream:
-      data = data + [("data stream", saved_stream, data_stream)]
-    if not data:
-      return True
-    if policy == "strict":
-      k, old, new = data[0]
-      fix = {"process count": f"resume with {old} processes",
-             "data stream": "resume with the proxyjax release that wrote it (its document "
-                            "shuffle differs)"}.get(k, f"resume with --config.{k}={_cli(old)}")
-      raise IncompatibleCheckpointError(
-          k, f"this run has {_cli(new)} but {where} was written with {_cli(old)}"
-          f"{also(data[1:])}; the data stream cannot continue exactly: {fix}, start a new "
-          "--workdir, or pass --config.restore_policy=fresh_data to keep the parameters, "
-          "optimizer and step and restart the data stream (restore_policy='strict')")
-    log.warning("restore_policy=fresh_data: restoring parameters, optimizer and step from %s; "
-                "the data stream (and its mixing schedule) starts afresh: %s", where,
-                ", ".join(f"{k} {_cli(o)} -> {_cli(n)}" for k, o, n in data))
-    return False
-
-  return check

@@ -34,6 +34,8 @@ from proxyjax.data import pipeline
 from proxyjax.errors import UserError
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
+from proxyjax.train import manifest as manifest_lib
+from proxyjax.train import resume as resume_lib
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +127,12 @@ def param_targets(model_cfg: transformer.ModelConfig, mesh: Mesh, rules: dict) -
 
 def _check_model_fields(run_config, config, where: str) -> None:
   """A caller's config with another model shape than the run's is refused, naming the field."""
-  recorded = ckpt_lib.model_field_values(run_config)
-  current = ckpt_lib.model_field_values(config)
-  for field in ckpt_lib.MODEL_FIELDS:
+  recorded = resume_lib.model_field_values(run_config)
+  current = resume_lib.model_field_values(config)
+  for field in resume_lib.MODEL_FIELDS:
     old, new = recorded.get(field), current.get(field)
     if old is not None and old != new:
-      raise ckpt_lib.IncompatibleCheckpointError(
+      raise resume_lib.IncompatibleCheckpointError(
           field, f"this config has {new!r} but {where} was trained with {old!r}; the model "
                  f"shape comes from the run: pass --config.{field}={old!r} or drop the override")
 
@@ -147,7 +149,7 @@ def _check_shapes(step_dir: str, targets: Any, where: str) -> None:
   old, new = ckpt_lib._flat_shapes(saved["params"]), ckpt_lib._flat_shapes(targets)  # pylint: disable=protected-access
   for name in sorted(set(old) | set(new)):
     if old.get(name) != new.get(name):
-      raise ckpt_lib.IncompatibleCheckpointError(
+      raise resume_lib.IncompatibleCheckpointError(
           "model", f"parameter params.{name} has shape {old.get(name)} in {where} but "
                    f"{new.get(name)} in the model rebuilt from the run's recorded config")
 
@@ -198,14 +200,14 @@ def load_params(workdir: str, step: int | None = None, *, mesh: Mesh | None = No
   Raises:
     rundir.NoCheckpointError: no checkpoint, or not the step asked for.
     checkpoint.CheckpointError: the checkpoint cannot be read.
-    checkpoint.IncompatibleCheckpointError: ``config`` has another model shape.
+    resume.IncompatibleCheckpointError: ``config`` has another model shape.
   """
   directory = rundir.checkpoint_dir(workdir)
   skipped = []
   for candidate in _choose_step(workdir, step):
     step_dir = paths.join(directory, str(candidate))
     where = f"the checkpoint at step {candidate} in {directory}"
-    reason = ckpt_lib.verify_manifest(step_dir)
+    reason = manifest_lib.verify_manifest(step_dir)
     if reason is not None:
       if step is not None:
         raise ckpt_lib.CheckpointError(f"{where} is unreadable: {reason}")

@@ -33,6 +33,7 @@ from proxyjax.hf import safetensors_io as st
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import load as load_lib
+from proxyjax.train import resume as resume_lib
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -68,7 +69,7 @@ def make_run(workdir, c, seed=0):
   params = jax.tree.map(lambda x, t: jax.device_put(x, t.sharding), params, targets)
   os.makedirs(workdir, exist_ok=True)
   rundir.write_run_config(c, str(workdir))
-  meta = {"step": STEP, "config": ckpt_lib.config_dict(c),
+  meta = {"step": STEP, "config": resume_lib.config_dict(c),
           rundir.VOCAB_KEY: rundir.vocab_record(vocab)}
   ck = ckpt_lib.Checkpointer(rundir.checkpoint_dir(str(workdir)), async_save=False)
   ck.save(STEP, {"params": params}, None, meta, force=True)

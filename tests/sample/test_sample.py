@@ -17,6 +17,7 @@ from proxyjax.eval import generate as gen
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import load as load_lib
+from proxyjax.train import resume as resume_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONTEXT = 64
@@ -38,7 +39,7 @@ def run_dir(tmp_path_factory):
   params = transformer.init_params(transformer.ModelConfig.from_config(c, vocab), 0)
   rundir.write_run_config(c, workdir)
   ck = ckpt_lib.Checkpointer(rundir.checkpoint_dir(workdir), async_save=False)
-  ck.save(5, {"params": params}, None, {"step": 5, "config": ckpt_lib.config_dict(c),
+  ck.save(5, {"params": params}, None, {"step": 5, "config": resume_lib.config_dict(c),
                                         rundir.VOCAB_KEY: rundir.vocab_record(vocab)})
   ck.close()
   return workdir

@@ -18,6 +18,8 @@ from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import load as load_lib
+from proxyjax.train import manifest as manifest_lib
+from proxyjax.train import resume as resume_lib
 from proxyjax.train import step as step_lib
 
 
@@ -79,7 +81,7 @@ def _listing(workdir):
 def _snapshot(workdir):
   """Every checkpoint file with its checksum: 'the old checkpoints are intact'."""
   root = workdir / "checkpoints"
-  return {str(p.relative_to(root)): ckpt_lib._sha256(str(p))  # pylint: disable=protected-access
+  return {str(p.relative_to(root)): manifest_lib._sha256(str(p))  # pylint: disable=protected-access
           for p in sorted(root.rglob("*")) if p.is_file()}
 
 
@@ -109,7 +111,7 @@ def test_worker_count_change_is_refused_before_training(base_run, tmp_path):
   workdir = _copy(base_run, tmp_path)
   before, metrics = _snapshot(workdir), (workdir / "metrics.jsonl").read_text()
   c = _config(**{"checkpoint_every": 5, "data.num_workers": 1})
-  with pytest.raises(ckpt_lib.IncompatibleCheckpointError,
+  with pytest.raises(resume_lib.IncompatibleCheckpointError,
                      match=r"'data\.num_workers': this run has 1 but the checkpoint at step 4 .* "
                            r"written with 0.*restore_policy=fresh_data") as err:
     trainer.train(c, str(workdir))
@@ -121,13 +123,13 @@ def test_worker_count_change_is_refused_before_training(base_run, tmp_path):
 def test_model_change_is_refused_under_every_policy(base_run, tmp_path):
   workdir = _copy(base_run, tmp_path)
   before = _snapshot(workdir)
-  for policy in ckpt_lib.RESTORE_POLICIES:
+  for policy in resume_lib.RESTORE_POLICIES:
     c = _config(**{"model.d_ff": 128, "restore_policy": policy})
-    with pytest.raises(ckpt_lib.IncompatibleCheckpointError,
+    with pytest.raises(resume_lib.IncompatibleCheckpointError,
                        match=r"'model\.d_ff': this run has 128 but .* written with 64"):
       trainer.train(c, str(workdir))
   # Without a recorded config (checkpoints of older versions), the parameter shapes say it.
-  with pytest.raises(ckpt_lib.IncompatibleCheckpointError, match=r"params\.\S+ has shape"):
+  with pytest.raises(resume_lib.IncompatibleCheckpointError, match=r"params\.\S+ has shape"):
     _restore(workdir, _config(**{"model.d_ff": 128}))
   assert _snapshot(workdir) == before
 
@@ -135,16 +137,16 @@ def test_model_change_is_refused_under_every_policy(base_run, tmp_path):
 def test_fresh_data_policy_keeps_parameters_and_restarts_the_data_stream(base_run, tmp_path):
   workdir = _copy(base_run, tmp_path)
   c = _config(seed=7)
-  with pytest.raises(ckpt_lib.IncompatibleCheckpointError, match=r"'seed': this run has 7"):
-    _restore(workdir, c, check=ckpt_lib.resume_check(c, "strict", "d", 1))
+  with pytest.raises(resume_lib.IncompatibleCheckpointError, match=r"'seed': this run has 7"):
+    _restore(workdir, c, check=resume_lib.resume_check(c, "strict", "d", 1))
   data_it = pipeline.make_iterator(c, "train")
   fresh_state = json.dumps(data_it.get_state(), sort_keys=True, default=str)
   step, state, meta = _restore(workdir, c, data_it,
-                               check=ckpt_lib.resume_check(c, "fresh_data", "d", 1))
+                               check=resume_lib.resume_check(c, "fresh_data", "d", 1))
   assert step == 4 == int(state["step"]) == meta["step"]
   assert json.dumps(data_it.get_state(), sort_keys=True, default=str) == fresh_state
   with pytest.raises(ConfigError, match="restore_policy"):
-    ckpt_lib.resume_check(c, "lenient", "d", 1)
+    resume_lib.resume_check(c, "lenient", "d", 1)
 
 
 def test_a_checkpoint_of_another_document_order_is_a_changed_data_stream(base_run, tmp_path):
@@ -155,20 +157,20 @@ def test_a_checkpoint_of_another_document_order_is_a_changed_data_stream(base_ru
   workdir = _copy(base_run, tmp_path)
   c = _config()
   meta = load_lib.read_meta(str(workdir / "checkpoints" / "4"))
-  assert meta[ckpt_lib.DATA_STREAM_KEY] == pipeline.NUMPY_STREAM  # recorded by the trainer
-  old = {k: v for k, v in meta.items() if k != ckpt_lib.DATA_STREAM_KEY}
+  assert meta[resume_lib.DATA_STREAM_KEY] == pipeline.NUMPY_STREAM  # recorded by the trainer
+  old = {k: v for k, v in meta.items() if k != resume_lib.DATA_STREAM_KEY}
   for m in (meta, old):
-    assert ckpt_lib.resume_check(c, "strict", "d", 1, None, pipeline.NUMPY_STREAM)(4, m)
-  check = ckpt_lib.resume_check(c, "strict", "d", 1, None, pipeline.KEYED_STREAM)
+    assert resume_lib.resume_check(c, "strict", "d", 1, None, pipeline.NUMPY_STREAM)(4, m)
+  check = resume_lib.resume_check(c, "strict", "d", 1, None, pipeline.KEYED_STREAM)
   for m in (meta, old):
-    with pytest.raises(ckpt_lib.IncompatibleCheckpointError,
+    with pytest.raises(resume_lib.IncompatibleCheckpointError,
                        match=r"'data stream': this run has numpy-permutation<=2\^20,"
                              r"windowed-keyed-permutation-1 but the checkpoint at step 4 in d "
                              r"was "
                              r"written with numpy-permutation.*release that wrote it.*"
                              r"restore_policy=fresh_data"):
       check(4, m)
-  assert ckpt_lib.resume_check(c, "fresh_data", "d", 1, None, pipeline.KEYED_STREAM)(4, old) \
+  assert resume_lib.resume_check(c, "fresh_data", "d", 1, None, pipeline.KEYED_STREAM)(4, old) \
       is False
 
 
@@ -199,7 +201,7 @@ def test_one_bit_flip_is_detected(base_run, tmp_path):
   data = bytearray(victim.read_bytes())
   data[len(data) // 2] ^= 0x01
   victim.write_bytes(bytes(data))
-  assert "sha256" in ckpt_lib.verify_manifest(str(workdir / "checkpoints" / "4"))
+  assert "sha256" in manifest_lib.verify_manifest(str(workdir / "checkpoints" / "4"))
   step, _, _ = _restore(workdir, _config())
   assert step == 2
   assert _listing(workdir) == ["2", "4.corrupt-1"]

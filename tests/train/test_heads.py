@@ -20,8 +20,8 @@ from proxyjax import trainer
 from proxyjax.data import packing, pipeline
 from proxyjax.errors import ConfigError
 from proxyjax.model import transformer
-from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import loss as loss_lib
+from proxyjax.train import resume as resume_lib
 
 # A 12-symbol row: [BOS <raw> 70 71 72 </raw> <comp> 400 401 </comp> EOS BOS], then the
 # stream goes on with <raw> (the row's look-ahead) and ends.
@@ -177,17 +177,17 @@ def test_rows_carry_h_plus_r_target_columns():
 def test_resume_compares_the_resolved_raw_heads(tmp_path):
   old = config_lib.tiny_config()
   old.model.raw_head = True  # recorded by a run before num_raw_pred_heads existed
-  recorded = ckpt_lib.config_dict(old)
+  recorded = resume_lib.config_dict(old)
   del recorded["model"]["num_raw_pred_heads"]
   now = config_lib.tiny_config()
   now.model.num_raw_pred_heads = 1
-  check = ckpt_lib.resume_check(now, "strict", str(tmp_path), 1)
+  check = resume_lib.resume_check(now, "strict", str(tmp_path), 1)
   assert check(10, {"config": recorded}) is True  # the same model: one raw head
   now.model.num_raw_pred_heads = 0
-  check = ckpt_lib.resume_check(now, "fresh_data", str(tmp_path), 1)
-  with pytest.raises(ckpt_lib.IncompatibleCheckpointError, match="num_raw_pred_heads"):
+  check = resume_lib.resume_check(now, "fresh_data", str(tmp_path), 1)
+  with pytest.raises(resume_lib.IncompatibleCheckpointError, match="num_raw_pred_heads"):
     check(10, {"config": recorded})
-  assert ckpt_lib.model_field_values(ml_collections.ConfigDict(recorded))[
+  assert resume_lib.model_field_values(ml_collections.ConfigDict(recorded))[
       "model.num_raw_pred_heads"] == 1
 
 

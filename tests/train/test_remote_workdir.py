@@ -22,6 +22,7 @@ from proxyjax.errors import UserError
 from proxyjax.eval import run as eval_run
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import load as load_lib
+from proxyjax.train import manifest as manifest_lib
 from proxyjax.train import metrics as metrics_lib
 from proxyjax.train import step as step_lib
 
@@ -71,8 +72,8 @@ def test_train_resume_and_eval_on_object_store(object_store, corpus, tmp_path, m
   trainer.train(c, workdir, stop_at_step=4)  # "preempted" at step 4
   ckpts = rundir.checkpoint_dir(workdir)
   assert load_lib.checkpoint_steps(workdir) == [2, 4]  # keep-last-2
-  assert paths.exists(paths.join(ckpts, "4", ckpt_lib.MANIFEST))
-  assert ckpt_lib.verify_manifest(paths.join(ckpts, "4")) is None
+  assert paths.exists(paths.join(ckpts, "4", manifest_lib.MANIFEST))
+  assert manifest_lib.verify_manifest(paths.join(ckpts, "4")) is None
   assert rundir.load_run_config(workdir).num_steps == 6
   assert rundir.load_run_config(workdir).data.tokenizer_path == ""  # recorded as given
   tok = rundir.tokenizer_file(workdir)
@@ -112,7 +113,7 @@ def test_corrupt_step_on_object_store_is_moved_aside(object_store):
   paths.write_bytes(victim, paths.read_bytes(victim)[:-1] + b"\0")  # same size, other bytes
   ck = ckpt_lib.Checkpointer(ckpts, async_save=False)
   try:
-    assert "sha256" in ckpt_lib.verify_manifest(paths.join(ckpts, "4"))
+    assert "sha256" in manifest_lib.verify_manifest(paths.join(ckpts, "4"))
     setup = step_lib.build(c, model_config(c), parallel.make_mesh(c.mesh.shape))
     step, _, _ = ck.restore(ckpt_lib.abstract_with_shardings(setup.abstract_state,
                                                              setup.state_shardings))
