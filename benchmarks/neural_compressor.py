@@ -7,7 +7,7 @@ r"""The neural view against deflate and the tokenizer on the validation split.
 
 On the first validation documents of ``data.sources`` (first ``max_mb`` MB of
 them) it reports, per view:
-  * bytes/symbol: UTF-8 bytes per view symbol (the compression ratio of SPEC §2);
+  * bytes/symbol: UTF-8 bytes per view symbol (the compression ratio of docs/method.md §2);
   * bits/byte: symbols * log2(alphabet) / bytes (the neural view at the
     alphabet 256 + 2^N, deflate at 8 bits, the tokenizer at log2 of its vocab);
 and for the neural view also the model's own cost over the coded bytes (sum

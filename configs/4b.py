@@ -1,4 +1,4 @@
-r"""Ladder rung 4b (SPEC §5): 4.13B parameters, tokenizer proxy + raw head,
+r"""Ladder rung 4b (docs/method.md §5): 4.13B parameters, tokenizer proxy + raw head,
 ~2.1M symbols per step (256 rows of 8192), 50k steps.
 
     python -m proxyjax.data.prepare --sources='parquet:/data/code/*.parquet' --out=/data/prepared

@@ -1,4 +1,4 @@
-"""The neural compressor: a small raw-byte LM (SPEC §6), CPU-trainable in minutes.
+"""The neural compressor: a small raw-byte LM (docs/method.md §6), CPU-trainable in minutes.
 
     python -m proxyjax.main --config=configs/compressor.py --workdir=/tmp/compressor
     python -m proxyjax.compress --config=configs/compressor.py --workdir=/tmp/compressor \

@@ -1,4 +1,4 @@
-"""The shared id space of SPEC §1 and the document formats of SPEC §3.
+"""The shared id space of docs/method.md §1 and the document formats of docs/method.md §3.
 
     ids        meaning
     0          PAD (padding only; never a training target)
@@ -118,7 +118,7 @@ class Vocab:
                       ids - COMPRESSED_OFFSET + 256).astype(ID_DTYPE)
     return ids - ID_DTYPE(self.compressed_offset)
 
-  # --- document formats (SPEC §3) -------------------------------------------
+  # --- document formats (docs/method.md §3) -------------------------------------------
 
   def raw_body(self, data: bytes) -> np.ndarray:
     """``<raw> b... </raw>`` (no BOS/EOS)."""

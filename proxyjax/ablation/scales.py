@@ -1,7 +1,7 @@
 """Scales: the base config every arm of an ablation starts from, per machine size.
 
 ``ci`` is seconds per arm (tests), ``cpu`` about five minutes per arm on two cores,
-``colab_gpu`` / ``colab_tpu`` a free Colab accelerator, ``pod`` a SPEC ladder rung
+``colab_gpu`` / ``colab_tpu`` a free Colab accelerator, ``pod`` a ladder rung (docs/method.md §5)
 (``proxyjax.config.ladder_config``). ``detect_scale`` picks cpu / colab_gpu / colab_tpu
 from the local JAX platform (for the notebooks).
 

@@ -1,4 +1,4 @@
-"""Presets (the CPU demo and the SPEC §5 ladder rungs) and loading a config file."""
+"""Presets (the CPU demo and the docs/method.md §5 ladder rungs) and loading a config file."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def load_config(path: str) -> ml_collections.ConfigDict:
   return module.get_config()
 
 
-# SPEC §5 ladder: d_model, d_ff, n_layers, n_heads, peak lr (head_dim 128).
+# docs/method.md §5 ladder: d_model, d_ff, n_layers, n_heads, peak lr (head_dim 128).
 LADDER = {
     "0.5b": (1024, 4096, 28, 8, 1.2e-3),
     "1.5b": (2048, 8192, 20, 16, 9e-4),

@@ -1,4 +1,4 @@
-"""Which view each document gets, its sentinels and pairs, and the rate schedule (SPEC §3).
+"""Which view each document gets, its sentinels and pairs, and the rate schedule (docs/method.md §3).
 
 Every random choice is a pure function of ``(seed, stream, document counter)``
 and the rate/mode is a pure function of the *stream position* (symbols emitted

@@ -1,4 +1,4 @@
-"""Packing documents into fixed-length rows with segment ids and positions (SPEC §4).
+"""Packing documents into fixed-length rows with segment ids and positions (docs/method.md §4).
 
 Default (``concat``): documents are concatenated and cut into rows of
 ``seq_len``; each row also carries ``num_targets`` look-ahead ids so every

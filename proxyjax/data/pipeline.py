@@ -1,4 +1,4 @@
-"""The Grain input pipeline (SPEC §1-4).
+"""The Grain input pipeline (docs/method.md §1-4).
 
     sources --> shuffle (per epoch, seeded) --> repeat --mix(weights)-->
       --> per-process shard [process_index::process_count]

@@ -1,4 +1,4 @@
-"""Evaluation (SPEC §7), through raw bytes or a tokens baseline's own tokenizer.
+"""Evaluation (docs/method.md §7), through raw bytes or a tokens baseline's own tokenizer.
 
 Modules (import the one you need; this package imports nothing eagerly, so the
 sandbox and benchmark code stay usable without JAX):

@@ -1,4 +1,4 @@
-"""Bits per byte through the raw interface (SPEC §7), plus per-view diagnostics.
+"""Bits per byte through the raw interface (docs/method.md §7), plus per-view diagnostics.
 
 Raw BPB: documents become ``[BOS, <raw>, bytes..., </raw>, EOS]`` and are
 concatenated into one stream, cut into windows of ``context_len`` inputs that

@@ -1,4 +1,4 @@
-"""Incremental decoding with a KV cache, through the model's interface (SPEC §7).
+"""Incremental decoding with a KV cache, through the model's interface (docs/method.md §7).
 
 Prompts are ``[BOS, <raw>, prompt bytes...]`` (no ``</raw>``) through the raw
 interface (``RAW``), or the tokenizer's ids formatted as the run was trained

@@ -1,6 +1,6 @@
 """Which interface a model is evaluated through: raw bytes or its tokenizer (``eval.interface``).
 
-A model is evaluated the way it was trained (SPEC §7, "baselines through their own
+A model is evaluated the way it was trained (docs/method.md §7, "baselines through their own
 interface"):
 
 * ``raw``: documents ``[BOS, <raw>, bytes..., </raw>, EOS]``, prompts ``[BOS, <raw>, bytes]``,

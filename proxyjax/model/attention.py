@@ -1,4 +1,4 @@
-"""The one attention API: causal AND same-document attention over packed rows (SPEC §4).
+"""The one attention API: causal AND same-document attention over packed rows (docs/method.md §4).
 
     attention(q, k, v, segment_ids, positions, *, causal=True, window=None, backend="auto")
 

@@ -1,4 +1,4 @@
-"""Llama-style decoder over the shared vocabulary (SPEC §5), in Flax NNX.
+"""Llama-style decoder over the shared vocabulary (docs/method.md §5), in Flax NNX.
 
 Pre-RMSNorm blocks (weight applied as 1 + w), RoPE (theta 1e5) at the packed
 (reset) positions, SwiGLU MLP, no biases, untied embedding and heads, optional

@@ -1,4 +1,4 @@
-"""The neural compressor: a small byte LM behind the ``neural`` view (SPEC §6).
+"""The neural compressor: a small byte LM behind the ``neural`` view (docs/method.md §6).
 
     byte_lm       the compressor LM: checkpoint loading, row layout, float64 fixed-shape calls
     codec         ``NeuralCompressor``: batched encoding / lockstep decoding of many

@@ -1,4 +1,4 @@
-"""Batched encoding and decoding of documents with a ``ByteModel`` (SPEC §6).
+"""Batched encoding and decoding of documents with a ``ByteModel`` (docs/method.md §6).
 
 Encoding (``encode_stream``) has two model passes (``proxyjax.views.neural.coder``
 has the rules):

@@ -1,4 +1,4 @@
-"""Next-symbol cross-entropy over the shared vocabulary (SPEC §5), chunked.
+"""Next-symbol cross-entropy over the shared vocabulary (docs/method.md §5), chunked.
 
 * Every position with a non-PAD target is trained, sentinels and cross-document
   targets included (as the authors do), unless ``mask_special_targets``.

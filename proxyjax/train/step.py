@@ -1,4 +1,4 @@
-"""Optimizer, sharded train state and the jitted train/eval steps (SPEC §5).
+"""Optimizer, sharded train state and the jitted train/eval steps (docs/method.md §5).
 
 The state is a plain pytree ``{"step", "params", "opt_state"}`` (params as a
 pure dict of the NNX model's state), sharded by the logical-axis rules; the

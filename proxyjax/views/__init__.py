@@ -1,4 +1,4 @@
-"""Views: deterministic maps from a document's bytes to symbols (SPEC §2).
+"""Views: deterministic maps from a document's bytes to symbols (docs/method.md §2).
 
 Each view is a class (``proxyjax.views.registry``) that knows its config name,
 builds itself from the config (``from_config``) and maps its symbols back to

@@ -2,7 +2,7 @@
 
 ``deflate`` is the raw DEFLATE stream at zlib level 9 (wbits -15): the same
 bytes as gzip's payload, without the constant 10-byte header and the
-CRC32/ISIZE trailer that the model could not predict (SPEC §2).
+CRC32/ISIZE trailer that the model could not predict (docs/method.md §2).
 
 ``symbol_spans`` re-inflates the stream with bit positions recorded
 (``proxyjax.views.deflate_inspect``): a literal code covers its byte, a

@@ -1,4 +1,4 @@
-"""Raw bytes and their sub-/super-byte re-codings (SPEC §2, representation ablation).
+"""Raw bytes and their sub-/super-byte re-codings (docs/method.md §2, representation ablation).
 
 High part first everywhere; ``doublebyte`` pads odd-length input with one 0x00.
 """

@@ -1,4 +1,4 @@
-"""The id layout of SPEC §1 and the document parser."""
+"""The id layout of docs/method.md §1 and the document parser."""
 
 import numpy as np
 import pytest

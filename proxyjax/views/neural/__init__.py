@@ -1,4 +1,4 @@
-"""The neural view (SPEC §2/§6): arithmetic coding under a small byte LM.
+"""The neural view (docs/method.md §2/§6): arithmetic coding under a small byte LM.
 
 Symbols: 0..255 are literal bytes (spans the compressor leaves uncoded),
 ``256 + v`` are packed N-bit pieces of T-bit equal-information windows

@@ -27,7 +27,7 @@ half-integer. A robust table is reproduced exactly by any evaluation whose
 XLA version or summation order; the coder never relies on a fragile table
 (``proxyjax.views.neural.coder``). The decision *which* positions are fragile is the
 encoder's alone (the decoder never evaluates it), so it need not be
-reproducible itself. **(differs: SPEC §6 asks for tables that are bit-exact on any
+reproducible itself. **(differs: docs/method.md §6 asks for tables that are bit-exact on any
 machine; float logits cannot promise that at every position, so here they are
 exact wherever the evaluation noise stays below the margin, and the positions
 where that cannot be guaranteed are detected and never coded.)**

@@ -1,4 +1,4 @@
-"""Settings of the neural compressor (SPEC §6) and its default training config.
+"""Settings of the neural compressor (docs/method.md §6) and its default training config.
 
 The compressor is a small raw-byte LM trained with the normal training loop;
 its config carries one extra section, ``compressor``, read by
