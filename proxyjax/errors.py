@@ -8,6 +8,12 @@ class UserError(Exception):
   Subclass it (alongside a builtin type where callers catch that) for such errors."""
 
 
+def first_line(error: BaseException, limit: int = 240) -> str:
+  """``'<Type>: <first line of the message>'``, the message cut at ``limit`` characters."""
+  text = (str(error).strip().splitlines() or [""])[0]
+  return f"{type(error).__name__}: {text[:limit]}"
+
+
 class ConfigError(UserError, ValueError):
   """A configuration value is invalid. The message names the offending field."""
 

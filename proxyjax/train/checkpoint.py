@@ -55,6 +55,7 @@ from jax.experimental import multihost_utils
 
 from proxyjax import errors as errors_lib
 from proxyjax import paths
+from proxyjax.errors import first_line
 from proxyjax.train import orbax_s3
 from proxyjax.train.manifest import MANIFEST, verify_manifest, write_manifest
 from proxyjax.train.resume import IncompatibleCheckpointError
@@ -131,11 +132,6 @@ def _chain(error: BaseException) -> list[BaseException]:
     out.append(e)
     todo += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
   return out
-
-
-def first_line(error: BaseException, limit: int = 240) -> str:
-  text = (str(error).strip().splitlines() or [""])[0]
-  return f"{type(error).__name__}: {text[:limit]}"
 
 
 def describe_error(error: BaseException) -> str:

@@ -31,7 +31,7 @@ from jax.sharding import PartitionSpec as P
 from proxyjax import parallel, paths, rundir
 from proxyjax import vocab as vocab_lib
 from proxyjax.data import pipeline
-from proxyjax.errors import UserError
+from proxyjax.errors import UserError, first_line
 from proxyjax.model import transformer
 from proxyjax.train import checkpoint as ckpt_lib
 from proxyjax.train import manifest as manifest_lib
@@ -218,7 +218,7 @@ def load_params(workdir: str, step: int | None = None, *, mesh: Mesh | None = No
       meta = read_meta(step_dir)
     except Exception as e:  # pylint: disable=broad-except
       meta = {}
-      log.warning("%s: metadata unreadable (%s)", where, ckpt_lib.first_line(e, 200))
+      log.warning("%s: metadata unreadable (%s)", where, first_line(e, 200))
     run_config = recorded_config(workdir, meta)
     if run_config is None:
       if config is None:
@@ -243,10 +243,10 @@ def load_params(workdir: str, step: int | None = None, *, mesh: Mesh | None = No
     except Exception as e:  # pylint: disable=broad-except
       if step is not None:
         raise ckpt_lib.CheckpointError(f"{where} cannot be restored: "
-                                       f"{ckpt_lib.first_line(e, 200)}") from e
+                                       f"{first_line(e, 200)}") from e
       log.warning("%s cannot be restored (%s); trying the previous one", where,
-                  ckpt_lib.first_line(e, 200))
-      skipped.append(f"{candidate} ({ckpt_lib.first_line(e, 120)})")
+                  first_line(e, 200))
+      skipped.append(f"{candidate} ({first_line(e, 120)})")
       continue
     return LoadedParams(params=params, step=int(candidate), model_cfg=model_cfg,
                         config=pipeline.with_run_tokenizer(run_config, workdir), vocab=vocab, mesh=mesh, rules=rules, meta=meta)

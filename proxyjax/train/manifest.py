@@ -11,6 +11,7 @@ import json
 import os
 
 from proxyjax import paths
+from proxyjax.errors import first_line
 
 MANIFEST = "checksums.json"
 _MANIFEST_FORMAT = 1
@@ -86,7 +87,7 @@ def verify_manifest(step_dir: str) -> str | None:
     files = json.loads(paths.read_text(path))["files"]
     assert isinstance(files, dict)
   except Exception as e:  # pylint: disable=broad-except
-    return f"its checksum manifest is unreadable ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]})"
+    return f"its checksum manifest is unreadable ({first_line(e, 120)})"
   bad = []
   present = []
   for rel, want in sorted(files.items()):

@@ -85,7 +85,7 @@ def install() -> None:
 
     @functools.wraps(original)
     def build_kvstore_tspec(directory, name=None, **kwargs):
-      directory_str = os.fspath(directory) if not isinstance(directory, str) else directory
+      directory_str = os.fspath(directory)
       if directory_str.startswith("s3://"):
         return s3_kvstore_tspec(original, directory_str, name, **kwargs)
       return original(directory, name, **kwargs)
